@@ -1,0 +1,38 @@
+# Two entry points, both self-installing (see README):
+#   make demo  — local simulator, a real bulk import, a summary
+#   make test  — lint, type-check and the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck pytest deps system-deps clean
+
+demo: deps
+	$(BIN)/python demo/demo.py
+
+test: deps lint typecheck pytest
+
+lint: deps
+	$(BIN)/ruff check asyncovf tests benchmarks demo
+
+typecheck: deps
+	$(BIN)/mypy
+
+pytest: deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@scripts/ensure-system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache demo-out

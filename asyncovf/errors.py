@@ -1,0 +1,166 @@
+"""One exception hierarchy for everything asyncovf raises.
+
+Families, so callers can decide what to do without string matching:
+
+* :class:`InputError` — our side: a bad package, batch file, option or placement.
+  Raised before anything is created on vCenter; the CLI exits 2.
+* :class:`VCenterError` — vCenter's side: a SOAP fault (carrying the pyVmomi
+  fault object and its type name), a lease in ``error``, a failed task.
+* :class:`TransportError` — the network between us and vCenter: connection
+  refused, TLS verification, timeouts.
+* :class:`TransferError` — a file upload to an NFC device URL.
+
+Errors carry the VM, file and host they concern so one line on stderr is enough
+to act on. Third-party exceptions (aiohttp, pyVmomi, lxml) are translated at the
+boundary where they happen and chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AsyncOvfError(Exception):
+    """Root of every error asyncovf raises on purpose."""
+
+
+# --- our side ---------------------------------------------------------------
+
+
+class InputError(AsyncOvfError):
+    """Input rejected before anything was created on vCenter."""
+
+
+class UsageError(InputError):
+    """A command-line option or environment variable is wrong or missing."""
+
+
+class PackageError(InputError):
+    """An OVF/OVA package is broken or hostile; names the file concerned."""
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        self.file = file
+        super().__init__(f"{file}: {message}" if file else message)
+
+
+class ManifestError(PackageError):
+    """A manifest is malformed, or a digest does not match what was streamed."""
+
+
+class PlacementError(InputError):
+    """An inventory path (datacenter, pool, host, datastore, folder) does not resolve."""
+
+
+# --- vCenter's side -----------------------------------------------------------
+
+
+class VCenterError(AsyncOvfError):
+    """vCenter answered with a fault or a failed task.
+
+    ``fault`` is the pyVmomi ``vmodl.MethodFault`` when there is one, and
+    ``fault_type`` its short type name (``NotAuthenticated``, ``DuplicateName``…)
+    so callers can branch without importing pyVmomi.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fault: Any = None,
+        method: str | None = None,
+        vm: str | None = None,
+    ) -> None:
+        self.fault = fault
+        self.fault_type = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else None
+        self.method = method
+        self.vm = vm
+        super().__init__(message)
+
+
+class NotAuthenticatedError(VCenterError):
+    """The session is not (or no longer) logged in."""
+
+
+class InvalidLoginError(VCenterError):
+    """vCenter rejected the user name or password."""
+
+
+class ManagedObjectNotFoundError(VCenterError):
+    """A managed object reference is stale: the object is gone."""
+
+
+class ImportSpecRejected(VCenterError, InputError):
+    """CreateImportSpec returned errors: vCenter refuses this package or these options.
+
+    It is both a vCenter answer and an input rejection: nothing was created yet.
+    """
+
+
+class LeaseError(VCenterError):
+    """An HttpNfcLease went to ``error``, timed out, or could not be completed."""
+
+
+class TaskError(VCenterError):
+    """A vCenter task ended in ``error``."""
+
+
+# --- transport ----------------------------------------------------------------
+
+
+class TransportError(AsyncOvfError):
+    """The connection to vCenter failed: refused, reset, TLS, timeout."""
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        self.host = host
+        super().__init__(message)
+
+
+class TLSVerificationError(TransportError):
+    """The server's certificate could not be verified."""
+
+
+class RequestTimeout(TransportError):
+    """A SOAP call did not answer in time."""
+
+
+class TransferError(AsyncOvfError):
+    """A file upload to an NFC device URL failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        url: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.file = file
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+
+class TransferTimeout(TransferError):
+    """An upload made no progress in time."""
+
+
+__all__ = [
+    "AsyncOvfError",
+    "ImportSpecRejected",
+    "InputError",
+    "InvalidLoginError",
+    "LeaseError",
+    "ManagedObjectNotFoundError",
+    "ManifestError",
+    "NotAuthenticatedError",
+    "PackageError",
+    "PlacementError",
+    "RequestTimeout",
+    "TLSVerificationError",
+    "TaskError",
+    "TransferError",
+    "TransferTimeout",
+    "TransportError",
+    "UsageError",
+    "VCenterError",
+]
