@@ -1,0 +1,307 @@
+"""Inventory: datacenters, compute resources, pools, hosts, datastores, networks
+and folders, read in one property-collector traversal into an immutable snapshot.
+
+A snapshot is a value: readers never lock, and a refresh builds a new one and
+swaps the reference. Resolution accepts inventory paths (``/DC0/host/DC0_C0``),
+paths relative to the datacenter (``host/DC0_C0``), plain names when they are
+unique, and managed object ids (``datastore-11``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from pyVmomi import vim, vmodl
+
+from asyncovf.errors import PlacementError
+from asyncovf.vsphere.session import VCenterSession
+
+PC = vmodl.query.PropertyCollector
+
+#: The managed object types we index, with the properties we read for each.
+_PROPERTIES: Final[dict[type, list[str]]] = {
+    vim.Folder: ["name", "parent", "childType"],
+    vim.Datacenter: ["name", "parent", "vmFolder", "hostFolder"],
+    vim.ComputeResource: ["name", "parent", "resourcePool", "host"],
+    vim.HostSystem: ["name", "parent"],
+    vim.ResourcePool: ["name", "parent", "owner"],
+    vim.Datastore: ["name", "parent", "summary.freeSpace", "summary.accessible"],
+    vim.Network: ["name", "parent"],
+}
+
+# Which kind each concrete type is indexed as (subtypes first: order matters).
+_KINDS: Final = (
+    (vim.Datacenter, "datacenter"),
+    (vim.ClusterComputeResource, "compute"),
+    (vim.ComputeResource, "compute"),
+    (vim.HostSystem, "host"),
+    (vim.ResourcePool, "pool"),  # includes vim.VirtualApp
+    (vim.Datastore, "datastore"),
+    (vim.Network, "network"),  # includes portgroups and opaque networks
+    (vim.Folder, "folder"),
+)
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """One inventory object: its reference, kind, name, full path and properties."""
+
+    ref: Any
+    kind: str
+    name: str
+    path: str
+    parent: str | None  # parent's moid
+    datacenter: str | None  # enclosing datacenter's moid
+    props: Mapping[str, Any]
+
+    @property
+    def moid(self) -> str:
+        return str(self.ref._moId)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an import goes; every field is a resolved managed object reference."""
+
+    datacenter: InventoryItem
+    resource_pool: InventoryItem
+    datastore: InventoryItem
+    folder: InventoryItem
+    host: InventoryItem | None = None
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """What the operator asked for: paths, names or ids; ``None`` means default."""
+
+    datacenter: str | None = None
+    cluster: str | None = None
+    resource_pool: str | None = None
+    host: str | None = None
+    datastore: str | None = None
+    folder: str | None = None
+
+
+class InventorySnapshot:
+    """An immutable index of the inventory at one moment."""
+
+    def __init__(self, items: Iterable[InventoryItem]) -> None:
+        by_id = {item.moid: item for item in items}
+        self._by_id: Mapping[str, InventoryItem] = MappingProxyType(by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, moid: str) -> InventoryItem | None:
+        return self._by_id.get(moid)
+
+    def items(self, kind: str, datacenter: InventoryItem | None = None) -> list[InventoryItem]:
+        return [
+            item
+            for item in self._by_id.values()
+            if item.kind == kind and (datacenter is None or item.datacenter == datacenter.moid)
+        ]
+
+    def find(
+        self,
+        kind: str,
+        text: str,
+        *,
+        datacenter: InventoryItem | None = None,
+        what: str | None = None,
+    ) -> InventoryItem:
+        """Resolve ``text`` to exactly one item of ``kind``, or raise naming the choices."""
+        what = what or kind
+        candidates = self.items(kind, datacenter)
+        wanted = text.strip()
+        by_id = [c for c in candidates if c.moid == wanted]
+        if by_id:
+            return by_id[0]
+        stripped = wanted.strip("/")
+        matches = [c for c in candidates if c.path.strip("/") == stripped]
+        if not matches and datacenter is not None:
+            relative = f"{datacenter.path.strip('/')}/{stripped}"
+            matches = [c for c in candidates if c.path.strip("/") == relative]
+        if not matches and "/" in stripped:
+            matches = [c for c in candidates if c.path.strip("/").endswith("/" + stripped)]
+        if not matches:
+            matches = [c for c in candidates if c.name == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise PlacementError(f"{what} {text!r} not found; {_choices(candidates)}")
+        paths = ", ".join(sorted(m.path for m in matches))
+        raise PlacementError(f"{what} {text!r} is ambiguous: {paths}; give the full path")
+
+    def only(self, kind: str, datacenter: InventoryItem | None, *, what: str,
+             option: str) -> InventoryItem:
+        """The single item of ``kind``, or an error asking for ``option``."""
+        candidates = self.items(kind, datacenter)
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise PlacementError(f"no {what} in {datacenter.path if datacenter else 'inventory'}")
+        raise PlacementError(f"{len(candidates)} {what}s exist, choose one with {option}: "
+                             f"{_choices(candidates)}")
+
+    def resolve(self, request: PlacementRequest) -> Placement:
+        """Turn an operator's placement request into managed object references."""
+        datacenter = (
+            self.find("datacenter", request.datacenter)
+            if request.datacenter
+            else self.only("datacenter", None, what="datacenter", option="--datacenter")
+        )
+        host = self.find("host", request.host, datacenter=datacenter) if request.host else None
+
+        if request.resource_pool:
+            pool = self.find("pool", request.resource_pool, datacenter=datacenter,
+                             what="resource pool")
+        else:
+            if request.cluster:
+                compute = self.find("compute", request.cluster, datacenter=datacenter,
+                                    what="cluster")
+            elif host is not None:
+                compute = self._required(host.parent, "host's compute resource")
+            else:
+                compute = self.only("compute", datacenter, what="cluster or standalone host",
+                                    option="--cluster, --host or --resource-pool")
+            root_pool = compute.props.get("resourcePool")
+            if root_pool is None:
+                raise PlacementError(f"{compute.path} has no resource pool")
+            pool = self._required(root_pool._moId, "root resource pool")
+
+        datastore = (
+            self.find("datastore", request.datastore, datacenter=datacenter)
+            if request.datastore
+            else self.only("datastore", datacenter, what="datastore", option="--datastore")
+        )
+        if request.folder:
+            folder = self.find("vm-folder", request.folder, datacenter=datacenter,
+                               what="VM folder")
+        else:
+            folder = self._required(datacenter.props["vmFolder"]._moId, "VM folder")
+        return Placement(datacenter=datacenter, resource_pool=pool, datastore=datastore,
+                         folder=folder, host=host)
+
+    def _required(self, moid: str | None, what: str) -> InventoryItem:
+        item = self.get(moid) if moid else None
+        if item is None:
+            raise PlacementError(f"inventory is missing the {what} ({moid})")
+        return item
+
+
+def _choices(candidates: list[InventoryItem]) -> str:
+    if not candidates:
+        return "there are none"
+    paths = sorted(c.path for c in candidates)
+    shown = ", ".join(paths[:10])
+    more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
+    return f"choices: {shown}{more}"
+
+
+def _traversal_specs() -> list[Any]:
+    """Walk folders, datacenters, compute resources and pools — never into VMs' contents."""
+
+    def spec(name: str, type_: type, path: str, *nested: str) -> Any:
+        return PC.TraversalSpec(
+            name=name, type=type_, path=path, skip=False,
+            selectSet=[PC.SelectionSpec(name=n) for n in nested],
+        )
+
+    everything = ("folder", "dc_vm", "dc_host", "dc_ds", "dc_net", "cr_host", "cr_pool", "rp_rp")
+    return [
+        spec("folder", vim.Folder, "childEntity", *everything),
+        spec("dc_vm", vim.Datacenter, "vmFolder", "folder"),
+        spec("dc_host", vim.Datacenter, "hostFolder", "folder"),
+        spec("dc_ds", vim.Datacenter, "datastoreFolder", "folder"),
+        spec("dc_net", vim.Datacenter, "networkFolder", "folder"),
+        spec("cr_host", vim.ComputeResource, "host"),
+        spec("cr_pool", vim.ComputeResource, "resourcePool", "rp_rp"),
+        spec("rp_rp", vim.ResourcePool, "resourcePool", "rp_rp"),
+    ]
+
+
+async def load_snapshot(session: VCenterSession) -> InventorySnapshot:
+    """Read the whole placement inventory in one RetrievePropertiesEx traversal."""
+    root = session.content.rootFolder
+    spec = PC.FilterSpec(
+        objectSet=[PC.ObjectSpec(obj=root, skip=False, selectSet=_traversal_specs())],
+        propSet=[PC.PropertySpec(type=t, pathSet=paths, all=False)
+                 for t, paths in _PROPERTIES.items()],
+    )
+    contents = await session.retrieve_contents([spec])
+    return snapshot_from_contents(contents, root_moid=root._moId)
+
+
+def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> InventorySnapshot:
+    """Build a snapshot from ``ObjectContent`` (pure: no I/O, unit-testable)."""
+    raw: dict[str, tuple[Any, str, dict[str, Any]]] = {}
+    for content in contents:
+        obj = content.obj
+        kind = next((k for t, k in _KINDS if isinstance(obj, t)), None)
+        if kind is None:
+            continue
+        props = {p.name: p.val for p in content.propSet or ()}
+        if kind == "folder" and "VirtualMachine" in (props.get("childType") or ()):
+            kind = "vm-folder"  # only VM folders can receive an import
+        raw[obj._moId] = (obj, kind, props)
+
+    paths: dict[str, str] = {}
+    datacenters: dict[str, str | None] = {}
+
+    def path_of(moid: str, depth: int = 0) -> str:
+        if moid in paths:
+            return paths[moid]
+        entry = raw.get(moid)
+        if entry is None or moid == root_moid or depth > 64:
+            return ""
+        obj, kind, props = entry
+        parent = props.get("parent")
+        if kind == "pool" and parent is not None and parent._moId not in raw:
+            parent = props.get("owner")
+        parent_path = path_of(parent._moId, depth + 1) if parent is not None else ""
+        paths[moid] = f"{parent_path}/{props.get('name', moid)}"
+        return paths[moid]
+
+    def datacenter_of(moid: str, depth: int = 0) -> str | None:
+        if moid in datacenters:
+            return datacenters[moid]
+        entry = raw.get(moid)
+        result: str | None = None
+        if entry is not None and depth <= 64:
+            _, kind, props = entry
+            if kind == "datacenter":
+                result = moid
+            elif props.get("parent") is not None:
+                result = datacenter_of(props["parent"]._moId, depth + 1)
+        datacenters[moid] = result
+        return result
+
+    items: list[InventoryItem] = []
+    for moid, (obj, kind, props) in raw.items():
+        parent = props.get("parent")
+        items.append(
+            InventoryItem(
+                ref=obj,
+                kind=kind,
+                name=str(props.get("name", moid)),
+                path=path_of(moid),
+                parent=parent._moId if parent is not None else None,
+                datacenter=datacenter_of(moid),
+                props=MappingProxyType(props),
+            )
+        )
+    return InventorySnapshot(items)
+
+
+__all__ = [
+    "InventoryItem",
+    "InventorySnapshot",
+    "Placement",
+    "PlacementRequest",
+    "load_snapshot",
+    "snapshot_from_contents",
+]

@@ -1,0 +1,186 @@
+"""A logged-in vCenter session, owned by exactly one worker for its lifetime.
+
+Opening it retrieves the service content, switches to the server's API version
+and logs in; closing it logs out — on every exit path, including cancellation,
+under a shielded, time-bounded scope (the graceful-goodbye idiom) — and then
+closes the HTTP pool. Sessions opened = sessions closed, always.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+from pyVmomi import vim, vmodl
+
+from asyncovf.errors import TaskError, VCenterError
+from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
+
+log = logging.getLogger(__name__)
+
+#: How long Logout may take before we give up on it (it must not hold up Ctrl-C).
+LOGOUT_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """User name and password; the password never appears in ``repr``."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+class VCenterSession:
+    """One vCenter login: a :class:`SoapClient`, its service content and helpers."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: Credentials,
+        *,
+        call_timeout: float = 120.0,
+        connections: int = 4,
+    ) -> None:
+        self.endpoint = endpoint
+        self._credentials = credentials
+        self.client = SoapClient(endpoint, call_timeout=call_timeout, connections=connections)
+        self._content: Any = None
+        self._logged_in = False
+
+    def __repr__(self) -> str:
+        state = "logged-in" if self._logged_in else "closed"
+        return f"<VCenterSession {self._credentials.username}@{self.endpoint.host} {state}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> VCenterSession:
+        await self.client.__aenter__()
+        try:
+            instance = self.client.mor("ServiceInstance", "ServiceInstance")
+            content = await self.client.invoke(instance, "RetrieveContent")
+            self.client.use_api_version(content.about.apiVersion)
+            self._content = content
+            await self.client.invoke(
+                content.sessionManager,
+                "Login",
+                userName=self._credentials.username,
+                password=self._credentials.password,
+            )
+            self._logged_in = True
+        except BaseException:
+            await self.client.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Log out (bounded, shielded from cancellation), then close the pool."""
+        try:
+            if self._logged_in:
+                self._logged_in = False
+                with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True) as scope:
+                    try:
+                        await self.client.invoke(self._content.sessionManager, "Logout")
+                    except Exception as exc:  # a failed goodbye must not mask the real error
+                        log.warning("logout from %s failed: %s", self.endpoint.host, exc)
+                if scope.cancelled_caught:
+                    log.warning("logout from %s timed out after %s s",
+                                self.endpoint.host, LOGOUT_TIMEOUT)
+        finally:
+            await self.client.aclose()
+
+    # -- accessors ---------------------------------------------------------------
+
+    @property
+    def content(self) -> Any:
+        """``vim.ServiceInstanceContent`` (root folder, OVF manager, property collector…)."""
+        if self._content is None:
+            raise RuntimeError("VCenterSession used outside 'async with'")
+        return self._content
+
+    @property
+    def api_version(self) -> str:
+        return str(self.content.about.apiVersion)
+
+    async def invoke(self, mo: Any, method: str, **kwargs: Any) -> Any:
+        """Call a vSphere method (pyVmomi name) on ``mo``."""
+        return await self.client.invoke(mo, method, **kwargs)
+
+    # -- property collector ----------------------------------------------------------
+
+    async def retrieve(self, obj: Any, paths: Sequence[str]) -> dict[str, Any]:
+        """Read properties of one object in one round trip.
+
+        Raises :class:`~asyncovf.errors.ManagedObjectNotFoundError` if the object is gone.
+        """
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(
+                type=type(obj), pathSet=list(paths), all=False)],
+        )
+        contents = await self.retrieve_contents([spec])
+        values: dict[str, Any] = {name: None for name in paths}
+        for content in contents:
+            for prop in content.propSet or ():
+                values[prop.name] = prop.val
+            for missing in content.missingSet or ():
+                fault = missing.fault
+                raise VCenterError(
+                    f"cannot read {missing.path} of {obj._moId}: {describe_fault(fault)}",
+                    fault=fault, method="RetrievePropertiesEx",
+                )
+        return values
+
+    async def retrieve_contents(self, specs: Sequence[Any], page_size: int = 1000) -> list[Any]:
+        """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``."""
+        collector = self.content.propertyCollector
+        result = await self.invoke(
+            collector,
+            "RetrievePropertiesEx",
+            specSet=list(specs),
+            options=vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size),
+        )
+        objects: list[Any] = []
+        while result is not None:
+            objects.extend(result.objects or ())
+            if not result.token:
+                break
+            result = await self.invoke(collector, "ContinueRetrievePropertiesEx",
+                                       token=result.token)
+        return objects
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def wait_for_task(self, task: Any) -> Any:
+        """Poll a task until it ends; return its result or raise :class:`TaskError`.
+
+        Unbounded: callers bound it with ``anyio.fail_after``. Polling with capped
+        backoff costs one cheap call per step; WaitForUpdatesEx would need a
+        property filter per task, which is more calls for short tasks.
+        """
+        delay = 0.02
+        while True:
+            info = (await self.retrieve(task, ["info"]))["info"]
+            if info.state == vim.TaskInfo.State.success:
+                return info.result
+            if info.state == vim.TaskInfo.State.error:
+                raise TaskError(
+                    f"{info.descriptionId or info.name}: {describe_fault(info.error)}",
+                    fault=info.error, method=str(info.name),
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+__all__ = ["Credentials", "LOGOUT_TIMEOUT", "VCenterSession"]

@@ -1,0 +1,341 @@
+"""The async SOAP transport: pyVmomi builds and reads the XML, aiohttp carries it.
+
+This is the only module that knows pyVmomi's serializer. pyVmomi's own stub does
+blocking I/O on ``http.client``; wrapping it in a thread would make every call
+impossible to cancel (a thread outlives Ctrl-C). So we keep pyVmomi as the type
+system — requests are serialized by ``SoapStubAdapter.SerializeRequest`` and
+answers parsed by ``SoapResponseDeserializer`` — and POST the bytes ourselves.
+
+One :class:`SoapClient` is one vCenter session's transport: one aiohttp
+``ClientSession`` (connection pool, TLS context) and one ``vmware_soap_session``
+cookie. It is never shared between workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import anyio
+from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
+
+from asyncovf.errors import (
+    InvalidLoginError,
+    ManagedObjectNotFoundError,
+    NotAuthenticatedError,
+    RequestTimeout,
+    TLSVerificationError,
+    TransportError,
+    VCenterError,
+)
+
+SESSION_COOKIE: Final = "vmware_soap_session"
+
+#: API version used before we know the server's. RetrieveServiceContent exists in
+#: every version, so the first call is safe; we then switch to the server's own.
+BOOTSTRAP_VERSION: Final = "vim.version.version11"  # 6.5
+
+_FAULT_ERRORS: Final[dict[str, type[VCenterError]]] = {
+    "NotAuthenticated": NotAuthenticatedError,
+    "InvalidLogin": InvalidLoginError,
+    "ManagedObjectNotFound": ManagedObjectNotFoundError,
+}
+
+_USER_AGENT: Final = "asyncovf/0.1 (pyVmomi serializer; aiohttp transport)"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where vCenter's SOAP service lives, and how to trust it."""
+
+    url: str
+    insecure: bool = False
+    ca_file: str | None = None
+
+    @classmethod
+    def parse(cls, server: str, *, insecure: bool = False, ca_file: str | None = None) -> Endpoint:
+        """Accept ``vc.example.com``, ``host:port`` or a full ``https://host/sdk`` URL."""
+        text = server.strip()
+        if "://" not in text:
+            text = "https://" + text
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a vCenter URL: {server!r}")
+        if parts.username or parts.password:
+            # Credentials in URLs end up in logs and shell history; refuse them.
+            raise ValueError("put credentials in --user/--password, not in the server URL")
+        path = parts.path if parts.path not in ("", "/") else "/sdk"
+        return cls(
+            url=urlunsplit((parts.scheme, parts.netloc, path, "", "")),
+            insecure=insecure,
+            ca_file=ca_file,
+        )
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` as it appears in URLs; NFC ``*`` hosts are replaced by it."""
+        return urlsplit(self.url).netloc
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """TLS settings for aiohttp: verify by default, ``--insecure`` opts out explicitly."""
+        if urlsplit(self.url).scheme == "http":
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+class _NoSyncStub(SoapAdapter.SoapStubAdapter):
+    """A pyVmomi stub that serializes and owns MORs but refuses blocking calls.
+
+    Managed object references returned by our deserializer point at this stub.
+    If any code touched ``vm.name`` on one, pyVmomi would block the event loop
+    on ``http.client``; this makes that mistake loud instead.
+    """
+
+    def __init__(self, *, url: str, version: str) -> None:
+        SoapAdapter.SoapStubAdapter.__init__(self, url=url, version=version)
+
+    def serialize(self, mo: Any, info: Any, args: list[Any]) -> bytes:
+        """The SOAP envelope for one call, exactly as pyVmomi itself would send it."""
+        return bytes(SoapAdapter.SoapStubAdapterBase.SerializeRequest(self, mo, info, args))
+
+    def InvokeMethod(self, mo: Any, info: Any, args: Any, outerStub: Any = None) -> Any:  # noqa: N802
+        raise RuntimeError(
+            f"blocking pyVmomi call {info.name} on {mo!r}: use SoapClient.invoke instead"
+        )
+
+    def InvokeAccessor(self, mo: Any, info: Any) -> Any:  # noqa: N802
+        raise RuntimeError(
+            f"blocking pyVmomi property read {info.name} on {mo!r}: use the property collector"
+        )
+
+
+def pick_api_version(api_version: str) -> str:
+    """The pyVmomi version name matching the server's ``about.apiVersion``.
+
+    An unknown (newer) server version falls back to the newest pyVmomi knows,
+    an unknown older one to 6.5, the oldest vCenter this tool supports.
+    """
+    known = {
+        version_id: name
+        for name, version_id in VmomiSupport.versionIdMap.items()
+        if name.startswith("vim.version.")
+    }
+    if api_version in known:
+        return str(known[api_version])
+    newest = str(VmomiSupport.GetServiceVersions("vim25")[0])
+    try:
+        wanted = tuple(int(p) for p in api_version.split("."))
+        newest_id = tuple(int(p) for p in VmomiSupport.versionIdMap[newest].split("."))
+    except ValueError:
+        return BOOTSTRAP_VERSION
+    return newest if wanted > newest_id else BOOTSTRAP_VERSION
+
+
+@contextlib.contextmanager
+def translate_transport_errors(host: str, what: str) -> Iterator[None]:
+    """Map aiohttp's exceptions to ours where they happen (one table, one place)."""
+    try:
+        yield
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise TLSVerificationError(
+            f"TLS certificate of {host} could not be verified ({exc.certificate_error}); "
+            "pass --ca-file PATH with the CA that signed it, or --insecure to skip verification",
+            host=host,
+        ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise TLSVerificationError(f"TLS handshake with {host} failed: {exc}", host=host) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise TransportError(
+            f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}", host=host
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise TransportError(f"{what} to {host} failed: {exc or type(exc).__name__}",
+                             host=host) from exc
+
+
+class SoapClient:
+    """vCenter's SOAP API over one aiohttp session, cancellable at every await.
+
+    Use as an async context manager; :meth:`invoke` calls a method by its pyVmomi
+    name with keyword arguments and returns pyVmomi objects, raising
+    :class:`~asyncovf.errors.VCenterError` (or a subclass) for SOAP faults.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        call_timeout: float = 120.0,
+        connections: int = 4,
+    ) -> None:
+        self.endpoint = endpoint
+        self.call_timeout = call_timeout
+        self._connections = connections
+        self._stub = _NoSyncStub(url=endpoint.url, version=BOOTSTRAP_VERSION)
+        self._http: aiohttp.ClientSession | None = None
+        self._session_cookie: str | None = None
+        #: Round trips made, by pyVmomi method name; for benchmarks and tests.
+        self.calls: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> SoapClient:
+        connector = aiohttp.TCPConnector(
+            limit=self._connections, ssl=self.endpoint.ssl_context(), enable_cleanup_closed=True
+        )
+        # We keep the session cookie ourselves: aiohttp's default jar silently
+        # drops cookies from IP-address hosts such as 127.0.0.1.
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": _USER_AGENT},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            with anyio.CancelScope(shield=True):
+                await http.close()
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The session's HTTP client, shared with NFC uploads (same pool, same TLS)."""
+        if self._http is None:
+            raise RuntimeError("SoapClient used outside 'async with'")
+        return self._http
+
+    @property
+    def session_cookie(self) -> str | None:
+        return self._session_cookie
+
+    def use_api_version(self, api_version: str) -> None:
+        """Speak the server's API version from now on (after RetrieveServiceContent)."""
+        self._stub = _NoSyncStub(url=self.endpoint.url, version=pick_api_version(api_version))
+
+    def mor(self, type_name: str, value: str) -> Any:
+        """A managed object reference bound to this client: ``mor("VirtualMachine", "vm-4")``."""
+        return VmomiSupport.GetVmodlType(f"vim.{type_name}")(value, self._stub)
+
+    # -- calls -------------------------------------------------------------------
+
+    async def invoke(self, mo: Any, method: str, **kwargs: Any) -> Any:
+        """Call ``method`` (pyVmomi name, e.g. ``"ImportVApp"``) on ``mo``."""
+        info = type(mo)._GetMethodInfo(method)
+        names = {param.name for param in info.params}
+        unknown = set(kwargs) - names
+        if unknown:
+            raise TypeError(f"{method}() got unexpected arguments {sorted(unknown)}")
+        args = [kwargs.get(param.name) for param in info.params]
+        body = self._stub.serialize(mo, info, args)
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": self._stub.versionId,
+        }
+        if self._session_cookie:
+            headers["Cookie"] = f"{SESSION_COOKIE}={self._session_cookie}"
+        self.calls[method] = self.calls.get(method, 0) + 1
+
+        host = self.endpoint.host
+        try:
+            with anyio.fail_after(self.call_timeout):
+                with translate_transport_errors(host, f"{info.wsdlName} call"):
+                    async with self.http.post(
+                        self.endpoint.url, data=body, headers=headers
+                    ) as response:
+                        self._remember_cookie(response)
+                        status = response.status
+                        payload = await response.read()
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"{info.wsdlName} to {host} got no answer in {self.call_timeout:g} s", host=host
+            ) from exc
+
+        if status not in (200, 500):
+            raise TransportError(
+                f"{info.wsdlName} to {host}: HTTP {status} {payload[:200]!r}", host=host
+            )
+        try:
+            result = SoapAdapter.SoapResponseDeserializer(self._stub).Deserialize(
+                payload, info.result
+            )
+        except Exception as exc:  # expat and pyVmomi raise many types; all mean "not SOAP"
+            raise TransportError(
+                f"{info.wsdlName} to {host}: unreadable answer (HTTP {status}): {exc}", host=host
+            ) from exc
+        if status == 500 or isinstance(result, vmodl.MethodFault):
+            raise fault_error(result, info.wsdlName) from (
+                result if isinstance(result, BaseException) else None
+            )
+        return result
+
+    def _remember_cookie(self, response: aiohttp.ClientResponse) -> None:
+        for header in response.headers.getall("Set-Cookie", ()):
+            try:
+                morsel = SimpleCookie(header).get(SESSION_COOKIE)
+            except CookieError:
+                continue
+            if morsel is not None:
+                self._session_cookie = morsel.value
+
+
+def fault_error(fault: Any, method: str) -> VCenterError:
+    """Wrap a pyVmomi fault in our hierarchy, keeping the fault object."""
+    if not isinstance(fault, vmodl.MethodFault):
+        return VCenterError(f"{method}: unexpected answer {fault!r}", method=method)
+    fault_type = type(fault).__name__.rsplit(".", 1)[-1]
+    message = describe_fault(fault)
+    error_class = _FAULT_ERRORS.get(fault_type, VCenterError)
+    return error_class(f"{method}: {fault_type}: {message}", fault=fault, method=method)
+
+
+def describe_fault(fault: Any) -> str:
+    """The most useful human text a fault carries (vCenter puts it in different places)."""
+    parts: list[str] = []
+    msg = getattr(fault, "msg", None)
+    if msg:
+        parts.append(str(msg))
+    for localized in getattr(fault, "faultMessage", None) or ():
+        text = getattr(localized, "message", None)
+        if text and text not in parts:
+            parts.append(str(text))
+    if isinstance(fault, vim.fault.InvalidState | vmodl.fault.InvalidArgument):
+        prop = getattr(fault, "invalidProperty", None)
+        if prop:
+            parts.append(f"property {prop}")
+    return "; ".join(parts) or "(no message)"
+
+
+__all__ = [
+    "BOOTSTRAP_VERSION",
+    "Endpoint",
+    "SESSION_COOKIE",
+    "SoapClient",
+    "describe_fault",
+    "fault_error",
+    "pick_api_version",
+    "translate_transport_errors",
+]
