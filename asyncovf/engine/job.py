@@ -1,0 +1,318 @@
+"""One import, phase by phase: CreateImportSpec → ImportVApp → lease → uploads → Complete.
+
+The phases are an enum with one transition table; an illegal transition raises,
+so a bug in the orchestration shows up as an error rather than as a report
+that lies. Each phase's duration is recorded for the report.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+from pyVmomi import vim
+
+from asyncovf.errors import ImportSpecRejected, TransferError
+from asyncovf.ovf.manifest import check_digest
+from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
+from asyncovf.vsphere.inventory import Placement
+from asyncovf.vsphere.lease import LeaseGuard
+from asyncovf.vsphere.nfc import UploadTarget, device_url, upload
+from asyncovf.vsphere.session import VCenterSession
+from asyncovf.vsphere.soap import SESSION_COOKIE, describe_fault
+
+log = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"
+    SPEC = "spec"
+    IMPORT = "import"
+    LEASE_WAIT = "lease_wait"
+    UPLOAD = "upload"
+    COMPLETE = "complete"
+    ABORT = "abort"
+    IMPORTED = "imported"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+_TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.PENDING: frozenset({Phase.SPEC, Phase.FAILED, Phase.ABORTED}),
+    Phase.SPEC: frozenset({Phase.IMPORT, Phase.FAILED, Phase.ABORTED}),
+    Phase.IMPORT: frozenset({Phase.LEASE_WAIT, Phase.FAILED, Phase.ABORTED}),
+    Phase.LEASE_WAIT: frozenset({Phase.UPLOAD, Phase.ABORT}),
+    Phase.UPLOAD: frozenset({Phase.COMPLETE, Phase.ABORT}),
+    Phase.COMPLETE: frozenset({Phase.IMPORTED, Phase.ABORT}),
+    Phase.ABORT: frozenset({Phase.FAILED, Phase.ABORTED}),
+    Phase.IMPORTED: frozenset(),
+    Phase.FAILED: frozenset(),
+    Phase.ABORTED: frozenset(),
+}
+TERMINAL: Final = frozenset({Phase.IMPORTED, Phase.FAILED, Phase.ABORTED})
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass
+class JobState:
+    """Mutable record of one import's progress; the report is built from it."""
+
+    name: str
+    phase: Phase = Phase.PENDING
+    vm: str | None = None
+    bytes_total: int = 0
+    bytes_done: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    #: True once ImportVApp was sent: from then on a failure is not "input rejected".
+    touched_vcenter: bool = False
+    cleanup_errors: list[str] = field(default_factory=list)
+    _phase_started: float = field(default_factory=time.monotonic, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<JobState {self.name!r} {self.phase.value} {self.bytes_done}/{self.bytes_total}>"
+
+    def advance(self, to: Phase) -> None:
+        if to not in _TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"{self.name}: {self.phase.value} → {to.value}")
+        now = time.monotonic()
+        if self.phase not in TERMINAL and self.phase is not Phase.PENDING:
+            key = self.phase.value
+            self.timings[key] = self.timings.get(key, 0.0) + (now - self._phase_started)
+        self.phase = to
+        self._phase_started = now
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What CreateImportSpec needs beyond the descriptor and placement."""
+
+    deployment: str | None = None
+    disk_provisioning: str | None = None
+    network_mapping: dict[str, Any] = field(default_factory=dict)  # OVF name → network MOR
+    verify_manifest: bool = True
+    keep_failed: bool = False
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    lease_ready_timeout: float = 300.0
+    stall_timeout: float = 120.0
+
+
+ProgressCallback = Callable[[JobState], None]
+
+
+async def import_package(
+    session: VCenterSession,
+    package: Package,
+    placement: Placement,
+    state: JobState,
+    options: ImportOptions | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> JobState:
+    """Import ``package`` as ``state.name``; on failure raise, leaving nothing behind.
+
+    ``state`` is updated in place (phase, bytes, timings), so a caller can show
+    progress and report a job even when this raises or is cancelled.
+    """
+    options = options or ImportOptions()
+    try:
+        await _run(session, package, placement, state, options, on_progress)
+    except anyio.get_cancelled_exc_class():
+        _finish(state, Phase.ABORTED, "interrupted")
+        raise
+    except BaseException as exc:
+        _finish(state, Phase.FAILED, _error_text(exc))
+        raise
+    return state
+
+
+def _finish(state: JobState, phase: Phase, error: str) -> None:
+    """Move a failed job to its terminal phase (via ABORT if a lease was taken)."""
+    if state.phase not in TERMINAL:
+        state.advance(phase)
+    state.error = state.error or error
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_error_text(e) for e in exc.exceptions)
+    return str(exc) or type(exc).__name__
+
+
+async def _run(
+    session: VCenterSession,
+    package: Package,
+    placement: Placement,
+    state: JobState,
+    options: ImportOptions,
+    on_progress: ProgressCallback | None,
+) -> None:
+    def notify() -> None:
+        if on_progress is not None:
+            on_progress(state)
+
+    state.advance(Phase.SPEC)
+    notify()
+    spec_result = await create_import_spec(session, package, placement, state.name, options)
+    for warning in spec_result.warning or ():
+        state.warnings.append(describe_fault(warning))
+
+    state.advance(Phase.IMPORT)
+    notify()
+    # ImportVApp creates the VM and the lease. Were it cancelled mid-flight, both
+    # could exist on vCenter with us never learning the lease to abort. So this
+    # one call finishes shielded (bounded by the call timeout); a pending
+    # cancellation then hits the lease guard, which aborts the lease it now knows.
+    state.touched_vcenter = True
+    with anyio.CancelScope(shield=True):
+        lease = await session.invoke(
+            placement.resource_pool.ref,
+            "ImportVApp",
+            spec=spec_result.importSpec,
+            folder=placement.folder.ref,
+            host=placement.host.ref if placement.host else None,
+        )
+
+    state.advance(Phase.LEASE_WAIT)
+    notify()
+    guard = LeaseGuard(session, lease, vm_name=state.name,
+                       ready_timeout=options.lease_ready_timeout, keep_failed=options.keep_failed)
+    try:
+        async with guard:
+            state.vm = guard.entity._moId if guard.entity is not None else None
+            targets = upload_targets(spec_result, guard.info, session.endpoint.host, package)
+            guard.total_bytes = state.bytes_total = sum(t.size for t in targets)
+            state.advance(Phase.UPLOAD)
+            notify()
+
+            def on_bytes(count: int) -> None:
+                guard.add_bytes(count)
+                state.bytes_done += count
+                notify()
+
+            cookie = session.client.session_cookie
+            for target in targets:
+                await upload_verified(session, package, target, options, on_bytes,
+                                      cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
+            state.advance(Phase.COMPLETE)
+            notify()
+    except BaseException:
+        state.cleanup_errors.extend(guard.cleanup_errors)
+        state.timings["abort"] = guard.cleanup_seconds
+        state.advance(Phase.ABORT)
+        raise
+    state.advance(Phase.IMPORTED)
+    notify()
+
+
+async def create_import_spec(
+    session: VCenterSession,
+    package: Package,
+    placement: Placement,
+    name: str,
+    options: ImportOptions,
+) -> Any:
+    """CreateImportSpec; raise :class:`ImportSpecRejected` with vCenter's text on errors."""
+    params = vim.OvfManager.CreateImportSpecParams(
+        entityName=name,
+        locale="",
+        deploymentOption=options.deployment or package.descriptor.default_deployment or "",
+    )
+    if options.disk_provisioning:
+        params.diskProvisioning = options.disk_provisioning
+    if options.network_mapping:
+        params.networkMapping = [
+            vim.OvfManager.NetworkMapping(name=ovf_name, network=network)
+            for ovf_name, network in options.network_mapping.items()
+        ]
+    result = await session.invoke(
+        session.content.ovfManager,
+        "CreateImportSpec",
+        ovfDescriptor=package.descriptor.text,
+        resourcePool=placement.resource_pool.ref,
+        datastore=placement.datastore.ref,
+        cisp=params,
+    )
+    if result.error:
+        reasons = "; ".join(describe_fault(e) for e in result.error)
+        raise ImportSpecRejected(
+            f"vCenter rejected {package.location} for {name!r}: {reasons}",
+            fault=result.error[0], method="CreateImportSpec", vm=name,
+        )
+    if result.importSpec is None:
+        raise ImportSpecRejected(f"CreateImportSpec returned no import spec for {name!r}",
+                                 method="CreateImportSpec", vm=name)
+    return result
+
+
+def upload_targets(
+    spec_result: Any, lease_info: Any, vcenter_host: str, package: Package
+) -> list[UploadTarget]:
+    """Pair each file item vCenter asked for with its device URL and package member."""
+    urls = {url.importKey: url for url in (lease_info.deviceUrl or ())}
+    targets: list[UploadTarget] = []
+    for item in spec_result.fileItem or ():
+        device = urls.get(item.deviceId)
+        if device is None:
+            raise TransferError(
+                f"lease has no device URL for {item.path} (device {item.deviceId})",
+                file=item.path,
+            )
+        member = package.member(item.path)
+        targets.append(
+            UploadTarget(
+                file_name=item.path,
+                url=device_url(device.url, vcenter_host),
+                size=member.size,
+                is_disk=bool(device.disk),
+                create=bool(item.create),
+            )
+        )
+    return targets
+
+
+async def upload_verified(
+    session: VCenterSession,
+    package: Package,
+    target: UploadTarget,
+    options: ImportOptions,
+    on_bytes: Callable[[int], None],
+    *,
+    cookie: str | None,
+) -> None:
+    """Stream one file to vCenter, checking its manifest digest on the way."""
+    entry = package.manifest.entry(target.file_name) if (
+        package.manifest is not None and options.verify_manifest
+    ) else None
+    digest = entry.new_hash() if entry is not None else None
+    chunks = package.stream(target.file_name, chunk_size=options.chunk_size, digest=digest)
+    await upload(session.client.http, target, chunks, on_bytes=on_bytes,
+                 stall_timeout=options.stall_timeout, cookie=cookie)
+    if entry is not None and digest is not None and package.manifest is not None:
+        check_digest(entry, digest, manifest=package.manifest.name)
+
+
+__all__ = [
+    "IllegalTransition",
+    "ImportOptions",
+    "JobState",
+    "Phase",
+    "TERMINAL",
+    "create_import_spec",
+    "import_package",
+    "upload_targets",
+    "upload_verified",
+]
