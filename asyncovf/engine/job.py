@@ -10,20 +10,26 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import anyio
 from pyVmomi import vim
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
 
-from asyncovf.errors import ImportSpecRejected, TransferError
+from asyncovf.errors import ImportSpecRejected, PackageError, TransferError, TransferTimeout
 from asyncovf.ovf.manifest import check_digest
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
 from asyncovf.vsphere.inventory import Placement
-from asyncovf.vsphere.lease import LeaseGuard
+from asyncovf.vsphere.lease import CLEANUP_TIMEOUT, LeaseGuard
 from asyncovf.vsphere.nfc import UploadTarget, device_url, upload
-from asyncovf.vsphere.session import VCenterSession
+from asyncovf.vsphere.session import VCenterSession, backoff
 from asyncovf.vsphere.soap import SESSION_COOKIE, describe_fault
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ class Phase(enum.Enum):
     LEASE_WAIT = "lease_wait"
     UPLOAD = "upload"
     COMPLETE = "complete"
+    POWER_ON = "power_on"
     ABORT = "abort"
     IMPORTED = "imported"
     FAILED = "failed"
@@ -48,7 +55,9 @@ _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.IMPORT: frozenset({Phase.LEASE_WAIT, Phase.FAILED, Phase.ABORTED}),
     Phase.LEASE_WAIT: frozenset({Phase.UPLOAD, Phase.ABORT}),
     Phase.UPLOAD: frozenset({Phase.COMPLETE, Phase.ABORT}),
-    Phase.COMPLETE: frozenset({Phase.IMPORTED, Phase.ABORT}),
+    Phase.COMPLETE: frozenset({Phase.POWER_ON, Phase.IMPORTED, Phase.ABORT}),
+    # After Complete the lease is gone: a failed power-on removes the VM itself.
+    Phase.POWER_ON: frozenset({Phase.IMPORTED, Phase.FAILED, Phase.ABORTED}),
     Phase.ABORT: frozenset({Phase.FAILED, Phase.ABORTED}),
     Phase.IMPORTED: frozenset(),
     Phase.FAILED: frozenset(),
@@ -76,6 +85,8 @@ class JobState:
     #: True once ImportVApp was sent: from then on a failure is not "input rejected".
     touched_vcenter: bool = False
     cleanup_errors: list[str] = field(default_factory=list)
+    #: (phase, monotonic start time) for every phase entered: the report's timeline.
+    history: list[tuple[str, float]] = field(default_factory=list)
     _phase_started: float = field(default_factory=time.monotonic, repr=False)
 
     def __repr__(self) -> str:
@@ -90,6 +101,7 @@ class JobState:
             self.timings[key] = self.timings.get(key, 0.0) + (now - self._phase_started)
         self.phase = to
         self._phase_started = now
+        self.history.append((to.value, now))
 
     @property
     def done(self) -> bool:
@@ -98,19 +110,49 @@ class JobState:
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What CreateImportSpec needs beyond the descriptor and placement."""
+    """What an import needs beyond the descriptor and placement."""
 
     deployment: str | None = None
     disk_provisioning: str | None = None
     network_mapping: dict[str, Any] = field(default_factory=dict)  # OVF name → network MOR
+    properties: dict[str, str] = field(default_factory=dict)  # full property key → value
+    annotation: str | None = None
+    power_on: bool = False
     verify_manifest: bool = True
     keep_failed: bool = False
     chunk_size: int = DEFAULT_CHUNK_SIZE
     lease_ready_timeout: float = 300.0
     stall_timeout: float = 120.0
+    upload_attempts: int = 4  # per file; each attempt reopens the source
+    upload_initial_wait: float = 0.5
+    upload_max_wait: float = 10.0
 
 
 ProgressCallback = Callable[[JobState], None]
+UploadSlot = Callable[[UploadTarget], AbstractAsyncContextManager[None]]
+Throttle = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobHooks:
+    """How the engine shapes one import without the job knowing about pools.
+
+    ``upload_slot`` is entered around each file upload (per-host and
+    per-datastore caps); ``throttle`` is awaited for every chunk (bandwidth).
+    """
+
+    on_progress: ProgressCallback | None = None
+    upload_slot: UploadSlot | None = None
+    throttle: Throttle | None = None
+
+
+def is_transient_transfer(error: BaseException) -> bool:
+    """Worth another upload attempt: connection trouble, stalls and 5xx — never 4xx."""
+    if isinstance(error, TransferTimeout):
+        return True
+    if isinstance(error, TransferError) and not isinstance(error, PackageError):
+        return error.status is None or error.status >= 500
+    return False
 
 
 async def import_package(
@@ -121,6 +163,7 @@ async def import_package(
     options: ImportOptions | None = None,
     *,
     on_progress: ProgressCallback | None = None,
+    hooks: JobHooks | None = None,
 ) -> JobState:
     """Import ``package`` as ``state.name``; on failure raise, leaving nothing behind.
 
@@ -128,8 +171,11 @@ async def import_package(
     progress and report a job even when this raises or is cancelled.
     """
     options = options or ImportOptions()
+    hooks = hooks or JobHooks()
+    if on_progress is not None:
+        hooks = replace(hooks, on_progress=on_progress)
     try:
-        await _run(session, package, placement, state, options, on_progress)
+        await _run(session, package, placement, state, options, hooks)
     except anyio.get_cancelled_exc_class():
         _finish(state, Phase.ABORTED, "interrupted")
         raise
@@ -158,17 +204,21 @@ async def _run(
     placement: Placement,
     state: JobState,
     options: ImportOptions,
-    on_progress: ProgressCallback | None,
+    hooks: JobHooks,
 ) -> None:
     def notify() -> None:
-        if on_progress is not None:
-            on_progress(state)
+        if hooks.on_progress is not None:
+            hooks.on_progress(state)
 
     state.advance(Phase.SPEC)
     notify()
     spec_result = await create_import_spec(session, package, placement, state.name, options)
     for warning in spec_result.warning or ():
         state.warnings.append(describe_fault(warning))
+    if options.annotation is not None:
+        config = getattr(spec_result.importSpec, "configSpec", None)
+        if config is not None:
+            config.annotation = options.annotation
 
     state.advance(Phase.IMPORT)
     notify()
@@ -203,10 +253,8 @@ async def _run(
                 state.bytes_done += count
                 notify()
 
-            cookie = session.client.session_cookie
             for target in targets:
-                await upload_verified(session, package, target, options, on_bytes,
-                                      cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
+                await upload_verified(session, package, target, options, on_bytes, hooks)
             state.advance(Phase.COMPLETE)
             notify()
     except BaseException:
@@ -214,8 +262,29 @@ async def _run(
         state.timings["abort"] = guard.cleanup_seconds
         state.advance(Phase.ABORT)
         raise
+
+    if options.power_on and guard.entity is not None:
+        state.advance(Phase.POWER_ON)
+        notify()
+        await power_on_or_remove(session, guard.entity, state)
     state.advance(Phase.IMPORTED)
     notify()
+
+
+async def power_on_or_remove(session: VCenterSession, vm: Any, state: JobState) -> None:
+    """Power the new VM on; if that fails, remove it so nothing half-done is left."""
+    try:
+        task = await session.invoke(vm, "PowerOn")
+        await session.wait_for_task(task)
+    except BaseException as exc:
+        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+            try:
+                task = await session.invoke(vm, "Destroy")
+                await session.wait_for_task(task)
+            except Exception as cleanup_error:
+                state.cleanup_errors.append(f"removing {state.name} after failed power-on: "
+                                            f"{cleanup_error}")
+        raise exc
 
 
 async def create_import_spec(
@@ -233,6 +302,9 @@ async def create_import_spec(
     )
     if options.disk_provisioning:
         params.diskProvisioning = options.disk_provisioning
+    if options.properties:
+        params.propertyMapping = [vim.KeyValue(key=k, value=v)
+                                  for k, v in options.properties.items()]
     if options.network_mapping:
         params.networkMapping = [
             vim.OvfManager.NetworkMapping(name=ovf_name, network=network)
@@ -290,24 +362,56 @@ async def upload_verified(
     target: UploadTarget,
     options: ImportOptions,
     on_bytes: Callable[[int], None],
-    *,
-    cookie: str | None,
+    hooks: JobHooks | None = None,
 ) -> None:
-    """Stream one file to vCenter, checking its manifest digest on the way."""
+    """Stream one file to vCenter, checking its manifest digest on the way.
+
+    Transient failures (connection errors, stalls, 5xx) are retried with
+    exponential backoff and jitter; each attempt reopens the source and starts
+    a fresh digest, and the bytes a failed attempt counted are taken back.
+    """
+    hooks = hooks or JobHooks()
     entry = package.manifest.entry(target.file_name) if (
         package.manifest is not None and options.verify_manifest
     ) else None
-    digest = entry.new_hash() if entry is not None else None
-    chunks = package.stream(target.file_name, chunk_size=options.chunk_size, digest=digest)
-    await upload(session.client.http, target, chunks, on_bytes=on_bytes,
-                 stall_timeout=options.stall_timeout, cookie=cookie)
-    if entry is not None and digest is not None and package.manifest is not None:
-        check_digest(entry, digest, manifest=package.manifest.name)
+    cookie = session.client.session_cookie
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max(1, options.upload_attempts)),
+        wait=backoff(options.upload_initial_wait, options.upload_max_wait),
+        retry=retry_if_exception(is_transient_transfer),
+        before_sleep=lambda rs: log.warning(
+            "upload of %s failed (%s); retrying", target.file_name,
+            rs.outcome.exception() if rs.outcome else "?"),
+        reraise=True,
+    )
+    sent = 0
+    async for attempt in retrying:
+        with attempt:
+            if sent:
+                on_bytes(-sent)  # a retry starts from zero: take back the failed attempt's
+            sent = 0
+
+            def count(n: int) -> None:
+                nonlocal sent
+                sent += n
+                on_bytes(n)
+
+            digest = entry.new_hash() if entry is not None else None
+            slot = hooks.upload_slot(target) if hooks.upload_slot else nullcontext()
+            async with slot, package.open_member(target.file_name, digest=digest) as source:
+                await upload(session.client.http, target, source.chunks(options.chunk_size),
+                             on_bytes=count, throttle=hooks.throttle,
+                             stall_timeout=options.stall_timeout,
+                             cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
+            if entry is not None and digest is not None and package.manifest is not None:
+                check_digest(entry, digest, manifest=package.manifest.name)
 
 
 __all__ = [
     "IllegalTransition",
     "ImportOptions",
+    "JobHooks",
+    "is_transient_transfer",
     "JobState",
     "Phase",
     "TERMINAL",

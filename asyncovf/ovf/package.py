@@ -13,7 +13,8 @@ import hashlib
 import logging
 import os
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final
@@ -59,36 +60,65 @@ class Package:
         except KeyError:
             raise PackageError(f"package has no file {name!r}", file=self.location) from None
 
+    @asynccontextmanager
+    async def open_member(
+        self, name: str, *, digest: hashlib._Hash | None = None
+    ) -> AsyncIterator[MemberReader]:
+        """Open one member for reading; the file is closed when the block exits.
+
+        The handle's lifetime belongs to the caller's task, not to whichever
+        task iterates the chunks (aiohttp writes request bodies from its own
+        task), so it is released deterministically on every path.
+        """
+        member = self.member(name)
+        handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, member.path, member.offset)
+        try:
+            yield MemberReader(member, handle, digest, self.location)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
+
     async def stream(
         self,
         name: str,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         digest: hashlib._Hash | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Yield a member's bytes chunk by chunk, feeding ``digest`` on the way.
 
         Each call reopens the file, so a retried upload starts from a fresh source.
-        A member that ends early (a file truncated since it was indexed) raises.
         """
-        member = self.member(name)
-        handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, member.path, member.offset)
-        try:
-            remaining = member.size
-            while remaining > 0:
-                chunk = await anyio.to_thread.run_sync(
-                    _read_and_hash, handle, min(chunk_size, remaining), digest
-                )
-                if not chunk:
-                    raise PackageError(
-                        f"{name} ended after {member.size - remaining} of {member.size} bytes",
-                        file=self.location,
-                    )
-                remaining -= len(chunk)
+        async with self.open_member(name, digest=digest) as reader:
+            async for chunk in reader.chunks(chunk_size):
                 yield chunk
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(handle.close)
+
+
+class MemberReader:
+    """Sequential reads of one open member; reads and hashing run in a worker thread."""
+
+    def __init__(self, member: Member, handle: BinaryIO, digest: hashlib._Hash | None,
+                 location: str) -> None:
+        self.member = member
+        self._handle = handle
+        self._digest = digest
+        self._location = location
+        self.remaining = member.size
+
+    async def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncGenerator[bytes, None]:
+        """The rest of the member; a member that ends early (truncated since) raises."""
+        while self.remaining > 0:
+            chunk = await anyio.to_thread.run_sync(
+                _read_and_hash, self._handle, min(chunk_size, self.remaining), self._digest
+            )
+            if not chunk:
+                raise PackageError(
+                    f"{self.member.name} ended after {self.member.size - self.remaining} of "
+                    f"{self.member.size} bytes",
+                    file=self._location,
+                )
+            self.remaining -= len(chunk)
+            yield chunk
 
 
 def _open_at(path: Path, offset: int) -> BinaryIO:
@@ -324,4 +354,4 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
                                    "package does not contain", file=package.location)
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "Package", "check_files", "open_package"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "MemberReader", "Package", "check_files", "open_package"]

@@ -14,7 +14,7 @@ disk on a slow link would trip.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
@@ -60,6 +60,7 @@ async def upload(
     chunks: AsyncIterator[bytes],
     *,
     on_bytes: Callable[[int], None] | None = None,
+    throttle: Callable[[int], Awaitable[None]] | None = None,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     cookie: str | None = None,
 ) -> None:
@@ -85,7 +86,11 @@ async def upload(
 
     async def body() -> AsyncGenerator[bytes, None]:
         nonlocal sent
+        # Runs in aiohttp's writer task. It owns no resource: the caller owns
+        # the source (and closes it), so stopping iteration anywhere is safe.
         async for chunk in chunks:
+            if throttle is not None:
+                await throttle(len(chunk))
             yield chunk
             sent += len(chunk)
             scope.deadline = anyio.current_time() + stall_timeout
@@ -117,7 +122,10 @@ async def upload(
             file=target.file_name, url=target.url,
         ) from exc
     finally:
-        await stream.aclose()
+        # If aiohttp's writer task is still inside the generator, aiohttp cancels
+        # it; otherwise close it here. Either way the source is the caller's.
+        if not getattr(stream, "ag_running", False):
+            await stream.aclose()
     if scope.cancelled_caught:
         raise TransferTimeout(
             f"upload of {target.file_name} stalled: no progress for {stall_timeout:g} s "

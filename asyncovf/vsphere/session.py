@@ -16,14 +16,49 @@ from typing import Any, Final
 
 import anyio
 from pyVmomi import vim, vmodl
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.wait import wait_base
 
-from asyncovf.errors import TaskError, VCenterError
+from asyncovf.errors import NotAuthenticatedError, TaskError, TransportError, VCenterError
 from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
 
 log = logging.getLogger(__name__)
 
 #: How long Logout may take before we give up on it (it must not hold up Ctrl-C).
 LOGOUT_TIMEOUT: Final = 10.0
+
+
+#: Methods that may be sent again when their answer was lost: reads, and
+#: calls whose repetition is harmless. (vSphere API reference: none of these
+#: create or destroy anything.)
+IDEMPOTENT_METHODS: Final = frozenset({
+    "RetrieveContent", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx",
+    "CreateImportSpec", "FindChild", "FindByInventoryPath", "Progress", "Abort",
+    "CreateContainerView",
+})
+
+
+def backoff(initial: float, maximum: float) -> wait_base:
+    """Exponential backoff from ``initial`` up to ``maximum``, plus up to ``initial`` of jitter.
+
+    The jitter keeps many workers that failed together from retrying together.
+    """
+    return wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How SOAP calls are retried on transport errors."""
+
+    attempts: int = 3
+    initial_wait: float = 0.2
+    max_wait: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,8 +79,11 @@ class VCenterSession:
         *,
         call_timeout: float = 120.0,
         connections: int = 4,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.retry = retry or RetryPolicy()
+        self.relogins = 0
         self._credentials = credentials
         self.client = SoapClient(endpoint, call_timeout=call_timeout, connections=connections)
         self._content: Any = None
@@ -64,12 +102,7 @@ class VCenterSession:
             content = await self.client.invoke(instance, "RetrieveContent")
             self.client.use_api_version(content.about.apiVersion)
             self._content = content
-            await self.client.invoke(
-                content.sessionManager,
-                "Login",
-                userName=self._credentials.username,
-                password=self._credentials.password,
-            )
+            await self._login()
             self._logged_in = True
         except BaseException:
             await self.client.aclose()
@@ -114,8 +147,45 @@ class VCenterSession:
         return str(self.content.about.apiVersion)
 
     async def invoke(self, mo: Any, method: str, **kwargs: Any) -> Any:
-        """Call a vSphere method (pyVmomi name) on ``mo``."""
-        return await self.client.invoke(mo, method, **kwargs)
+        """Call a vSphere method (pyVmomi name) on ``mo``, retrying what is safe to retry.
+
+        * ``NotAuthenticated`` (the session expired): log in again once, then retry.
+        * Transport errors and timeouts: retry with exponential backoff and jitter,
+          but only methods that are safe to repeat (:data:`IDEMPOTENT_METHODS`).
+          ImportVApp, Destroy or PowerOn are never repeated blindly: a lost answer
+          may mean they happened.
+        """
+        relogged = False
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts if method in IDEMPOTENT_METHODS else 1),
+            wait=backoff(self.retry.initial_wait, self.retry.max_wait),
+            retry=retry_if_exception_type(TransportError),
+            before_sleep=lambda state: log.warning(
+                "%s failed (%s); retrying", method,
+                state.outcome.exception() if state.outcome else "?"),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await self.client.invoke(mo, method, **kwargs)
+                except NotAuthenticatedError:
+                    if relogged or method in ("Login", "Logout") or not self._logged_in:
+                        raise
+                    relogged = True
+                    log.warning("session to %s expired; logging in again", self.endpoint.host)
+                    await self._login()
+                    self.relogins += 1
+                    return await self.client.invoke(mo, method, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _login(self) -> None:
+        await self.client.invoke(
+            self.content.sessionManager,
+            "Login",
+            userName=self._credentials.username,
+            password=self._credentials.password,
+        )
 
     # -- property collector ----------------------------------------------------------
 
@@ -183,4 +253,5 @@ class VCenterSession:
             delay = min(delay * 2, 1.0)
 
 
-__all__ = ["Credentials", "LOGOUT_TIMEOUT", "VCenterSession"]
+__all__ = ["Credentials", "IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "VCenterSession",
+           "backoff"]

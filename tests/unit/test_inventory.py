@@ -1,0 +1,94 @@
+"""Placement resolution over a snapshot built from property-collector contents."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pyVmomi import vim
+
+from asyncovf.errors import PlacementError
+from asyncovf.vsphere.inventory import InventorySnapshot, PlacementRequest, snapshot_from_contents
+
+
+def content(obj: Any, **props: Any) -> Any:
+    """An ObjectContent look-alike (pyVmomi's own refuses plain lists as values)."""
+    return SimpleNamespace(obj=obj, propSet=[SimpleNamespace(name=k.replace("__", "."), val=v)
+                                             for k, v in props.items()])
+
+
+def build(extra_cluster: bool = True) -> InventorySnapshot:
+    root = vim.Folder("group-d1")
+    dc = vim.Datacenter("datacenter-2")
+    vm_folder, host_folder = vim.Folder("folder-3"), vim.Folder("folder-4")
+    ds_folder, sub = vim.Folder("folder-5"), vim.Folder("folder-6")
+    cluster, pool = vim.ClusterComputeResource("domain-c7"), vim.ResourcePool("resgroup-8")
+    child_pool = vim.ResourcePool("resgroup-9")
+    host = vim.HostSystem("host-10")
+    standalone, standalone_pool = vim.ComputeResource("domain-s11"), vim.ResourcePool("rg-12")
+    ds = vim.Datastore("datastore-13")
+    contents = [
+        content(root, name="Datacenters", childType=["Folder", "Datacenter"]),
+        content(dc, name="DC0", parent=root, vmFolder=vm_folder, hostFolder=host_folder),
+        content(vm_folder, name="vm", parent=dc, childType=["Folder", "VirtualMachine"]),
+        content(sub, name="web", parent=vm_folder, childType=["Folder", "VirtualMachine"]),
+        content(host_folder, name="host", parent=dc, childType=["Folder", "ComputeResource"]),
+        content(ds_folder, name="datastore", parent=dc, childType=["Folder", "Datastore"]),
+        content(cluster, name="C0", parent=host_folder, resourcePool=pool, host=[host]),
+        content(pool, name="Resources", parent=cluster, owner=cluster),
+        content(child_pool, name="gold", parent=pool, owner=cluster),
+        content(host, name="esx1", parent=cluster),
+        content(ds, name="LocalDS_0", parent=ds_folder, summary__freeSpace=10,
+                summary__accessible=True),
+    ]
+    if extra_cluster:
+        contents += [
+            content(standalone, name="esx2", parent=host_folder, resourcePool=standalone_pool),
+            content(standalone_pool, name="Resources", parent=standalone, owner=standalone),
+        ]
+    return snapshot_from_contents(contents, root_moid="group-d1")
+
+
+def test_paths_are_built_from_parents() -> None:
+    snapshot = build()
+    assert snapshot.get("resgroup-9").path == "/DC0/host/C0/Resources/gold"  # type: ignore[union-attr]
+    assert [i.path for i in snapshot.items("vm-folder")] == ["/DC0/vm", "/DC0/vm/web"]
+
+
+@pytest.mark.parametrize("cluster", ["C0", "/DC0/host/C0", "host/C0", "domain-c7"])
+def test_cluster_by_name_path_relative_path_or_id(cluster: str) -> None:
+    placement = build().resolve(PlacementRequest(cluster=cluster))
+    assert placement.resource_pool.moid == "resgroup-8"
+    assert placement.datastore.name == "LocalDS_0" and placement.folder.path == "/DC0/vm"
+
+
+def test_host_implies_its_cluster_pool() -> None:
+    placement = build().resolve(PlacementRequest(host="esx1", folder="web"))
+    assert placement.resource_pool.moid == "resgroup-8"
+    assert placement.host is not None and placement.host.moid == "host-10"
+    assert placement.folder.path == "/DC0/vm/web"
+
+
+def test_resource_pool_path() -> None:
+    placement = build().resolve(PlacementRequest(resource_pool="C0/Resources/gold"))
+    assert placement.resource_pool.moid == "resgroup-9"
+
+
+def test_default_compute_needs_exactly_one() -> None:
+    with pytest.raises(PlacementError, match=r"2 cluster or standalone hosts exist, choose one "
+                                             r"with --cluster.*/DC0/host/C0, /DC0/host/esx2"):
+        build().resolve(PlacementRequest())
+    assert build(extra_cluster=False).resolve(PlacementRequest()).resource_pool.moid == "resgroup-8"
+
+
+def test_unknown_datastore_lists_the_choices() -> None:
+    with pytest.raises(PlacementError, match=r"datastore 'nope' not found; choices: "
+                                             r"/DC0/datastore/LocalDS_0"):
+        build().resolve(PlacementRequest(cluster="C0", datastore="nope"))
+
+
+def test_ambiguous_name_asks_for_the_full_path() -> None:
+    with pytest.raises(PlacementError, match="resource pool 'Resources' is ambiguous: "
+                                             "/DC0/host/C0/Resources, /DC0/host/esx2/Resources"):
+        build().resolve(PlacementRequest(resource_pool="Resources"))

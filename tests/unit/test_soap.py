@@ -1,0 +1,83 @@
+"""The SOAP transport's pure parts: endpoints, version choice, fault translation."""
+
+from __future__ import annotations
+
+import pytest
+from pyVmomi import vim, vmodl
+
+from asyncovf.errors import (
+    InvalidLoginError,
+    ManagedObjectNotFoundError,
+    NotAuthenticatedError,
+    VCenterError,
+)
+from asyncovf.vsphere.soap import BOOTSTRAP_VERSION, Endpoint, fault_error, pick_api_version
+
+
+@pytest.mark.parametrize(
+    ("server", "url", "host"),
+    [
+        ("vc.example.com", "https://vc.example.com/sdk", "vc.example.com"),
+        ("127.0.0.1:8989", "https://127.0.0.1:8989/sdk", "127.0.0.1:8989"),
+        ("https://vc/sdk", "https://vc/sdk", "vc"),
+        ("https://vc:443/", "https://vc:443/sdk", "vc:443"),
+        ("http://[::1]:80/sdk", "http://[::1]:80/sdk", "[::1]:80"),
+    ],
+)
+def test_endpoint_accepts_hosts_and_urls(server: str, url: str, host: str) -> None:
+    endpoint = Endpoint.parse(server)
+    assert (endpoint.url, endpoint.host) == (url, host)
+
+
+def test_endpoint_refuses_credentials_in_the_url() -> None:
+    with pytest.raises(ValueError, match="put credentials in --user/--password") as caught:
+        Endpoint.parse("https://admin:s3cret@vc/sdk")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_tls_verification_is_on_unless_insecure_is_explicit() -> None:
+    import ssl
+
+    verified = Endpoint.parse("vc").ssl_context()
+    assert isinstance(verified, ssl.SSLContext)
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    unverified = Endpoint.parse("vc", insecure=True).ssl_context()
+    assert isinstance(unverified, ssl.SSLContext) and unverified.verify_mode == ssl.CERT_NONE
+
+
+@pytest.mark.parametrize(
+    ("api_version", "expected"),
+    [("6.5", "vim.version.version11"), ("7.0.3.0", "vim.version.v7_0_3_0"),
+     ("5.9.9", BOOTSTRAP_VERSION), ("garbage", BOOTSTRAP_VERSION)],
+)
+def test_pick_api_version(api_version: str, expected: str) -> None:
+    assert pick_api_version(api_version) == expected
+
+
+def test_a_newer_server_gets_the_newest_version_pyvmomi_knows() -> None:
+    assert pick_api_version("99.0.0.0").startswith("vim.version.")
+    assert pick_api_version("99.0.0.0") != BOOTSTRAP_VERSION
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_class", "text"),
+    [
+        (vim.fault.NotAuthenticated(msg="session gone"), NotAuthenticatedError,
+         "Login: NotAuthenticated: session gone"),
+        (vim.fault.InvalidLogin(msg="bad password"), InvalidLoginError,
+         "Login: InvalidLogin: bad password"),
+        (vmodl.fault.ManagedObjectNotFound(msg="vm-9 gone"), ManagedObjectNotFoundError,
+         "Login: ManagedObjectNotFound: vm-9 gone"),
+        (vim.fault.InvalidState(), VCenterError, "Login: InvalidState: (no message)"),
+        (vmodl.fault.InvalidArgument(invalidProperty="spec"), VCenterError,
+         "Login: InvalidArgument: property spec"),
+    ],
+)
+def test_faults_become_our_errors_and_keep_the_fault(
+    fault: vmodl.MethodFault, error_class: type[VCenterError], text: str
+) -> None:
+    error = fault_error(fault, "Login")
+    assert type(error) is error_class
+    assert str(error) == text
+    assert error.fault is fault and error.method == "Login"
+    assert error.fault_type == text.split(": ")[1]

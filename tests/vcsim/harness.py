@@ -1,0 +1,186 @@
+"""Build, start and query the vcsim test vCenter (tests/vcsim/launcher/main.go).
+
+Used by pytest (``tests/conftest.py``), by ``make demo`` and by the benchmarks,
+so it depends on the standard library only. The launcher binary is cached in
+``.cache/vcsim/`` under a hash of its source and the Go version: it is rebuilt
+exactly when either changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER_SOURCE = Path(__file__).resolve().parent / "launcher" / "main.go"
+GOPATH = "/usr/share/gocode"
+GOVMOMI = Path(GOPATH) / "src/github.com/vmware/govmomi/simulator"
+DEBIAN_PACKAGES = "golang-go golang-github-vmware-govmomi-dev"
+
+
+class VcsimUnavailable(RuntimeError):
+    """The launcher cannot be built or started on this machine."""
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None or not GOVMOMI.is_dir():
+        raise VcsimUnavailable(
+            "the vcsim test vCenter needs Go and govmomi's sources: "
+            f"apt-get install {DEBIAN_PACKAGES} (make test does this when run as root)")
+    return go
+
+
+def build_launcher(cache_dir: Path | None = None) -> Path:
+    """The launcher binary, built if its source or the Go toolchain changed."""
+    go = _go()
+    cache = cache_dir or ROOT / ".cache"
+    version = subprocess.run([go, "version"], capture_output=True, text=True,
+                             check=True).stdout
+    digest = hashlib.sha256(LAUNCHER_SOURCE.read_bytes() + version.encode()).hexdigest()[:16]
+    binary = cache / "vcsim" / f"vcsim-launcher-{digest}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOPATH": GOPATH, "GO111MODULE": "off",
+           "GOCACHE": str(cache / "go-build"), "GOFLAGS": ""}
+    # Build to a unique name and rename: concurrent builders never see half a binary.
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
+    result = subprocess.run([go, "build", "-o", str(partial), "."], cwd=LAUNCHER_SOURCE.parent,
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise VcsimUnavailable(f"building the vcsim launcher failed:\n{result.stderr}")
+    os.replace(partial, binary)
+    return binary
+
+
+@dataclass(frozen=True)
+class Counters:
+    """SOAP methods and NFC uploads the simulator saw since the last reset."""
+
+    methods: Mapping[str, Mapping[str, int]]
+    nfc_requests: Mapping[str, int]
+    nfc_bytes: int
+
+    def calls(self, method: str) -> int:
+        return self.methods.get(method, {}).get("calls", 0)
+
+    def faults(self, method: str) -> int:
+        return self.methods.get(method, {}).get("faults", 0)
+
+    def ok(self, method: str) -> int:
+        return self.calls(method) - self.faults(method)
+
+    def total_calls(self) -> int:
+        return sum(m.get("calls", 0) for m in self.methods.values())
+
+
+@dataclass
+class Vcsim:
+    """A running simulator: where it is, how to log in, and its counters."""
+
+    url: str
+    username: str
+    password: str
+    ca_file: Path
+    process: subprocess.Popen[bytes]
+    log: Any = None  # the launcher's stderr, a temporary file
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def _request(self, path: str, method: str = "GET") -> bytes:
+        base = urlsplit(self.url)
+        request = urllib.request.Request(f"{base.scheme}://{base.netloc}{path}", method=method)
+        with urllib.request.urlopen(request, context=self._context(), timeout=10) as response:
+            data: bytes = response.read()
+            return data
+
+    def counters(self) -> Counters:
+        raw: dict[str, Any] = json.loads(self._request("/_harness/counters"))
+        nfc = raw.get("nfc") or {}
+        return Counters(methods=raw.get("methods") or {}, nfc_requests=nfc.get("requests") or {},
+                        nfc_bytes=int(nfc.get("bytes") or 0))
+
+    def reset_counters(self) -> None:
+        self._request("/_harness/reset", method="POST")
+
+    def calls(self, method: str) -> int:
+        return self.counters().calls(method)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if self.log is not None:
+            self.log.close()
+        return self.process.returncode
+
+
+def start_vcsim(*, esx: bool = False, extra_args: Sequence[str] = (),
+                startup_timeout: float = 30.0) -> Vcsim:
+    binary = build_launcher()
+    args = [str(binary), *(["-esx"] if esx else []), *extra_args]
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the process' lifetime
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log,
+                               stdin=subprocess.DEVNULL)
+    assert process.stdout is not None
+    deadline = time.monotonic() + startup_timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
+        if not ready:
+            process.kill()
+            log.seek(0)
+            raise VcsimUnavailable(f"vcsim did not start: {log.read()[-2000:].decode()}")
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            process.wait()
+            log.seek(0)
+            raise VcsimUnavailable(f"vcsim exited with {process.returncode}: "
+                                   f"{log.read()[-2000:].decode()}")
+        line += chunk
+    info = json.loads(line)
+    return Vcsim(url=info["url"], username=info["username"], password=info["password"],
+                 ca_file=Path(info["ca_file"]), process=process, log=log)
+
+
+@contextlib.contextmanager
+def running_vcsim(*, esx: bool = False, extra_args: Sequence[str] = ()) -> Iterator[Vcsim]:
+    vcsim = start_vcsim(esx=esx, extra_args=extra_args)
+    try:
+        yield vcsim
+    finally:
+        vcsim.stop()
+
+
+__all__ = ["Counters", "Vcsim", "VcsimUnavailable", "build_launcher", "running_vcsim",
+           "start_vcsim"]
