@@ -17,7 +17,12 @@ from typing import Final
 
 import anyio
 
+from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.job import ImportOptions, JobState
+from asyncovf.engine.limits import parse_bandwidth
+from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
+from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings
+from asyncovf.engine.run import make_runner, open_sources
 from asyncovf.errors import (
     AsyncOvfError,
     InputError,
@@ -26,7 +31,9 @@ from asyncovf.errors import (
 )
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.interrupt import run_until_signal
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.progress import ProgressDisplay
+from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
 from asyncovf.vsphere.inventory import PlacementRequest
 
 EXIT_OK: Final = 0
@@ -97,7 +104,70 @@ def build_parser() -> argparse.ArgumentParser:
                       help="leave a half-imported VM in place after a failure (for debugging)")
     opts.add_argument("--lease-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for the lease to become ready (default 300)")
+
+    run = commands.add_parser(
+        "run", help="import every VM of a batch file", parents=[common],
+        description="Import the VMs a batch file (YAML, or CSV rows) describes, with a "
+                    "bounded pool of workers, each with its own vCenter session.")
+    run.add_argument("batch", help="batch file (.yaml/.yml, or .csv with one VM per row)")
+    _add_connection_options(run)
+    pool = run.add_argument_group("pool")
+    pool.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
+                      help="workers, each with its own session (default 8)")
+    pool.add_argument("--max-per-host", type=_positive_int, metavar="N",
+                      help="uploads in flight per ESXi host")
+    pool.add_argument("--max-per-datastore", type=_positive_int, metavar="N",
+                      help="uploads in flight per datastore")
+    pool.add_argument("--bandwidth", type=_bandwidth, metavar="RATE",
+                      help="total upload bandwidth, e.g. 200M (bytes/s)")
+    pool.add_argument("--shard", metavar="K/N",
+                      help="run only shard K of N (1-based, round robin over the file)")
+    behaviour = run.add_argument_group("behaviour")
+    behaviour.add_argument("--on-conflict", choices=[c.value for c in OnConflict],
+                           default="fail", help="when a VM of that name exists (default fail)")
+    behaviour.add_argument("--job-retries", type=_non_negative_int, default=1, metavar="N",
+                           help="retry a failed job from scratch N times (default 1)")
+    behaviour.add_argument("--upload-retries", type=_non_negative_int, default=3, metavar="N",
+                           help="retry a failed file upload N times (default 3)")
+    behaviour.add_argument("--timeout", type=float, metavar="SECONDS",
+                           help="bound the whole run; unfinished jobs are aborted")
+    behaviour.add_argument("--job-timeout", type=float, metavar="SECONDS",
+                           help="bound each job (including its retries)")
+    behaviour.add_argument("--lease-timeout", type=float, default=300.0, metavar="SECONDS",
+                           help="how long to wait for a lease to become ready (default 300)")
+    behaviour.add_argument("--keep-failed", action="store_true",
+                           help="leave half-imported VMs in place after failures")
+    behaviour.add_argument("--no-verify-manifest", action="store_true",
+                           help="do not check manifest digests while uploading")
+    behaviour.add_argument("--dry-run", action="store_true",
+                           help="resolve placement, check names and run CreateImportSpec; "
+                                "create nothing")
+    output = run.add_argument_group("output")
+    output.add_argument("--report", metavar="FILE", help="write the JSON run report here")
+    output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
+                        help="live display (terminal) or plain log lines (default auto)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must not be negative")
+    return value
+
+
+def _bandwidth(text: str) -> float:
+    try:
+        return parse_bandwidth(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "import":
         return anyio.run(_import_command, args)
+    if args.command == "run":
+        return anyio.run(_run_command, args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover - parser.error exits
 
@@ -198,6 +270,116 @@ async def _import_command(args: argparse.Namespace) -> int:
     print(f"imported {state.name} as {state.vm} "
           f"({state.bytes_done} bytes in {elapsed:.1f} s)")
     return EXIT_OK
+
+
+async def _run_command(args: argparse.Namespace) -> int:
+    """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
+    try:
+        plan = load_batch(args.batch)
+        shard = None
+        if args.shard:
+            number, total = parse_shard(args.shard)
+            plan, shard = plan.shard(number, total), f"{number}/{total}"
+        connection = ConnectionSettings.from_options(
+            server=args.server or plan.connection.server,
+            username=args.user or plan.connection.user,
+            password=args.password if args.password is not None else plan.connection.password,
+            insecure=args.insecure if args.insecure is not None else plan.connection.insecure,
+            ca_file=args.ca_file or plan.connection.ca_file,
+        )
+    except AsyncOvfError as exc:
+        _report_error(exc, args.debug)
+        return EXIT_USAGE
+    if not plan.jobs:
+        print(f"asyncovf: shard {shard} of {args.batch} has no jobs", file=sys.stderr)
+        return EXIT_OK
+
+    settings = RunSettings(
+        concurrency=args.concurrency,
+        max_per_host=args.max_per_host,
+        max_per_datastore=args.max_per_datastore,
+        bandwidth=args.bandwidth,
+        job_retries=args.job_retries,
+        on_conflict=OnConflict(args.on_conflict),
+        job_timeout=args.job_timeout,
+        keep_failed=args.keep_failed,
+        verify_manifest=not args.no_verify_manifest,
+        upload_attempts=args.upload_retries + 1,
+        lease_ready_timeout=args.lease_timeout,
+    )
+    packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest)
+
+    if args.dry_run:
+        return await _dry_run(args, connection, plan, packages, source_errors, settings)
+
+    runner = make_runner(connection, plan, packages, source_errors, settings)
+    display = ProgressDisplay(runner.results, live={"auto": None, "live": True,
+                                                    "plain": False}[args.progress])
+    runner.on_update = display.update
+    timed_out = False
+
+    async def work() -> None:
+        nonlocal timed_out
+        if args.timeout is None:
+            await runner.run()
+            return
+        with anyio.move_on_after(args.timeout) as scope:
+            await runner.run()
+        timed_out = scope.cancelled_caught
+
+    with display:
+        outcome = await run_until_signal(
+            work, on_signal=lambda name: log.warning(
+                "%s: stopping: no new jobs; aborting leases in flight", name))
+
+    report = build_report(runner, RunInfo(batch=args.batch, concurrency=settings.concurrency,
+                                          shard=shard, interrupted=outcome.signal_name))
+    if args.report:
+        write_report(args.report, report)
+    print(summary_table(runner.results))
+    print(totals_line(report))
+    if outcome.error is not None:
+        _report_error(outcome.error, args.debug)
+        return EXIT_FAILED
+    if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if timed_out:
+        print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
+        return EXIT_FAILED
+    failed = [r for r in runner.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+    if not failed:
+        return EXIT_OK
+    if all(r.input_error for r in failed) and not any(
+            r.status is JobStatus.IMPORTED for r in runner.results):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,
+                   packages: dict[str, Package], source_errors: dict[str, str],
+                   settings: RunSettings) -> int:
+    outcome = await run_until_signal(
+        lambda: dry_run(connection, plan, packages, source_errors, settings))
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.error is not None or outcome.value is None:
+        _report_error(outcome.error or RuntimeError("dry run did not finish"), args.debug)
+        return exit_code_for(outcome.error or RuntimeError())
+    problems = 0
+    for finding in outcome.value:
+        names = finding.jobs[0] + (f" … {finding.jobs[-1]} ({len(finding.jobs)} VMs)"
+                                   if len(finding.jobs) > 1 else "")
+        verdict = "ERROR" if finding.errors else "ok"
+        print(f"{verdict:<5} {names}: {finding.source} -> {finding.placement}")
+        for error in finding.errors:
+            print(f"      error: {error}")
+        for warning in finding.warnings:
+            print(f"      warning: {warning}")
+        problems += len(finding.errors)
+    print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups, {problems} errors; "
+          "nothing was created")
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

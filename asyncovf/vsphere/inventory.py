@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+import anyio
 from pyVmomi import vim, vmodl
 
 from asyncovf.errors import PlacementError
@@ -297,7 +298,77 @@ def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> Invent
     return InventorySnapshot(items)
 
 
+
+
+class InventoryCache:
+    """The one inventory cache all workers share.
+
+    Readers take :attr:`snapshot` — an immutable value — and never lock. A
+    refresh builds a whole new snapshot and replaces the reference in one
+    assignment. Concurrent misses coalesce: the first caller refreshes (with
+    its own session), the others wait for that refresh instead of starting
+    their own.
+    """
+
+    def __init__(self, snapshot: InventorySnapshot | None = None) -> None:
+        self._snapshot = snapshot
+        self._refreshing: anyio.Event | None = None
+        self._failure: BaseException | None = None
+        self.refreshes = 0
+
+    @property
+    def snapshot(self) -> InventorySnapshot | None:
+        return self._snapshot
+
+    async def get(self, session: VCenterSession) -> InventorySnapshot:
+        """The current snapshot, loading the first one if there is none yet."""
+        snapshot = self._snapshot
+        if snapshot is not None:
+            return snapshot
+        return await self.refresh(session, seen=None)
+
+    async def refresh(
+        self, session: VCenterSession, *, seen: InventorySnapshot | None
+    ) -> InventorySnapshot:
+        """Replace the snapshot ``seen`` by a fresh one; share a refresh already under way.
+
+        ``seen`` is the snapshot the caller found wanting: if it was already
+        replaced meanwhile, the newer one is returned without another round trip.
+        """
+        current = self._snapshot
+        if current is not None and current is not seen:
+            return current
+        if self._refreshing is not None:
+            await self._refreshing.wait()
+            if self._snapshot is None:
+                raise self._failure or PlacementError("inventory refresh failed")
+            return self._snapshot
+        done = self._refreshing = anyio.Event()
+        try:
+            snapshot = await load_snapshot(session)
+            self._snapshot = snapshot
+            self._failure = None
+            self.refreshes += 1
+            return snapshot
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            self._refreshing = None
+            done.set()
+
+    async def resolve(self, session: VCenterSession, request: PlacementRequest) -> Placement:
+        """Resolve a placement; on a miss refresh once (someone may have just created it)."""
+        snapshot = await self.get(session)
+        try:
+            return snapshot.resolve(request)
+        except PlacementError:
+            fresh = await self.refresh(session, seen=snapshot)
+            return fresh.resolve(request)
+
+
 __all__ = [
+    "InventoryCache",
     "InventoryItem",
     "InventorySnapshot",
     "Placement",

@@ -1,0 +1,411 @@
+"""The bounded worker pool: N workers, each with its own vCenter session.
+
+Jobs enter a bounded stream in file order; each worker logs in once, takes jobs
+until the stream is empty, and logs out on every exit path. Nothing but the
+immutable inventory snapshot (through :class:`InventoryCache`) and the upload
+limits is shared between workers.
+
+A job runs attempt after attempt (``job_retries``): resolve placement, check
+the name, import. A stale managed object reference refreshes the inventory and
+retries once without using up a job retry. Bad input and name conflicts are
+never retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncovf.engine.job import ImportOptions, JobHooks, JobState, import_package
+from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
+from asyncovf.engine.plan import JobSpec
+from asyncovf.errors import InputError, ManagedObjectNotFoundError, VCenterError
+from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.package import Package
+from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
+from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
+from asyncovf.vsphere.nfc import UploadTarget
+from asyncovf.vsphere.session import RetryPolicy, VCenterSession
+
+log = logging.getLogger(__name__)
+
+#: vCenter faults that retrying cannot fix.
+PERMANENT_FAULTS: Final = frozenset({
+    "DuplicateName", "FileAlreadyExists", "InvalidName", "InvalidDatastorePath", "NoPermission",
+    "NotSupported", "InvalidArgument", "OvfImport",
+})
+
+
+class JobStatus(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    IMPORTED = "imported"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+class OnConflict(enum.Enum):
+    FAIL = "fail"
+    SKIP = "skip"
+    REPLACE = "replace"
+
+
+class NameConflict(InputError):
+    """A VM of that name already exists where the import would put it."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    concurrency: int = 8
+    max_per_host: int | None = None
+    max_per_datastore: int | None = None
+    bandwidth: float | None = None  # bytes per second, all uploads together
+    job_retries: int = 1
+    on_conflict: OnConflict = OnConflict.FAIL
+    job_timeout: float | None = None
+    keep_failed: bool = False
+    verify_manifest: bool = True
+    upload_attempts: int = 4
+    upload_initial_wait: float = 0.5
+    soap_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_ready_timeout: float = 300.0
+    stall_timeout: float = 120.0
+
+
+@dataclass
+class JobResult:
+    """What happened to one job; the report is made of these."""
+
+    spec: JobSpec
+    status: JobStatus = JobStatus.PENDING
+    vm: str | None = None
+    attempts: int = 0
+    bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    cleanup_errors: list[str] = field(default_factory=list)
+    #: Failed on bad input before anything was created on vCenter.
+    input_error: bool = False
+    worker: int | None = None
+    started: float | None = None  # monotonic
+    finished: float | None = None
+    phases: list[tuple[int, str, float]] = field(default_factory=list)  # attempt, phase, start
+    state: JobState | None = None  # the attempt in progress, for live display
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def done(self) -> bool:
+        return self.status not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+    def absorb(self, state: JobState, attempt: int) -> None:
+        """Fold one attempt's record into the job's."""
+        for phase, seconds in state.timings.items():
+            self.timings[phase] = self.timings.get(phase, 0.0) + seconds
+        self.phases.extend((attempt, phase, started) for phase, started in state.history)
+        self.warnings.extend(w for w in state.warnings if w not in self.warnings)
+        self.cleanup_errors.extend(state.cleanup_errors)
+        self.vm = state.vm or self.vm
+        self.bytes = state.bytes_done
+
+
+UpdateCallback = Callable[[JobResult], None]
+
+
+class BatchRunner:
+    """Run jobs with a bounded pool of workers; results are readable at any time."""
+
+    def __init__(
+        self,
+        connection: ConnectionSettings,
+        jobs: tuple[JobSpec, ...] | list[JobSpec],
+        packages: Mapping[str, Package],
+        settings: RunSettings,
+        *,
+        on_update: UpdateCallback | None = None,
+        inventory: InventoryCache | None = None,
+        source_errors: Mapping[str, str] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.results = [JobResult(spec) for spec in jobs]
+        self.packages = packages
+        #: Sources that failed to open or check: their jobs fail without an attempt.
+        self.source_errors = dict(source_errors or {})
+        self.settings = settings
+        self.inventory = inventory or InventoryCache()
+        self.on_update = on_update
+        self.soap_calls: Counter[str] = Counter()
+        self.sessions_opened = 0
+        self.sessions_closed = 0
+        self.relogins = 0
+        self.worker_errors: list[str] = []
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self._per_host = KeyedLimiter(settings.max_per_host)
+        self._per_datastore = KeyedLimiter(settings.max_per_datastore)
+        self._bandwidth = TokenBucket(settings.bandwidth) if settings.bandwidth else None
+
+    # -- the pool ------------------------------------------------------------------------
+
+    async def run(self) -> list[JobResult]:
+        """Import every job; returns when all are done (or raises Cancelled on interrupt).
+
+        Whatever happens, :attr:`results` says what became of each job.
+        """
+        self.started = time.monotonic()
+        send, receive = anyio.create_memory_object_stream[JobResult](
+            max_buffer_size=self.settings.concurrency)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._feed, send)
+                async with receive:
+                    for number in range(1, min(self.settings.concurrency,
+                                                max(1, len(self.results))) + 1):
+                        group.start_soon(self._worker, number, receive.clone(),
+                                         name=f"worker {number}")
+        finally:
+            self.finished = time.monotonic()
+            self._settle_unstarted()
+        return self.results
+
+    async def _feed(self, send: MemoryObjectSendStream[JobResult]) -> None:
+        async with send:
+            for result in self.results:
+                try:
+                    await send.send(result)
+                except anyio.BrokenResourceError:
+                    return  # every worker is gone (e.g. none could log in)
+
+    async def _worker(self, number: int, jobs: MemoryObjectReceiveStream[JobResult]) -> None:
+        async with jobs:
+            session = VCenterSession(self.connection.endpoint(), self.connection.credentials(),
+                                     call_timeout=self.connection.call_timeout,
+                                     retry=self.settings.soap_retry)
+            try:
+                await session.__aenter__()
+            except Exception as exc:
+                self.worker_errors.append(f"worker {number}: {exc}")
+                log.error("worker %d cannot log in: %s", number, exc)
+                return
+            self.sessions_opened += 1
+            try:
+                async for result in jobs:
+                    await self._run_job(session, result, number)
+            finally:
+                await session.aclose()
+                self.sessions_closed += 1
+                self.soap_calls.update(session.client.calls)
+                self.relogins += session.relogins
+
+    def _settle_unstarted(self) -> None:
+        reason = "interrupted before it started"
+        if self.worker_errors and not any(r.status is JobStatus.RUNNING for r in self.results):
+            reason = "not started: " + "; ".join(self.worker_errors[:3])
+        for result in self.results:
+            if result.status is JobStatus.PENDING:
+                result.status = (JobStatus.FAILED if reason.startswith("not started")
+                                 else JobStatus.ABORTED)
+                result.error = reason
+            elif result.status is JobStatus.RUNNING:  # cancelled mid-job
+                result.status = JobStatus.ABORTED
+                result.error = result.error or "interrupted"
+                result.finished = result.finished or time.monotonic()
+
+    def _notify(self, result: JobResult) -> None:
+        if self.on_update is not None:
+            self.on_update(result)
+
+    # -- one job ---------------------------------------------------------------------------
+
+    async def _run_job(self, session: VCenterSession, result: JobResult, worker: int) -> None:
+        result.status = JobStatus.RUNNING
+        result.worker = worker
+        result.started = time.monotonic()
+        if result.spec.source in self.source_errors:
+            result.status = JobStatus.FAILED
+            result.error = self.source_errors[result.spec.source]
+            result.input_error = True
+            result.finished = result.started
+            self._notify(result)
+            return
+        self._notify(result)
+        timeout = (anyio.fail_after(self.settings.job_timeout) if self.settings.job_timeout
+                   else nullcontext())
+        try:
+            with timeout:
+                await self._attempts(session, result)
+        except TimeoutError:
+            result.status = JobStatus.FAILED
+            result.error = (f"job timeout: not finished after {self.settings.job_timeout:g} s"
+                            + (f" ({result.error})" if result.error else ""))
+        except anyio.get_cancelled_exc_class():
+            result.status = JobStatus.ABORTED
+            result.error = result.error or "interrupted"
+            result.finished = time.monotonic()
+            self._notify(result)
+            raise
+        result.finished = time.monotonic()
+        result.state = None
+        self._notify(result)
+
+    async def _attempts(self, session: VCenterSession, result: JobResult) -> None:
+        spec = result.spec
+        package = self.packages[spec.source]
+        attempt = 0
+        refreshed_for_stale_mor = False
+        while True:
+            attempt += 1
+            result.attempts = attempt
+            state = result.state = JobState(name=spec.name)
+            seen = await self.inventory.get(session)
+            try:
+                status = await self._attempt(session, spec, package, state, result)
+            except anyio.get_cancelled_exc_class():
+                result.absorb(state, attempt)
+                raise
+            except ManagedObjectNotFoundError as exc:
+                result.absorb(state, attempt)
+                result.error = _error_text(exc)
+                if refreshed_for_stale_mor or state.touched_vcenter:
+                    result.status = JobStatus.FAILED
+                    return
+                # A MOR from the snapshot is stale (deleted or re-created since):
+                # refresh once and try again, without spending a job retry.
+                refreshed_for_stale_mor = True
+                log.info("%s: inventory changed under us; refreshing", spec.name)
+                await self.inventory.refresh(session, seen=seen)
+                attempt -= 1
+                continue
+            except Exception as exc:
+                result.absorb(state, attempt)
+                result.error = _error_text(exc)
+                if attempt <= self.settings.job_retries and _retryable(exc):
+                    log.warning("%s: attempt %d failed (%s); retrying the job", spec.name,
+                                attempt, result.error)
+                    continue
+                result.status = JobStatus.FAILED
+                result.input_error = isinstance(exc, InputError) and not state.touched_vcenter
+                return
+            result.absorb(state, attempt)
+            result.status = status
+            result.error = None
+            return
+
+    async def _attempt(self, session: VCenterSession, spec: JobSpec, package: Package,
+                       state: JobState, result: JobResult) -> JobStatus:
+        placement = await self.inventory.resolve(session, spec.placement)
+        snapshot = self.inventory.snapshot
+        assert snapshot is not None
+        options = import_options(spec, snapshot, placement, self.settings)
+        if await self._resolve_conflict(session, spec.name, placement, state):
+            return JobStatus.SKIPPED
+        hooks = JobHooks(on_progress=lambda _: self._notify(result),
+                         upload_slot=self._upload_slot(placement),
+                         throttle=self._bandwidth.consume if self._bandwidth else None)
+        await import_package(session, package, placement, state, options, hooks=hooks)
+        return JobStatus.IMPORTED
+
+    def _upload_slot(self, placement: Placement) -> Callable[[UploadTarget],
+                                                             AbstractAsyncContextManager[None]]:
+        def slot(target: UploadTarget) -> AbstractAsyncContextManager[None]:
+            host = target.url.split("/")[2] if "://" in target.url else target.url
+            return both(self._per_host.slot(host),
+                        self._per_datastore.slot(placement.datastore.moid))
+        return slot
+
+    async def _resolve_conflict(self, session: VCenterSession, name: str, placement: Placement,
+                                state: JobState) -> bool:
+        """Apply ``on_conflict`` before any lease is taken; True means skip this job."""
+        existing = await session.invoke(session.content.searchIndex, "FindChild",
+                                        entity=placement.folder.ref, name=name)
+        if existing is None:
+            return False
+        policy = self.settings.on_conflict
+        if policy is OnConflict.SKIP:
+            state.vm = existing._moId
+            return True
+        if policy is OnConflict.FAIL:
+            raise NameConflict(f"a VM named {name!r} already exists in {placement.folder.path} "
+                               f"({existing._moId}); use --on-conflict skip or replace")
+        log.info("%s: replacing existing VM %s", name, existing._moId)
+        with anyio.fail_after(CLEANUP_TIMEOUT * 3):
+            props = await session.retrieve(existing, ["runtime.powerState"])
+            if props["runtime.powerState"] == "poweredOn":
+                await session.wait_for_task(await session.invoke(existing, "PowerOff"))
+            await session.wait_for_task(await session.invoke(existing, "Destroy"))
+        return False
+
+
+def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placement,
+                   settings: RunSettings) -> ImportOptions:
+    """A job's import options, with network names resolved to MORs in its datacenter."""
+    networks = {
+        ovf_name: snapshot.find("network", target, datacenter=placement.datacenter,
+                                what=f"network for {ovf_name!r}").ref
+        for ovf_name, target in spec.network_mapping.items() if target
+    }
+    return ImportOptions(
+        deployment=spec.deployment,
+        disk_provisioning=spec.disk_provisioning,
+        network_mapping=networks,
+        properties=dict(spec.properties),
+        annotation=spec.annotation,
+        power_on=spec.power_on,
+        verify_manifest=settings.verify_manifest,
+        keep_failed=settings.keep_failed,
+        lease_ready_timeout=settings.lease_ready_timeout,
+        stall_timeout=settings.stall_timeout,
+        upload_attempts=settings.upload_attempts,
+        upload_initial_wait=settings.upload_initial_wait,
+    )
+
+
+def _retryable(error: BaseException) -> bool:
+    """A job is retried from scratch only for failures a new attempt can fix."""
+    if isinstance(error, InputError):
+        return False  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:
+        return False
+    return True
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_error_text(e) for e in error.exceptions)
+    return str(error) or type(error).__name__
+
+
+def totals(results: list[JobResult]) -> dict[str, Any]:
+    counts = Counter(r.status.value for r in results)
+    return {
+        "jobs": len(results),
+        **{status.value: counts.get(status.value, 0) for status in JobStatus
+           if status not in (JobStatus.PENDING, JobStatus.RUNNING)},
+        "bytes": sum(r.bytes for r in results if r.status is JobStatus.IMPORTED),
+        "attempts": sum(r.attempts for r in results),
+    }
+
+
+__all__ = [
+    "BatchRunner",
+    "JobResult",
+    "JobStatus",
+    "NameConflict",
+    "OnConflict",
+    "RunSettings",
+    "import_options",
+    "totals",
+]

@@ -1,0 +1,57 @@
+"""A whole batch run: open the packages, run the pool, build the report.
+
+The library entry point behind ``asyncovf run``; the CLI only maps options.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from asyncovf.engine.plan import BatchPlan
+from asyncovf.engine.pool import BatchRunner, RunSettings, UpdateCallback
+from asyncovf.errors import PackageError
+from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.package import Package, check_files, open_package
+
+log = logging.getLogger(__name__)
+
+
+async def open_sources(
+    plan: BatchPlan, *, verify_manifest: bool = True
+) -> tuple[dict[str, Package], dict[str, str]]:
+    """Open and check every distinct source once (not once per VM).
+
+    A broken source fails only the jobs that use it: the error is returned per
+    source, and the other jobs still run.
+    """
+    packages: dict[str, Package] = {}
+    errors: dict[str, str] = {}
+    for source in dict.fromkeys(job.source for job in plan.jobs):
+        try:
+            package = await open_package(source)
+            check_files(package, verify_manifest=verify_manifest)
+        except PackageError as exc:
+            errors[source] = str(exc)
+            log.error("%s", exc)
+            continue
+        for warning in package.warnings:
+            log.warning("%s: %s", source, warning)
+        packages[source] = package
+    return packages, errors
+
+
+def make_runner(
+    connection: ConnectionSettings,
+    plan: BatchPlan,
+    packages: Mapping[str, Package],
+    source_errors: Mapping[str, str],
+    settings: RunSettings,
+    *,
+    on_update: UpdateCallback | None = None,
+) -> BatchRunner:
+    return BatchRunner(connection, plan.jobs, packages, settings, on_update=on_update,
+                       source_errors=source_errors)
+
+
+__all__ = ["make_runner", "open_sources"]
