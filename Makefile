@@ -14,7 +14,7 @@ demo: deps
 test: deps lint typecheck pytest
 
 lint: deps
-	$(BIN)/ruff check asyncovf tests benchmarks demo
+	$(BIN)/ruff check asyncovf tests demo $(wildcard benchmarks)
 
 typecheck: deps
 	$(BIN)/mypy
