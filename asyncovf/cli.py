@@ -275,7 +275,7 @@ async def _import_command(args: argparse.Namespace) -> int:
 async def _run_command(args: argparse.Namespace) -> int:
     """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
     try:
-        plan = load_batch(args.batch)
+        plan = await anyio.to_thread.run_sync(load_batch, args.batch)
         shard = None
         if args.shard:
             number, total = parse_shard(args.shard)

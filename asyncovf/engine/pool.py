@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncovf.engine.job import ImportOptions, JobHooks, JobState, import_package
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.plan import JobSpec
-from asyncovf.errors import InputError, ManagedObjectNotFoundError, VCenterError
+from asyncovf.errors import InputError, ManagedObjectNotFoundError, TransferError, VCenterError
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
@@ -377,6 +377,8 @@ def _retryable(error: BaseException) -> bool:
     """A job is retried from scratch only for failures a new attempt can fix."""
     if isinstance(error, InputError):
         return False  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, TransferError) and error.status is not None and error.status < 500:
+        return False  # vCenter refused the request itself: repeating it changes nothing
     if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:
         return False
     return True

@@ -174,6 +174,7 @@ class VCenterSession:
                         raise
                     relogged = True
                     log.warning("session to %s expired; logging in again", self.endpoint.host)
+                    self.client.forget_session()
                     await self._login()
                     self.relogins += 1
                     return await self.client.invoke(mo, method, **kwargs)

@@ -232,6 +232,10 @@ class SoapClient:
     def session_cookie(self) -> str | None:
         return self._session_cookie
 
+    def forget_session(self) -> None:
+        """Drop the session cookie (it names a session the server no longer has)."""
+        self._session_cookie = None
+
     def use_api_version(self, api_version: str) -> None:
         """Speak the server's API version from now on (after RetrieveServiceContent)."""
         self._stub = _NoSyncStub(url=self.endpoint.url, version=pick_api_version(api_version))

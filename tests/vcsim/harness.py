@@ -109,9 +109,10 @@ class Vcsim:
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def _request(self, path: str, method: str = "GET") -> bytes:
+    def _request(self, path: str, method: str = "GET", body: bytes | None = None) -> bytes:
         base = urlsplit(self.url)
-        request = urllib.request.Request(f"{base.scheme}://{base.netloc}{path}", method=method)
+        request = urllib.request.Request(f"{base.scheme}://{base.netloc}{path}", method=method,
+                                         data=body)
         with urllib.request.urlopen(request, context=self._context(), timeout=10) as response:
             data: bytes = response.read()
             return data
@@ -123,7 +124,22 @@ class Vcsim:
                         nfc_bytes=int(nfc.get("bytes") or 0))
 
     def reset_counters(self) -> None:
+        """Zero the counters and clear every fault rule."""
         self._request("/_harness/reset", method="POST")
+
+    def set_faults(self, *, nfc: Mapping[str, Any] | None = None,
+                   soap: Sequence[Mapping[str, Any]] = (), seed: int = 0) -> None:
+        """Replace the fault rules (see ``nfcRule`` and ``soapRule`` in the launcher).
+
+        ``nfc``: ``times`` (uploads affected, 0 = all), ``status`` + ``after_bytes``
+        (answer e.g. 500 after that many bytes), ``reset`` (reset the connection
+        after ``after_bytes``), ``stall_seconds``, ``throttle_bps``.
+        ``soap``: rules with ``method``, ``fault`` (vim25 type), ``nth``, ``times``,
+        ``probability``, ``delay_ms``, ``drop``.
+        """
+        rules = {"nfc": dict(nfc) if nfc else None, "soap": [dict(r) for r in soap],
+                 "seed": seed}
+        self._request("/_harness/faults", method="POST", body=json.dumps(rules).encode())
 
     def calls(self, method: str) -> int:
         return self.counters().calls(method)

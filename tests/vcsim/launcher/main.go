@@ -23,6 +23,7 @@ import (
 	"io/ioutil"
 	"log"
 	"math/big"
+	mrand "math/rand"
 	"net"
 	"net/http"
 	"net/url"
@@ -48,12 +49,44 @@ type methodCount struct {
 	Faults int `json:"faults"`
 }
 
-// harness holds the counters; every field is guarded by mu.
+// nfcRule makes NFC uploads misbehave, for the first Times uploads (0: all).
+type nfcRule struct {
+	Times           int     `json:"times"`
+	Status          int     `json:"status"`        // answer this after AfterBytes (0: off)
+	AfterBytes      int64   `json:"after_bytes"`   // bytes to read before Status/reset
+	ResetAfterBytes bool    `json:"reset"`         // reset the connection after AfterBytes
+	StallSeconds    float64 `json:"stall_seconds"` // accept, then read nothing for T s
+	ThrottleBps     int64   `json:"throttle_bps"`  // read at most B bytes per second
+	applied         int
+}
+
+// soapRule makes one SOAP method misbehave: a fault, a delay or a dropped answer.
+type soapRule struct {
+	Method      string  `json:"method"`      // e.g. ImportVApp; "*" for every method
+	Fault       string  `json:"fault"`       // vim25 fault type, e.g. NotAuthenticated
+	Nth         int     `json:"nth"`         // only the Nth matching call (1-based); 0: every
+	Times       int     `json:"times"`       // at most this many times (0: no limit)
+	Probability float64 `json:"probability"` // else with this probability (0: always)
+	DelayMs     int     `json:"delay_ms"`    // answer late
+	Drop        bool    `json:"drop"`        // close the connection mid-answer
+	calls       int
+	applied     int
+}
+
+type faultRules struct {
+	NFC  *nfcRule    `json:"nfc"`
+	SOAP []*soapRule `json:"soap"`
+	Seed int64       `json:"seed"`
+}
+
+// harness holds the counters and fault rules; every field is guarded by mu.
 type harness struct {
 	mu       sync.Mutex
 	methods  map[string]*methodCount
 	nfcReqs  map[string]int
 	nfcBytes int64
+	faults   faultRules
+	rng      *mrand.Rand
 
 	// vcsim 0.24 panics in SearchIndex.FindChild when it walks a folder while
 	// ImportVApp is creating a VM that has no name yet (a data race in the
@@ -78,6 +111,53 @@ func (h *harness) reset() {
 	h.methods = map[string]*methodCount{}
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
+	h.faults = faultRules{}
+	h.rng = mrand.New(mrand.NewSource(1))
+}
+
+func (h *harness) setFaults(rules faultRules) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.faults = rules
+	h.rng = mrand.New(mrand.NewSource(rules.Seed))
+}
+
+// nfcFault returns the NFC rule to apply to this upload, if any.
+func (h *harness) nfcFault() *nfcRule {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rule := h.faults.NFC
+	if rule == nil || (rule.Times > 0 && rule.applied >= rule.Times) {
+		return nil
+	}
+	rule.applied++
+	copy := *rule
+	return &copy
+}
+
+// soapFault returns the rule to apply to this call of method, if any.
+func (h *harness) soapFault(method string) *soapRule {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, rule := range h.faults.SOAP {
+		if rule.Method != method && rule.Method != "*" {
+			continue
+		}
+		rule.calls++
+		if rule.Times > 0 && rule.applied >= rule.Times {
+			continue
+		}
+		if rule.Nth > 0 && rule.calls != rule.Nth {
+			continue
+		}
+		if rule.Probability > 0 && h.rng.Float64() >= rule.Probability {
+			continue
+		}
+		rule.applied++
+		copy := *rule
+		return &copy
+	}
+	return nil
 }
 
 func (h *harness) count(method string, fault bool) {
@@ -149,11 +229,25 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			h.reset()
 			w.WriteHeader(http.StatusNoContent)
 			return
+		case r.URL.Path == "/_harness/faults" && r.Method == http.MethodPost:
+			var rules faultRules
+			if err := json.NewDecoder(r.Body).Decode(&rules); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			h.setFaults(rules)
+			w.WriteHeader(http.StatusNoContent)
+			return
 		case strings.HasPrefix(r.URL.Path, "/nfc/"):
 			h.mu.Lock()
 			h.nfcReqs[r.Method]++
 			h.mu.Unlock()
 			r.Body = &countingReader{r.Body, h}
+			if rule := h.nfcFault(); rule != nil {
+				if h.misbehaveNFC(rule, w, r) {
+					return
+				}
+			}
 			next.ServeHTTP(w, r)
 			return
 		case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk"):
@@ -164,6 +258,21 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			}
 			r.Body = ioutil.NopCloser(bytes.NewReader(body))
 			method := soapMethod(body)
+			if rule := h.soapFault(method); rule != nil {
+				if rule.DelayMs > 0 {
+					time.Sleep(time.Duration(rule.DelayMs) * time.Millisecond)
+				}
+				if rule.Fault != "" {
+					h.count(method, true)
+					writeFault(w, rule.Fault)
+					return
+				}
+				if rule.Drop {
+					h.count(method, true)
+					dropMidAnswer(w)
+					return
+				}
+			}
 			recorder := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 			if serializedMethods[method] {
 				h.registryMu.Lock()
@@ -177,6 +286,95 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// misbehaveNFC applies rule to one upload; true means the request is answered.
+func (h *harness) misbehaveNFC(rule *nfcRule, w http.ResponseWriter, r *http.Request) bool {
+	if rule.StallSeconds > 0 {
+		time.Sleep(time.Duration(rule.StallSeconds * float64(time.Second)))
+	}
+	if rule.ThrottleBps > 0 {
+		r.Body = &throttledReader{ReadCloser: r.Body, bps: rule.ThrottleBps, start: time.Now()}
+	}
+	if rule.Status == 0 && !rule.ResetAfterBytes {
+		return false
+	}
+	_, _ = io.CopyN(ioutil.Discard, r.Body, rule.AfterBytes)
+	if rule.ResetAfterBytes {
+		resetConnection(w)
+		return true
+	}
+	w.Header().Set("Connection", "close")
+	http.Error(w, fmt.Sprintf("injected failure after %d bytes", rule.AfterBytes), rule.Status)
+	return true
+}
+
+// throttledReader delivers at most bps bytes per second on average.
+type throttledReader struct {
+	io.ReadCloser
+	bps   int64
+	start time.Time
+	read  int64
+}
+
+func (t *throttledReader) Read(p []byte) (int, error) {
+	if int64(len(p)) > t.bps/10+1 {
+		p = p[:t.bps/10+1]
+	}
+	n, err := t.ReadCloser.Read(p)
+	t.read += int64(n)
+	due := t.start.Add(time.Duration(float64(t.read) / float64(t.bps) * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		time.Sleep(wait)
+	}
+	return n, err
+}
+
+// resetConnection closes the client's TCP connection abruptly (RST, not FIN).
+func resetConnection(w http.ResponseWriter) {
+	hijacker, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	conn, _, err := hijacker.Hijack()
+	if err != nil {
+		return
+	}
+	if tlsConn, ok := conn.(*tls.Conn); ok {
+		if tcp, ok := tlsConn.NetConn().(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+	}
+	_ = conn.Close()
+}
+
+// dropMidAnswer starts a SOAP answer and closes the connection half-way.
+func dropMidAnswer(w http.ResponseWriter) {
+	hijacker, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	conn, buf, err := hijacker.Hijack()
+	if err != nil {
+		return
+	}
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 4096\r\n\r\n" +
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope")
+	_ = buf.Flush()
+	_ = conn.Close()
+}
+
+// writeFault answers with a SOAP fault of the given vim25 type.
+func writeFault(w http.ResponseWriter, fault string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" `+
+		`xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode>`+
+		`<faultstring>injected %[1]s</faultstring><detail><%[1]sFault xmlns="urn:vim25" `+
+		`xsi:type="%[1]s"></%[1]sFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
+		fault)
 }
 
 func (h *harness) serveCounters(w http.ResponseWriter) {
