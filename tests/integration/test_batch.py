@@ -209,7 +209,8 @@ async def test_replace_destroys_the_old_vm_first(
 async def test_a_stale_folder_reference_refreshes_the_cache_and_retries_once(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
 ) -> None:
-    plan = await make_batch(tmp_path, "  - name: stale-mor\n", extra_defaults="  folder: /DC0/vm/moving\n")
+    plan = await make_batch(tmp_path, "  - name: stale-mor\n",
+                            extra_defaults="  folder: /DC0/vm/moving\n")
     packages, _ = await open_sources(plan)
     runner = BatchRunner(connection, plan.jobs, packages, RunSettings(concurrency=1))
     async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
