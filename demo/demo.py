@@ -1,57 +1,44 @@
-"""`make demo`: start the local vcsim, build a sample OVA, import it N times, summarise.
+"""`make demo`: start the local vcsim, build a sample OVA, run a 100-VM batch, summarise.
 
-Everything here is real: a real vCenter simulator (govmomi's vcsim) over TLS,
-a real OVA (OVF descriptor, streamOptimized VMDK, SHA256 manifest), real SOAP
-and NFC uploads. Each worker owns its own vCenter session, as in production.
+Everything here is real: a real vCenter simulator (govmomi's vcsim) over TLS
+with certificate verification on, a real OVA (OVF descriptor, streamOptimized
+VMDK, SHA256 manifest), real SOAP calls and NFC uploads, and the real
+``asyncovf run`` command with its live progress display and JSON report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
-import time
 from pathlib import Path
-
-import anyio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from asyncovf.engine.job import JobState  # noqa: E402
-from asyncovf.importer import ConnectionSettings, Importer  # noqa: E402
-from asyncovf.ovf.package import Package, check_files, open_package  # noqa: E402
-from asyncovf.vsphere.inventory import PlacementRequest  # noqa: E402
 from tests.factory import DiskSpec, build_package  # noqa: E402
 from tests.vcsim.harness import build_launcher, running_vcsim  # noqa: E402
 
-
-async def import_all(connection: ConnectionSettings, package: Package, names: list[str],
-                     workers: int) -> list[JobState]:
-    states = {name: JobState(name=name) for name in names}
-    send, receive = anyio.create_memory_object_stream[str](max_buffer_size=len(names))
-    for name in names:
-        send.send_nowait(name)
-    send.close()
-
-    async def worker() -> None:
-        async with Importer(connection) as importer:
-            placement = await importer.resolve(PlacementRequest(cluster="DC0_C0"))
-            async for name in receive:
-                try:
-                    await importer.import_package(package, name, placement, state=states[name])
-                except Exception as exc:  # reported in the table, the others go on
-                    states[name].error = str(exc)
-
-    async with anyio.create_task_group() as group:
-        for _ in range(workers):
-            group.start_soon(worker)
-    return [states[name] for name in names]
+BATCH = """\
+# A demo batch: {count} web servers and one database, from the same appliance.
+defaults:
+  source: ./photon-mini.ova
+  cluster: DC0_C0
+  datastore: LocalDS_0
+  annotation: "imported by asyncovf make demo"
+vms:
+  - name: "web-{{index:03d}}"
+    count: {web}
+  - name: db-01
+"""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--count", type=int, default=100, help="VMs in the batch")
+    parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
     out = ROOT / "demo-out"
@@ -59,43 +46,35 @@ def main() -> int:
     build_launcher()
     built = build_package(out, "photon-mini", disks=(DiskSpec(64, 1024 * 1024),), cpus=2,
                           memory_mb=512)
-    print(f"sample appliance: {built.path.relative_to(ROOT)} "
-          f"({built.path.stat().st_size // 1024} KiB, descriptor + streamOptimized disk + "
-          "manifest)")
+    batch = out / "batch.yaml"
+    batch.write_text(BATCH.format(count=args.count, web=args.count - 1))
+    report = out / "report.json"
+    print(f"appliance: {built.path.relative_to(ROOT)} ({built.path.stat().st_size // 1024} KiB: "
+          "descriptor, streamOptimized disk, manifest)")
+    print(f"batch:     {batch.relative_to(ROOT)} ({args.count} VMs)")
 
     with running_vcsim() as vcsim:
-        print(f"vcsim listening at {vcsim.url}")
-        connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                                        password=vcsim.password, ca_file=str(vcsim.ca_file))
-        names = [f"demo-{i:03d}" for i in range(1, args.count + 1)]
-
-        async def run() -> tuple[list[JobState], float]:
-            package = await open_package(built.path)
-            check_files(package)
-            started = time.monotonic()
-            states = await import_all(connection, package, names, args.workers)
-            return states, time.monotonic() - started
-
-        states, elapsed = anyio.run(run)
+        print(f"vcsim:     {vcsim.url} (TLS verified with {vcsim.ca_file})\n", flush=True)
+        env = {**os.environ, "VSPHERE_SERVER": vcsim.url, "VSPHERE_USER": vcsim.username,
+               "VSPHERE_PASSWORD": vcsim.password}
+        command = [sys.executable, "-m", "asyncovf", "run", str(batch),
+                   "--concurrency", str(args.concurrency), "--report", str(report),
+                   "--ca-file", str(vcsim.ca_file)]
+        print("$ asyncovf run", " ".join(command[4:]), flush=True)
+        code = subprocess.run(command, env=env, cwd=ROOT).returncode
         counters = vcsim.counters()
 
-    print()
-    print(f"{'VM':<10} {'status':<9} {'moid':<8} {'bytes':>9} {'seconds':>8}")
-    for state in states:
-        seconds = sum(state.timings.values())
-        print(f"{state.name:<10} {state.phase.value:<9} {state.vm or '-':<8} "
-              f"{state.bytes_done:>9} {seconds:>8.3f}" + (f"  {state.error}" if state.error
-                                                          else ""))
-    imported = sum(1 for s in states if s.phase.value == "imported")
-    print()
-    print(f"{imported}/{len(states)} imported in {elapsed:.2f} s "
-          f"({imported / elapsed:.1f} imports/s, {args.workers} workers)")
+    data = json.loads(report.read_text())
+    totals = data["totals"]
     logins, logouts = counters.ok("Login"), counters.ok("Logout")
     imports = counters.ok("ImportVApp")
-    ends = counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
-    print(f"vCenter saw: Login {logins} / Logout {logouts}; ImportVApp {imports} / "
-          f"Complete+Abort {ends}")
-    ok = imported == len(states) and logins == logouts and imports == ends
+    ended = counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
+    print(f"\nreport: {report.relative_to(ROOT)} ({len(data['jobs'])} jobs, "
+          f"{totals['soap_calls_per_import']} SOAP calls per import)")
+    print(f"vCenter saw: Login {logins} = Logout {logouts}; "
+          f"ImportVApp {imports} = Complete+Abort {ended}")
+    ok = (code == 0 and totals["imported"] == args.count and logins == logouts
+          and imports == ended)
     print("demo OK" if ok else "demo FAILED")
     return 0 if ok else 1
 

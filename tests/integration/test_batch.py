@@ -248,6 +248,39 @@ async def test_a_broken_source_fails_only_its_jobs(
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 
+@pytest.mark.parametrize(("cap", "most"), [(None, 6), (2, 2)], ids=["uncapped", "capped"])
+async def test_per_datastore_cap_bounds_uploads_in_flight(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, cap: int | None, most: int
+) -> None:
+    plan = await make_batch(tmp_path, '  - name: "cap{}-{{index}}"\n    count: 6\n'.format(cap))
+    # Slow uploads (each ~0.25 s) so that six workers would overlap if allowed.
+    await anyio.to_thread.run_sync(lambda: vcsim.set_faults(nfc={"throttle_bps": 2**20}))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=6, max_per_datastore=cap))
+    assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 6
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    if cap is None:
+        assert counters.nfc_max_in_flight > 2  # the test can tell the difference
+    else:
+        assert counters.nfc_max_in_flight == most
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_job_timeout_mid_upload_aborts_the_lease(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, "  - name: too-slow\n")
+    await anyio.to_thread.run_sync(lambda: vcsim.set_faults(nfc={"throttle_bps": 1024}))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1, job_timeout=1.0))
+    (result,) = runner.results
+    assert result.status is JobStatus.FAILED
+    assert (result.error or "").startswith("job timeout: not finished after 1 s")
+    assert 0 < result.bytes and "abort" in result.timings
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.ok("HttpNfcLeaseAbort") == 1
+    assert await vm_names(connection, "too-slow") == set()
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
 def run_cli(vcsim: Vcsim, *args: str, **popen: object) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
     env.update(VSPHERE_SERVER=vcsim.url, VSPHERE_USER=vcsim.username,

@@ -77,6 +77,7 @@ class Counters:
     methods: Mapping[str, Mapping[str, int]]
     nfc_requests: Mapping[str, int]
     nfc_bytes: int
+    nfc_max_in_flight: int = 0
 
     def calls(self, method: str) -> int:
         return self.methods.get(method, {}).get("calls", 0)
@@ -121,7 +122,8 @@ class Vcsim:
         raw: dict[str, Any] = json.loads(self._request("/_harness/counters"))
         nfc = raw.get("nfc") or {}
         return Counters(methods=raw.get("methods") or {}, nfc_requests=nfc.get("requests") or {},
-                        nfc_bytes=int(nfc.get("bytes") or 0))
+                        nfc_bytes=int(nfc.get("bytes") or 0),
+                        nfc_max_in_flight=int(nfc.get("max_in_flight") or 0))
 
     def reset_counters(self) -> None:
         """Zero the counters and clear every fault rule."""

@@ -85,6 +85,8 @@ type harness struct {
 	methods  map[string]*methodCount
 	nfcReqs  map[string]int
 	nfcBytes int64
+	nfcNow   int // uploads in flight now
+	nfcMax   int // most uploads ever in flight at once
 	faults   faultRules
 	rng      *mrand.Rand
 
@@ -93,6 +95,20 @@ type harness struct {
 	// simulator, not in the client). Real vCenter has no such race, so the
 	// harness serializes those calls rather than making clients work around it.
 	registryMu sync.Mutex
+}
+
+// shutdown is closed on SIGTERM: injected stalls and throttles end at once,
+// so the server can close without waiting out a slow fault.
+var shutdown = make(chan struct{})
+
+// pause sleeps for d, or less if the launcher is shutting down; false if it is.
+func pause(d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-shutdown:
+		return false
+	}
 }
 
 var serializedMethods = map[string]bool{
@@ -111,6 +127,7 @@ func (h *harness) reset() {
 	h.methods = map[string]*methodCount{}
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
+	h.nfcMax = h.nfcNow
 	h.faults = faultRules{}
 	h.rng = mrand.New(mrand.NewSource(1))
 }
@@ -241,7 +258,16 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 		case strings.HasPrefix(r.URL.Path, "/nfc/"):
 			h.mu.Lock()
 			h.nfcReqs[r.Method]++
+			h.nfcNow++
+			if h.nfcNow > h.nfcMax {
+				h.nfcMax = h.nfcNow
+			}
 			h.mu.Unlock()
+			defer func() {
+				h.mu.Lock()
+				h.nfcNow--
+				h.mu.Unlock()
+			}()
 			r.Body = &countingReader{r.Body, h}
 			if rule := h.nfcFault(); rule != nil {
 				if h.misbehaveNFC(rule, w, r) {
@@ -260,7 +286,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			method := soapMethod(body)
 			if rule := h.soapFault(method); rule != nil {
 				if rule.DelayMs > 0 {
-					time.Sleep(time.Duration(rule.DelayMs) * time.Millisecond)
+					pause(time.Duration(rule.DelayMs) * time.Millisecond)
 				}
 				if rule.Fault != "" {
 					h.count(method, true)
@@ -290,8 +316,9 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 
 // misbehaveNFC applies rule to one upload; true means the request is answered.
 func (h *harness) misbehaveNFC(rule *nfcRule, w http.ResponseWriter, r *http.Request) bool {
-	if rule.StallSeconds > 0 {
-		time.Sleep(time.Duration(rule.StallSeconds * float64(time.Second)))
+	if rule.StallSeconds > 0 && !pause(time.Duration(rule.StallSeconds*float64(time.Second))) {
+		resetConnection(w)
+		return true
 	}
 	if rule.ThrottleBps > 0 {
 		r.Body = &throttledReader{ReadCloser: r.Body, bps: rule.ThrottleBps, start: time.Now()}
@@ -324,8 +351,8 @@ func (t *throttledReader) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	t.read += int64(n)
 	due := t.start.Add(time.Duration(float64(t.read) / float64(t.bps) * float64(time.Second)))
-	if wait := time.Until(due); wait > 0 {
-		time.Sleep(wait)
+	if wait := time.Until(due); wait > 0 && !pause(wait) {
+		return n, io.ErrUnexpectedEOF
 	}
 	return n, err
 }
@@ -381,7 +408,8 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 	h.mu.Lock()
 	snapshot := map[string]interface{}{
 		"methods": h.methods,
-		"nfc":     map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes},
+		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
+			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax},
 	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()
@@ -482,5 +510,7 @@ func main() {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	<-signals
+	close(shutdown)
+	server.CloseClientConnections()
 	server.Close()
 }

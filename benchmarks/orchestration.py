@@ -1,0 +1,161 @@
+"""Orchestration rate: N imports of a 1 MiB OVA against vcsim.
+
+Measures, in one run against one simulator:
+
+* ``asyncovf run`` semantics in-process (BatchRunner) at each concurrency:
+  imports/s, SOAP round trips per import (from the harness's counters), CPU
+  seconds per import of our process;
+* the baseline people script today: one ``asyncovf import`` process per VM,
+  16 at a time.
+
+Prints JSON and a Markdown table. Run:
+``.venv/bin/python -m benchmarks.orchestration [--count 200] [--concurrency 16]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
+from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.package import check_files, open_package
+from asyncovf.vsphere.inventory import PlacementRequest
+from tests.factory import DiskSpec, build_package
+from tests.vcsim.harness import Vcsim, running_vcsim
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def plan_for(source: Path, prefix: str, count: int) -> BatchPlan:
+    jobs = tuple(
+        JobSpec(index=i, name=f"{prefix}-{i:04d}", source=str(source),
+                placement=PlacementRequest(cluster="DC0_C0", datastore="LocalDS_0"),
+                origin="benchmark")
+        for i in range(count)
+    )
+    return BatchPlan("benchmark", Connection(), jobs)
+
+
+def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> dict[str, Any]:
+    connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
+                                    password=vcsim.password, ca_file=str(vcsim.ca_file))
+    plan = plan_for(source, f"c{concurrency}", count)
+
+    async def run() -> BatchRunner:
+        package = await open_package(source)
+        check_files(package)
+        runner = BatchRunner(connection, plan.jobs, {str(source): package},
+                             RunSettings(concurrency=concurrency))
+        await runner.run()
+        return runner
+
+    vcsim.reset_counters()
+    cpu = cpu_seconds()
+    started = time.perf_counter()
+    runner = anyio.run(run)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu
+    counters = vcsim.counters()
+    imported = sum(r.status is JobStatus.IMPORTED for r in runner.results)
+    assert imported == count, [r.error for r in runner.results if r.error][:3]
+    assert counters.ok("Login") == counters.ok("Logout") == concurrency
+    return {
+        "mode": "asyncovf run (in-process)",
+        "concurrency": concurrency,
+        "imports": imported,
+        "seconds": round(elapsed, 3),
+        "imports_per_s": round(imported / elapsed, 1),
+        "soap_per_import": round(counters.total_calls() / imported, 2),
+        "soap_by_method": {m: counters.calls(m) for m in sorted(counters.methods)},
+        "cpu_s_per_import": round(cpu / imported, 4),
+    }
+
+
+def process_per_vm(vcsim: Vcsim, source: Path, count: int, parallel: int) -> dict[str, Any]:
+    env = {**os.environ, "VSPHERE_SERVER": vcsim.url, "VSPHERE_USER": vcsim.username,
+           "VSPHERE_PASSWORD": vcsim.password}
+
+    def one(index: int) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "asyncovf", "import", str(source), "--name",
+             f"proc-{index:04d}", "--cluster", "DC0_C0", "--datastore", "LocalDS_0",
+             "--ca-file", str(vcsim.ca_file)],
+            env=env, cwd=ROOT, capture_output=True).returncode
+
+    vcsim.reset_counters()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        codes = list(pool.map(one, range(count)))
+    elapsed = time.perf_counter() - started
+    counters = vcsim.counters()
+    ok = codes.count(0)
+    assert ok == count, f"{count - ok} single imports failed"
+    return {
+        "mode": f"one process per VM, {parallel} at a time",
+        "concurrency": parallel,
+        "imports": ok,
+        "seconds": round(elapsed, 3),
+        "imports_per_s": round(ok / elapsed, 1),
+        "soap_per_import": round(counters.total_calls() / ok, 2),
+        "soap_by_method": {m: counters.calls(m) for m in sorted(counters.methods)},
+        "cpu_s_per_import": None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--baseline-parallel", type=int, default=16)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
+        rows: list[dict[str, Any]] = []
+        with running_vcsim() as vcsim:
+            for concurrency in args.concurrency:
+                rows.append(in_process(vcsim, package.path, args.count, concurrency))
+            if not args.no_baseline:
+                rows.append(process_per_vm(vcsim, package.path, args.count,
+                                           args.baseline_parallel))
+    result: dict[str, Any] = {"count": args.count, "rows": rows}
+    if not args.no_baseline:
+        baseline = rows[-1]["imports_per_s"]
+        for row in rows[:-1]:
+            row["ratio_vs_process_per_vm"] = round(row["imports_per_s"] / baseline, 2)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    print("| mode | concurrency | imports/s | SOAP calls/import | CPU s/import | vs baseline |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        cpu = f"{row['cpu_s_per_import']:.4f}" if row["cpu_s_per_import"] is not None else "-"
+        ratio = row.get("ratio_vs_process_per_vm")
+        print(f"| {row['mode']} | {row['concurrency']} | {row['imports_per_s']} | "
+              f"{row['soap_per_import']} | {cpu} | {f'{ratio}x' if ratio else '1.0x'} |")
+
+
+if __name__ == "__main__":
+    main()
