@@ -132,10 +132,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
-        rows: list[dict[str, Any]] = []
         with running_vcsim() as vcsim:
-            for concurrency in args.concurrency:
-                rows.append(in_process(vcsim, package.path, args.count, concurrency))
+            rows = [in_process(vcsim, package.path, args.count, concurrency)
+                    for concurrency in args.concurrency]
             if not args.no_baseline:
                 rows.append(process_per_vm(vcsim, package.path, args.count,
                                            args.baseline_parallel))

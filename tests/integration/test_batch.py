@@ -252,7 +252,7 @@ async def test_a_broken_source_fails_only_its_jobs(
 async def test_per_datastore_cap_bounds_uploads_in_flight(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, cap: int | None, most: int
 ) -> None:
-    plan = await make_batch(tmp_path, '  - name: "cap{}-{{index}}"\n    count: 6\n'.format(cap))
+    plan = await make_batch(tmp_path, f'  - name: "cap{cap}-{{index}}"\n    count: 6\n')
     # Slow uploads (each ~0.25 s) so that six workers would overlap if allowed.
     await anyio.to_thread.run_sync(lambda: vcsim.set_faults(nfc={"throttle_bps": 2**20}))
     runner = await run_plan(connection, plan, RunSettings(concurrency=6, max_per_datastore=cap))

@@ -89,6 +89,10 @@ type harness struct {
 	nfcMax   int // most uploads ever in flight at once
 	faults   faultRules
 	rng      *mrand.Rand
+	// generation changes on every reset; resetCh is closed then, so that
+	// faults in flight end and their late bytes are not counted for the next test.
+	generation int
+	resetCh    chan struct{}
 
 	// vcsim 0.24 panics in SearchIndex.FindChild when it walks a folder while
 	// ImportVApp is creating a VM that has no name yet (a data race in the
@@ -101,14 +105,24 @@ type harness struct {
 // so the server can close without waiting out a slow fault.
 var shutdown = make(chan struct{})
 
-// pause sleeps for d, or less if the launcher is shutting down; false if it is.
-func pause(d time.Duration) bool {
+// pause sleeps for d; false if the launcher shuts down or the harness is
+// reset (reset is the channel of the generation the caller started in).
+func pause(d time.Duration, reset <-chan struct{}) bool {
 	select {
 	case <-time.After(d):
 		return true
 	case <-shutdown:
 		return false
+	case <-reset:
+		return false
 	}
+}
+
+// current returns the generation and its reset channel.
+func (h *harness) current() (int, chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.generation, h.resetCh
 }
 
 var serializedMethods = map[string]bool{
@@ -124,6 +138,11 @@ func newHarness() *harness {
 func (h *harness) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.generation++
+	if h.resetCh != nil {
+		close(h.resetCh)
+	}
+	h.resetCh = make(chan struct{})
 	h.methods = map[string]*methodCount{}
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
@@ -222,16 +241,19 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// countingReader counts the bytes an NFC upload delivered.
+// countingReader counts the bytes an NFC upload delivered in its generation.
 type countingReader struct {
 	io.ReadCloser
-	h *harness
+	h          *harness
+	generation int
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.h.mu.Lock()
-	c.h.nfcBytes += int64(n)
+	if c.generation == c.h.generation {
+		c.h.nfcBytes += int64(n)
+	}
 	c.h.mu.Unlock()
 	return n, err
 }
@@ -268,7 +290,8 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 				h.nfcNow--
 				h.mu.Unlock()
 			}()
-			r.Body = &countingReader{r.Body, h}
+			generation, _ := h.current()
+			r.Body = &countingReader{r.Body, h, generation}
 			if rule := h.nfcFault(); rule != nil {
 				if h.misbehaveNFC(rule, w, r) {
 					return
@@ -286,7 +309,8 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			method := soapMethod(body)
 			if rule := h.soapFault(method); rule != nil {
 				if rule.DelayMs > 0 {
-					pause(time.Duration(rule.DelayMs) * time.Millisecond)
+					_, reset := h.current()
+					pause(time.Duration(rule.DelayMs)*time.Millisecond, reset)
 				}
 				if rule.Fault != "" {
 					h.count(method, true)
@@ -316,12 +340,14 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 
 // misbehaveNFC applies rule to one upload; true means the request is answered.
 func (h *harness) misbehaveNFC(rule *nfcRule, w http.ResponseWriter, r *http.Request) bool {
-	if rule.StallSeconds > 0 && !pause(time.Duration(rule.StallSeconds*float64(time.Second))) {
+	_, reset := h.current()
+	if rule.StallSeconds > 0 && !pause(time.Duration(rule.StallSeconds*float64(time.Second)), reset) {
 		resetConnection(w)
 		return true
 	}
 	if rule.ThrottleBps > 0 {
-		r.Body = &throttledReader{ReadCloser: r.Body, bps: rule.ThrottleBps, start: time.Now()}
+		r.Body = &throttledReader{ReadCloser: r.Body, bps: rule.ThrottleBps, start: time.Now(),
+			reset: reset}
 	}
 	if rule.Status == 0 && !rule.ResetAfterBytes {
 		return false
@@ -342,6 +368,7 @@ type throttledReader struct {
 	bps   int64
 	start time.Time
 	read  int64
+	reset <-chan struct{}
 }
 
 func (t *throttledReader) Read(p []byte) (int, error) {
@@ -351,7 +378,7 @@ func (t *throttledReader) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	t.read += int64(n)
 	due := t.start.Add(time.Duration(float64(t.read) / float64(t.bps) * float64(time.Second)))
-	if wait := time.Until(due); wait > 0 && !pause(wait) {
+	if wait := time.Until(due); wait > 0 && !pause(wait, t.reset) {
 		return n, io.ErrUnexpectedEOF
 	}
 	return n, err
