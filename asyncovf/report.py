@@ -53,6 +53,7 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
         "vm": result.vm,
         "source": result.spec.source,
         "attempts": result.attempts,
+        "upload_retries": result.upload_retries,
         "bytes": result.bytes,
         "worker": result.worker,
         "start": offset(result.started),
@@ -93,6 +94,7 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
             "sessions_opened": runner.sessions_opened,
             "sessions_closed": runner.sessions_closed,
             "relogins": runner.relogins,
+            "soap_retries": runner.soap_retries,
             "soap_calls": calls,
             "soap_calls_per_import": round(sum(calls.values()) / imported, 2) if imported else None,
             "errors_by_kind": dict(Counter(_error_kind(r) for r in runner.results

@@ -19,6 +19,7 @@ import anyio
 from pyVmomi import vim
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
 )
@@ -82,6 +83,8 @@ class JobState:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    #: Upload attempts that failed and were retried.
+    upload_retries: int = 0
     #: True once ImportVApp was sent: from then on a failure is not "input rejected".
     touched_vcenter: bool = False
     cleanup_errors: list[str] = field(default_factory=list)
@@ -254,7 +257,8 @@ async def _run(
                 notify()
 
             for target in targets:
-                await upload_verified(session, package, target, options, on_bytes, hooks)
+                await upload_verified(session, package, target, options, on_bytes, hooks,
+                                      state)
             state.advance(Phase.COMPLETE)
             notify()
     except BaseException:
@@ -356,6 +360,13 @@ def upload_targets(
     return targets
 
 
+def _note_upload_retry(target: UploadTarget, retry: RetryCallState, state: JobState | None) -> None:
+    error = retry.outcome.exception() if retry.outcome else None
+    log.warning("upload of %s failed (%s); retrying", target.file_name, error)
+    if state is not None:
+        state.upload_retries += 1
+
+
 async def upload_verified(
     session: VCenterSession,
     package: Package,
@@ -363,6 +374,7 @@ async def upload_verified(
     options: ImportOptions,
     on_bytes: Callable[[int], None],
     hooks: JobHooks | None = None,
+    state: JobState | None = None,
 ) -> None:
     """Stream one file to vCenter, checking its manifest digest on the way.
 
@@ -379,9 +391,7 @@ async def upload_verified(
         stop=stop_after_attempt(max(1, options.upload_attempts)),
         wait=backoff(options.upload_initial_wait, options.upload_max_wait),
         retry=retry_if_exception(is_transient_transfer),
-        before_sleep=lambda rs: log.warning(
-            "upload of %s failed (%s); retrying", target.file_name,
-            rs.outcome.exception() if rs.outcome else "?"),
+        before_sleep=lambda rs: _note_upload_retry(target, rs, state),
         reraise=True,
     )
     sent = 0

@@ -90,6 +90,7 @@ class JobResult:
     status: JobStatus = JobStatus.PENDING
     vm: str | None = None
     attempts: int = 0
+    upload_retries: int = 0
     bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -120,6 +121,7 @@ class JobResult:
         self.cleanup_errors.extend(state.cleanup_errors)
         self.vm = state.vm or self.vm
         self.bytes = state.bytes_done
+        self.upload_retries += state.upload_retries
 
 
 UpdateCallback = Callable[[JobResult], None]
@@ -151,6 +153,7 @@ class BatchRunner:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.relogins = 0
+        self.soap_retries = 0
         self.worker_errors: list[str] = []
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -209,6 +212,7 @@ class BatchRunner:
                 self.sessions_closed += 1
                 self.soap_calls.update(session.client.calls)
                 self.relogins += session.relogins
+                self.soap_retries += session.retries
 
     def _settle_unstarted(self) -> None:
         reason = "interrupted before it started"

@@ -18,6 +18,7 @@ import anyio
 from pyVmomi import vim, vmodl
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
@@ -84,6 +85,7 @@ class VCenterSession:
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
         self.relogins = 0
+        self.retries = 0
         self._credentials = credentials
         self.client = SoapClient(endpoint, call_timeout=call_timeout, connections=connections)
         self._content: Any = None
@@ -160,9 +162,7 @@ class VCenterSession:
             stop=stop_after_attempt(self.retry.attempts if method in IDEMPOTENT_METHODS else 1),
             wait=backoff(self.retry.initial_wait, self.retry.max_wait),
             retry=retry_if_exception_type(TransportError),
-            before_sleep=lambda state: log.warning(
-                "%s failed (%s); retrying", method,
-                state.outcome.exception() if state.outcome else "?"),
+            before_sleep=lambda state: self._note_retry(method, state),
             reraise=True,
         )
         async for attempt in retrying:
@@ -179,6 +179,11 @@ class VCenterSession:
                     self.relogins += 1
                     return await self.client.invoke(mo, method, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note_retry(self, method: str, state: RetryCallState) -> None:
+        self.retries += 1
+        log.warning("%s failed (%s); retrying", method,
+                    state.outcome.exception() if state.outcome else "?")
 
     async def _login(self) -> None:
         await self.client.invoke(

@@ -125,7 +125,7 @@ async def test_transient_upload_failures_are_retried_within_the_job(
     runner = await run_plan(connection, plan, RunSettings(
         concurrency=1, job_retries=0, upload_attempts=3, upload_initial_wait=0.01))
     (result,) = runner.results
-    assert (result.status, result.attempts) == (JobStatus.IMPORTED, 1)
+    assert (result.status, result.attempts, result.upload_retries) == (JobStatus.IMPORTED, 1, 2)
     counters = await anyio.to_thread.run_sync(vcsim.counters)
     assert counters.nfc_requests == {"POST": 3}
     # Bytes of the failed attempts are taken back: the report counts the file once.
