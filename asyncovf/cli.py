@@ -8,33 +8,36 @@ stderr; ``--debug`` adds the traceback. Passwords are never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import anyio
 
 from asyncovf.engine.dryrun import dry_run
-from asyncovf.engine.job import ImportOptions, JobState
+from asyncovf.engine.job import JobState
 from asyncovf.engine.limits import parse_bandwidth
-from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
-from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings
+from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch, parse_batch, parse_shard
+from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings, import_options
 from asyncovf.engine.run import make_runner, open_sources
 from asyncovf.errors import (
     AsyncOvfError,
     InputError,
     InvalidLoginError,
     TLSVerificationError,
+    UsageError,
 )
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package, check_files, open_package
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
-from asyncovf.vsphere.inventory import PlacementRequest
+from asyncovf.spec import options_document
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -76,9 +79,10 @@ def _add_placement_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="full tracebacks and debug logs")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="full tracebacks and debug logs")
+    common = argparse.ArgumentParser(add_help=False, parents=[debug])
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log each phase")
     parser = argparse.ArgumentParser(
@@ -98,12 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--deployment", help="deployment option id (default: the descriptor's)")
     opts.add_argument("--disk-provisioning",
                       help="thin, thick, eagerZeroedThick, … (default: vCenter's)")
+    opts.add_argument("--options", metavar="FILE",
+                      help="options document (JSON, as 'asyncovf spec' or govc import.spec "
+                           "prints); explicit flags win")
+    opts.add_argument("--power-on", action="store_true", default=None,
+                      help="power the VM on after the import")
     opts.add_argument("--no-verify-manifest", action="store_true",
                       help="do not check the manifest's digests while uploading")
     opts.add_argument("--keep-failed", action="store_true",
                       help="leave a half-imported VM in place after a failure (for debugging)")
     opts.add_argument("--lease-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for the lease to become ready (default 300)")
+
+    spec = commands.add_parser(
+        "spec", help="print the options document of an appliance (no vCenter needed)",
+        parents=[debug],
+        description="Print the options document for an appliance as JSON, in govc's "
+                    "import.spec format: edit it and pass it to 'import --options' or a "
+                    "batch entry's 'options:'.")
+    spec.add_argument("source", help="OVA file, OVF file, or directory holding one .ovf")
+    spec.add_argument("--verbose", action="store_true",
+                      help="add property types and labels, disks, hardware per deployment "
+                           "option, EULAs and package facts")
+    spec.add_argument("--deployment", help="show the document for this deployment option")
 
     run = commands.add_parser(
         "run", help="import every VM of a batch file", parents=[common],
@@ -184,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_import_command, args)
     if args.command == "run":
         return anyio.run(_run_command, args)
+    if args.command == "spec":
+        return anyio.run(_spec_command, args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover - parser.error exits
 
@@ -222,33 +245,50 @@ class _ProgressLine:
             print(file=sys.stderr)
 
 
+def _import_job(args: argparse.Namespace) -> JobSpec:
+    """The single import as a batch entry, so it is validated exactly like one."""
+    entry: dict[str, Any] = {"name": args.name, "source": args.source}
+    for key in ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder",
+                "deployment", "disk_provisioning", "power_on"):
+        if getattr(args, key, None) is not None:
+            entry[key] = getattr(args, key)
+    origin = "command line"
+    if args.options:
+        origin = args.options
+        try:
+            with open(args.options, encoding="utf-8") as handle:
+                entry["options"] = json.load(handle)
+        except OSError as exc:
+            raise UsageError(f"--options {args.options}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--options {args.options}:{exc.lineno}: not JSON: {exc.msg}") \
+                from None
+    plan = parse_batch({"vms": [entry]}, file=origin, base=Path.cwd())
+    return plan.jobs[0]
+
+
 async def _import_command(args: argparse.Namespace) -> int:
     progress = _ProgressLine()
     state = JobState(name=args.name)
     started = time.monotonic()
 
     async def work() -> JobState:
+        job = await anyio.to_thread.run_sync(_import_job, args)
         connection = ConnectionSettings.from_options(
             server=args.server, username=args.user, password=args.password,
             insecure=args.insecure, ca_file=args.ca_file,
         )
-        package = await open_package(args.source)
+        package = await open_package(job.source)
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
-        request = PlacementRequest(
-            datacenter=args.datacenter, cluster=args.cluster, resource_pool=args.resource_pool,
-            host=args.host, datastore=args.datastore, folder=args.folder,
-        )
-        options = ImportOptions(
-            deployment=args.deployment,
-            disk_provisioning=args.disk_provisioning,
-            verify_manifest=not args.no_verify_manifest,
-            keep_failed=args.keep_failed,
-            lease_ready_timeout=args.lease_timeout,
-        )
+        settings = RunSettings(verify_manifest=not args.no_verify_manifest,
+                               keep_failed=args.keep_failed,
+                               lease_ready_timeout=args.lease_timeout)
         async with Importer(connection) as importer:
-            placement = await importer.resolve(request)
+            snapshot = await importer.inventory()
+            placement = snapshot.resolve(job.placement)
+            options = import_options(job, snapshot, placement, settings)
             return await importer.import_package(package, args.name, placement, options,
                                                  on_progress=progress, state=state)
 
@@ -269,6 +309,24 @@ async def _import_command(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     print(f"imported {state.name} as {state.vm} "
           f"({state.bytes_done} bytes in {elapsed:.1f} s)")
+    return EXIT_OK
+
+
+async def _spec_command(args: argparse.Namespace) -> int:
+    """``asyncovf spec SOURCE``: the options document as JSON on stdout."""
+    try:
+        package = await open_package(args.source)
+        document = options_document(package.descriptor, package=package, verbose=args.verbose,
+                                    deployment=args.deployment)
+    except (AsyncOvfError, ValueError) as exc:
+        _report_error(exc, args.debug)
+        return EXIT_USAGE
+    for warning in package.warnings:
+        log.warning("%s", warning)
+    if package.has_certificate:
+        log.info("%s is signed (a .cert is present); the signature is not verified",
+                 args.source)
+    print(json.dumps(document, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 

@@ -117,6 +117,8 @@ class ImportOptions:
 
     deployment: str | None = None
     disk_provisioning: str | None = None
+    ip_allocation_policy: str | None = None
+    ip_protocol: str | None = None
     network_mapping: dict[str, Any] = field(default_factory=dict)  # OVF name → network MOR
     properties: dict[str, str] = field(default_factory=dict)  # full property key → value
     annotation: str | None = None
@@ -306,6 +308,10 @@ async def create_import_spec(
     )
     if options.disk_provisioning:
         params.diskProvisioning = options.disk_provisioning
+    if options.ip_allocation_policy:
+        params.ipAllocationPolicy = options.ip_allocation_policy
+    if options.ip_protocol:
+        params.ipProtocol = options.ip_protocol
     if options.properties:
         params.propertyMapping = [vim.KeyValue(key=k, value=v)
                                   for k, v in options.properties.items()]

@@ -32,24 +32,30 @@ from typing import Any, Final
 import yaml
 
 from asyncovf.errors import InputError
+from asyncovf.spec import (
+    DISK_PROVISIONING_OPTIONS,
+    INFORMATIONAL_KEYS,
+    IP_ALLOCATION_POLICIES,
+    IP_PROTOCOLS,
+)
 from asyncovf.vsphere.inventory import PlacementRequest
 
 PLACEMENT_KEYS: Final = ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder")
 JOB_KEYS: Final = frozenset({
     "name", "count", "source", *PLACEMENT_KEYS, "deployment", "disk_provisioning",
-    "network_mapping", "properties", "power_on", "annotation", "options",
+    "ip_allocation_policy", "ip_protocol", "network_mapping", "properties", "power_on",
+    "annotation", "options",
 })
 TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
-DISK_PROVISIONING: Final = frozenset({
-    "thin", "thick", "eagerZeroedThick", "flat", "monolithicSparse", "monolithicFlat",
-    "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "seSparse", "sparse",
-})
+DISK_PROVISIONING: Final = frozenset(DISK_PROVISIONING_OPTIONS)
 #: Keys of govc's ``import.spec`` options document we act on, and their batch key.
 OPTION_KEYS: Final = {
     "Name": "name",
     "Deployment": "deployment",
     "DiskProvisioning": "disk_provisioning",
+    "IPAllocationPolicy": "ip_allocation_policy",
+    "IPProtocol": "ip_protocol",
     "NetworkMapping": "network_mapping",
     "PropertyMapping": "properties",
     "PowerOn": "power_on",
@@ -57,7 +63,6 @@ OPTION_KEYS: Final = {
 }
 #: Keys of that document we accept but do not act on yet, when left at their defaults.
 OPTION_KEYS_DEFAULT_ONLY: Final = {
-    "AllDeploymentOptions": None, "IPAllocationPolicy": None, "IPProtocol": None,
     "InjectOvfEnv": False, "WaitForIP": False, "MarkAsTemplate": False,
 }
 
@@ -91,6 +96,8 @@ class JobSpec:
     origin: str  # "batch.yaml:12", for error messages
     deployment: str | None = None
     disk_provisioning: str | None = None
+    ip_allocation_policy: str | None = None
+    ip_protocol: str | None = None
     network_mapping: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     power_on: bool = False
@@ -317,6 +324,8 @@ def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:
             if target == "name" or target in merged:
                 continue  # the VM name comes from the entry, never from a shared document
             merged[target] = value
+        elif key in INFORMATIONAL_KEYS or key == "AllDeploymentOptions":
+            continue  # what `asyncovf spec --verbose` adds to inform; nothing to apply
         elif key in OPTION_KEYS_DEFAULT_ONLY:
             default = OPTION_KEYS_DEFAULT_ONLY[key]
             if default is not None and value not in (default, None):
@@ -381,6 +390,10 @@ def _expand(
     if provisioning is not None and provisioning not in DISK_PROVISIONING:
         raise fail("disk_provisioning",
                    f"{provisioning!r} is not one of {', '.join(sorted(DISK_PROVISIONING))}")
+    for key, allowed in (("ip_allocation_policy", IP_ALLOCATION_POLICIES),
+                         ("ip_protocol", IP_PROTOCOLS)):
+        if values.get(key) is not None and values[key] not in allowed:
+            raise fail(key, f"{values[key]!r} is not one of {', '.join(allowed)}")
     power_on = values.get("power_on", False)
     if isinstance(power_on, str) and power_on.lower() in ("true", "false", "yes", "no", ""):
         power_on = power_on.lower() in ("true", "yes")
@@ -416,6 +429,8 @@ def _expand(
             origin=f"{file}:{line}" if line else file,
             deployment=str(values["deployment"]) if values.get("deployment") else None,
             disk_provisioning=provisioning,
+            ip_allocation_policy=values.get("ip_allocation_policy"),
+            ip_protocol=values.get("ip_protocol"),
             network_mapping=mappings["network_mapping"],
             properties=properties,
             power_on=power_on,

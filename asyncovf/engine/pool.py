@@ -364,6 +364,8 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
     return ImportOptions(
         deployment=spec.deployment,
         disk_provisioning=spec.disk_provisioning,
+        ip_allocation_policy=spec.ip_allocation_policy,
+        ip_protocol=spec.ip_protocol,
         network_mapping=networks,
         properties=dict(spec.properties),
         annotation=spec.annotation,

@@ -10,7 +10,7 @@ ignored, never fatal.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from lxml import etree
@@ -22,6 +22,7 @@ OVF_NAMESPACES: Final = {
     "http://schemas.dmtf.org/ovf/envelope/1": "1.x",
     "http://schemas.dmtf.org/ovf/envelope/2": "2.x",
 }
+_XSI_TYPE: Final = "{http://www.w3.org/2001/XMLSchema-instance}type"
 RASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
 SASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_StorageAllocationSettingData"
 EPASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_EthernetPortAllocationSettingData"
@@ -103,6 +104,78 @@ class VirtualHardware:
 
 
 @dataclass(frozen=True)
+class HardwareItem:
+    """One ``Item`` of a VirtualHardwareSection, as the descriptor states it."""
+
+    resource_type: int
+    instance_id: str | None = None
+    element_name: str | None = None
+    quantity: str | None = None
+    units: str | None = None
+    subtype: str | None = None
+    host_resource: str | None = None
+    connection: str | None = None
+    parent: str | None = None
+    #: ``ovf:configuration``: the deployment options this item belongs to (None: all).
+    configurations: tuple[str, ...] | None = None
+    required: bool = True
+
+    def applies_to(self, option: str | None) -> bool:
+        return self.configurations is None or option is None or option in self.configurations
+
+
+@dataclass(frozen=True)
+class ProductProperty:
+    """A ProductSection ``Property``; ``key`` is the full key vCenter expects.
+
+    DSP0243 9.5.1: ``[class "."] key ["." instance]``.
+    """
+
+    key: str
+    raw_key: str
+    type: str
+    default: str | None = None
+    qualifiers: str | None = None
+    user_configurable: bool = False
+    password: bool = False
+    label: str | None = None
+    description: str | None = None
+    category: str | None = None
+    configurations: tuple[str, ...] | None = None
+    #: ``Value`` children: a different default per deployment option.
+    defaults_by_option: tuple[tuple[str, str], ...] = ()
+
+    def applies_to(self, option: str | None) -> bool:
+        return self.configurations is None or option is None or option in self.configurations
+
+    def default_for(self, option: str | None) -> str | None:
+        for configuration, value in self.defaults_by_option:
+            if configuration == option:
+                return value
+        return self.default
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """A ProductSection: product facts and its properties."""
+
+    class_id: str | None = None
+    instance: str | None = None
+    product: str | None = None
+    vendor: str | None = None
+    version: str | None = None
+    full_version: str | None = None
+    properties: tuple[ProductProperty, ...] = ()
+
+
+@dataclass(frozen=True)
+class OperatingSystem:
+    id: int | None = None
+    os_type: str | None = None  # vmw:osType, e.g. ubuntu64Guest
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class VirtualSystem:
     """A ``VirtualSystem``; a ``VirtualSystemCollection`` has ``children``."""
 
@@ -110,6 +183,21 @@ class VirtualSystem:
     name: str
     hardware: VirtualHardware = field(default_factory=VirtualHardware)
     children: tuple[VirtualSystem, ...] = ()
+    items: tuple[HardwareItem, ...] = ()
+    products: tuple[ProductInfo, ...] = ()
+    eulas: tuple[str, ...] = ()
+    annotation: str | None = None
+    operating_system: OperatingSystem | None = None
+    #: Sections we do not model, by element name: kept, never fatal.
+    other_sections: tuple[str, ...] = ()
+
+    def hardware_for(self, option: str | None) -> VirtualHardware:
+        """The hardware this system gets with deployment option ``option``."""
+        return summarize_hardware(self.items, option, self.hardware.system_types)
+
+    @property
+    def properties(self) -> tuple[ProductProperty, ...]:
+        return tuple(p for product in self.products for p in product.properties)
 
     @property
     def is_collection(self) -> bool:
@@ -142,6 +230,17 @@ class Descriptor:
     networks: tuple[str, ...]
     deployment_options: tuple[DeploymentOption, ...]
     entity: VirtualSystem
+    #: Envelope-level sections we do not model, by element name.
+    other_sections: tuple[str, ...] = ()
+
+    @property
+    def properties(self) -> tuple[ProductProperty, ...]:
+        """Every product property of every system, collection first."""
+        return tuple(p for system in self.entity.walk() for p in system.properties)
+
+    @property
+    def eulas(self) -> tuple[str, ...]:
+        return tuple(e for system in self.entity.walk() for e in system.eulas)
 
     def file(self, file_id: str) -> FileReference | None:
         return next((f for f in self.files if f.id == file_id), None)
@@ -163,6 +262,9 @@ class _Reader:
     def __init__(self, root: etree._Element, name: str) -> None:
         self.name = name
         qname = etree.QName(root)
+        if qname.namespace == "http://www.vmware.com/schema/ovf/1/envelope":
+            raise PackageError("OVF 0.9 (VMware's pre-standard format) is not supported; "
+                               "convert it to OVF 1.0 or later with ovftool", file=name)
         if qname.localname != "Envelope" or qname.namespace not in OVF_NAMESPACES:
             raise PackageError(
                 f"not an OVF descriptor: root element is <{qname.localname}> in "
@@ -176,6 +278,25 @@ class _Reader:
     def tag(self, local: str) -> str:
         return f"{{{self.ns}}}{local}"
 
+    def kind(self, element: etree._Element) -> str:
+        """What a child element is, also in the OVF 1.0 schema's substitution form.
+
+        ``<Section xsi:type="ovf:DiskSection_Type">`` is a DiskSection and
+        ``<Content xsi:type="ovf:VirtualSystem_Type">`` a VirtualSystem: early
+        vCenter exports (and ovftool) write them so.
+        """
+        if not isinstance(element.tag, str):
+            return ""
+        local = etree.QName(element).localname
+        if local in ("Section", "Content"):
+            declared = element.get(_XSI_TYPE)
+            if declared:
+                return declared.rsplit(":", 1)[-1].removesuffix("_Type")
+        return local
+
+    def sections(self, element: etree._Element, kind: str) -> list[etree._Element]:
+        return [child for child in element if self.kind(child) == kind]
+
     def attr(self, element: etree._Element, local: str) -> str | None:
         value = element.get(f"{{{self.ns}}}{local}")
         if value is None:
@@ -183,10 +304,17 @@ class _Reader:
         return value
 
     def children(self, element: etree._Element, local: str) -> list[etree._Element]:
-        return list(element.iterchildren(self.tag(local)))
+        """Child elements named ``local`` in the OVF namespace — or in none, as some
+        exporters write children of a prefixed ``ovf:Envelope`` without a prefix."""
+        return [
+            child for child in element
+            if isinstance(child.tag, str)
+            and etree.QName(child).localname == local
+            and etree.QName(child).namespace in (self.ns, None)
+        ]
 
     def child_text(self, element: etree._Element, local: str) -> str | None:
-        found = element.find(self.tag(local))
+        found = next(iter(self.children(element, local)), None)
         return found.text.strip() if found is not None and found.text else None
 
     def int_attr(self, element: etree._Element, local: str, *, what: str) -> int | None:
@@ -204,16 +332,25 @@ class _Reader:
 
 
 def parse_descriptor(
-    data: bytes, *, name: str = "descriptor.ovf", max_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES
+    data: bytes,
+    *,
+    name: str = "descriptor.ovf",
+    max_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
+    location: str | None = None,
 ) -> Descriptor:
-    """Parse and check a descriptor; raise :class:`PackageError` naming what is wrong."""
-    root = parse_xml(data, name=name, max_bytes=max_bytes)
-    reader = _Reader(root, name)
+    """Parse and check a descriptor; raise :class:`PackageError` naming what is wrong.
+
+    ``name`` is the descriptor's file name (manifests list it by that name);
+    ``location`` is where errors say it is (a path, or ``app.ova:app.ovf``).
+    """
+    where = location or name
+    root = parse_xml(data, name=where, max_bytes=max_bytes)
+    reader = _Reader(root, where)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         # CreateImportSpec takes a string; vCenter expects UTF-8 descriptors.
-        raise PackageError(f"descriptor is not UTF-8 (byte {exc.start})", file=name) from exc
+        raise PackageError(f"descriptor is not UTF-8 (byte {exc.start})", file=where) from exc
 
     files = _parse_references(reader)
     disks = _parse_disks(reader, files)
@@ -229,7 +366,7 @@ def parse_descriptor(
                 raise PackageError(
                     f"virtual system {system.id!r} uses disk {disk_id!r}, "
                     "which DiskSection does not define",
-                    file=name,
+                    file=where,
                 )
     return Descriptor(
         name=name,
@@ -240,6 +377,7 @@ def parse_descriptor(
         networks=networks,
         deployment_options=options,
         entity=entity,
+        other_sections=_other_sections(reader, reader.root, _ENVELOPE_SECTIONS),
     )
 
 
@@ -252,7 +390,7 @@ def _unique(values: list[str], what: str, name: str) -> None:
 
 
 def _parse_references(reader: _Reader) -> tuple[FileReference, ...]:
-    section = reader.root.find(reader.tag("References"))
+    section = next(iter(reader.sections(reader.root, "References")), None)
     if section is None:
         return ()
     files: list[FileReference] = []
@@ -280,7 +418,7 @@ def _parse_disks(
 ) -> tuple[VirtualDiskDesc, ...]:
     file_ids = {f.id for f in files}
     disks: list[VirtualDiskDesc] = []
-    for section in reader.root.iterchildren(reader.tag("DiskSection")):
+    for section in reader.sections(reader.root, "DiskSection"):
         for element in reader.children(section, "Disk"):
             disk_id = reader.attr(element, "diskId")
             if not disk_id:
@@ -332,7 +470,7 @@ def _capacity_bytes(
 
 def _parse_networks(reader: _Reader) -> tuple[str, ...]:
     names: list[str] = []
-    for section in reader.root.iterchildren(reader.tag("NetworkSection")):
+    for section in reader.sections(reader.root, "NetworkSection"):
         for element in reader.children(section, "Network"):
             network = reader.attr(element, "name")
             if network:
@@ -342,7 +480,7 @@ def _parse_networks(reader: _Reader) -> tuple[str, ...]:
 
 def _parse_deployment_options(reader: _Reader) -> tuple[DeploymentOption, ...]:
     options: list[DeploymentOption] = []
-    for section in reader.root.iterchildren(reader.tag("DeploymentOptionSection")):
+    for section in reader.sections(reader.root, "DeploymentOptionSection"):
         for element in reader.children(section, "Configuration"):
             option_id = reader.attr(element, "id")
             if not option_id:
@@ -360,13 +498,27 @@ def _parse_deployment_options(reader: _Reader) -> tuple[DeploymentOption, ...]:
 
 def _parse_entity(reader: _Reader, deployment: str | None) -> VirtualSystem:
     for element in reader.root:
-        if not isinstance(element.tag, str):
-            continue
-        local = etree.QName(element).localname
-        if local in ("VirtualSystem", "VirtualSystemCollection"):
+        if reader.kind(element) in ("VirtualSystem", "VirtualSystemCollection"):
             return _parse_system(reader, element, deployment)
     raise PackageError("descriptor has no VirtualSystem or VirtualSystemCollection",
                        file=reader.name)
+
+
+_ENVELOPE_SECTIONS: Final = frozenset({
+    "References", "DiskSection", "NetworkSection", "DeploymentOptionSection",
+    "VirtualSystem", "VirtualSystemCollection",
+})
+_SYSTEM_SECTIONS: Final = frozenset({
+    "Info", "Name", "VirtualHardwareSection", "ProductSection", "EulaSection",
+    "AnnotationSection", "OperatingSystemSection", "VirtualSystem", "VirtualSystemCollection",
+})
+
+
+def _other_sections(
+    reader: _Reader, element: etree._Element, known: frozenset[str]
+) -> tuple[str, ...]:
+    names = [reader.kind(child) for child in element if isinstance(child.tag, str)]
+    return tuple(dict.fromkeys(n for n in names if n not in known))
 
 
 def _parse_system(
@@ -374,17 +526,92 @@ def _parse_system(
 ) -> VirtualSystem:
     system_id = reader.attr(element, "id") or ""
     name = reader.child_text(element, "Name") or system_id
-    if etree.QName(element).localname == "VirtualSystemCollection":
+    base = VirtualSystem(
+        id=system_id,
+        name=name,
+        products=tuple(_parse_product(reader, section)
+                       for section in reader.sections(element, "ProductSection")),
+        eulas=tuple(text for section in reader.sections(element, "EulaSection")
+                    if (text := reader.child_text(section, "License"))),
+        annotation=next((text for section in reader.sections(element, "AnnotationSection")
+                         if (text := reader.child_text(section, "Annotation"))), None),
+        operating_system=next((_parse_os(reader, section) for section in
+                               reader.sections(element, "OperatingSystemSection")), None),
+        other_sections=_other_sections(reader, element, _SYSTEM_SECTIONS),
+    )
+    if reader.kind(element) == "VirtualSystemCollection":
         children = tuple(
             _parse_system(reader, child, deployment)
             for child in element
-            if isinstance(child.tag, str)
-            and etree.QName(child).localname in ("VirtualSystem", "VirtualSystemCollection")
+            if reader.kind(child) in ("VirtualSystem", "VirtualSystemCollection")
         )
         _unique([c.id for c in children], "virtual system id", reader.name)
-        return VirtualSystem(id=system_id, name=name, children=children)
-    return VirtualSystem(id=system_id, name=name, hardware=_parse_hardware(reader, element,
-                                                                           deployment))
+        return replace(base, children=children)
+    items, system_types = _parse_items(reader, element)
+    return replace(base, items=items,
+                   hardware=summarize_hardware(items, deployment, system_types))
+
+
+def _parse_product(reader: _Reader, section: etree._Element) -> ProductInfo:
+    class_id = reader.attr(section, "class")
+    instance = reader.attr(section, "instance")
+    properties: list[ProductProperty] = []
+    category: str | None = None
+    for child in section:
+        if not isinstance(child.tag, str):
+            continue
+        local = etree.QName(child).localname
+        if local == "Category":
+            category = (child.text or "").strip() or None
+        elif local == "Property":
+            raw_key = reader.attr(child, "key")
+            if not raw_key:
+                raise PackageError("ProductSection/Property without ovf:key", file=reader.name)
+            key = ".".join(part for part in (class_id, raw_key, instance) if part)
+            configuration = reader.attr(child, "configuration")
+            properties.append(ProductProperty(
+                key=key,
+                raw_key=raw_key,
+                type=reader.attr(child, "type") or "string",
+                default=reader.attr(child, "value"),
+                qualifiers=reader.attr(child, "qualifiers"),
+                user_configurable=_true(reader.attr(child, "userConfigurable")),
+                password=_true(reader.attr(child, "password")),
+                label=reader.child_text(child, "Label"),
+                description=reader.child_text(child, "Description"),
+                category=category,
+                configurations=tuple(configuration.split()) if configuration else None,
+                defaults_by_option=tuple(
+                    (option, reader.attr(value, "value") or "")
+                    for value in reader.children(child, "Value")
+                    for option in (reader.attr(value, "configuration") or "").split()
+                ),
+            ))
+    _unique([p.key for p in properties], "property key", reader.name)
+    return ProductInfo(
+        class_id=class_id,
+        instance=instance,
+        product=reader.child_text(section, "Product"),
+        vendor=reader.child_text(section, "Vendor"),
+        version=reader.child_text(section, "Version"),
+        full_version=reader.child_text(section, "FullVersion"),
+        properties=tuple(properties),
+    )
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1")
+
+
+def _parse_os(reader: _Reader, section: etree._Element) -> OperatingSystem:
+    raw_id = reader.attr(section, "id")
+    os_type = next((str(v) for k, v in section.attrib.items() if str(k).endswith("osType")),
+                   None)
+    return OperatingSystem(
+        id=int(raw_id) if raw_id and raw_id.isdigit() else None,
+        os_type=os_type,
+        description=reader.child_text(section, "Description"),
+    )
 
 
 def _rasd(item: etree._Element, local: str) -> str | None:
@@ -395,15 +622,12 @@ def _rasd(item: etree._Element, local: str) -> str | None:
     return None
 
 
-def _parse_hardware(
-    reader: _Reader, system: etree._Element, deployment: str | None
-) -> VirtualHardware:
-    cpus: int | None = None
-    memory_mb: int | None = None
-    disk_ids: list[str] = []
-    nics: list[NetworkCard] = []
+def _parse_items(
+    reader: _Reader, system: etree._Element
+) -> tuple[tuple[HardwareItem, ...], tuple[str, ...]]:
+    items: list[HardwareItem] = []
     system_types: list[str] = []
-    for section in system.iterchildren(reader.tag("VirtualHardwareSection")):
+    for section in reader.sections(system, "VirtualHardwareSection"):
         for vssd in section.iter("{*}VirtualSystemType"):
             if vssd.text:
                 system_types.extend(t.strip() for t in vssd.text.split(",") if t.strip())
@@ -412,39 +636,62 @@ def _parse_hardware(
                 "Item", "StorageItem", "EthernetPortItem"
             ):
                 continue
-            configuration = reader.attr(item, "configuration")
-            if configuration and deployment and deployment not in configuration.split():
-                continue
             try:
                 resource_type = int(_rasd(item, "ResourceType") or "0")
             except ValueError:
                 continue  # unknown resource types are vCenter's to judge, not ours
-            quantity = _rasd(item, "VirtualQuantity")
-            if resource_type == RESOURCE_CPU and quantity:
-                cpus = _int_or_fail(reader, quantity, "CPU VirtualQuantity")
-            elif resource_type == RESOURCE_MEMORY and quantity:
-                amount = _int_or_fail(reader, quantity, "memory VirtualQuantity")
+            configuration = reader.attr(item, "configuration")
+            required = reader.attr(item, "required")
+            items.append(HardwareItem(
+                resource_type=resource_type,
+                instance_id=_rasd(item, "InstanceID"),
+                element_name=_rasd(item, "ElementName"),
+                quantity=_rasd(item, "VirtualQuantity"),
+                units=_rasd(item, "AllocationUnits"),
+                subtype=_rasd(item, "ResourceSubType"),
+                host_resource=_rasd(item, "HostResource"),
+                connection=_rasd(item, "Connection"),
+                parent=_rasd(item, "Parent"),
+                configurations=tuple(configuration.split()) if configuration else None,
+                required=(required or "true").strip().lower() != "false",
+            ))
+    for parsed in items:  # validate what the summary will compute, for every option
+        if parsed.resource_type in (RESOURCE_CPU, RESOURCE_MEMORY) and parsed.quantity:
+            what = "CPU" if parsed.resource_type == RESOURCE_CPU else "memory"
+            _int_or_fail(reader, parsed.quantity, f"{what} VirtualQuantity")
+            if parsed.resource_type == RESOURCE_MEMORY:
                 try:
-                    factor = allocation_unit_factor(_rasd(item, "AllocationUnits") or "byte*2^20")
+                    allocation_unit_factor(parsed.units or "byte*2^20")
                 except ValueError as exc:
                     raise PackageError(f"memory: {exc}", file=reader.name) from None
-                memory_mb = amount * factor // 2**20
-            elif resource_type == RESOURCE_DISK:
-                host_resource = _rasd(item, "HostResource") or ""
-                for prefix in ("ovf:/disk/", "/disk/"):
-                    if host_resource.startswith(prefix):
-                        disk_ids.append(host_resource[len(prefix):])
-                        break
-            elif resource_type == RESOURCE_NIC:
-                nics.append(NetworkCard(network=_rasd(item, "Connection"),
-                                        adapter_type=_rasd(item, "ResourceSubType")))
-    return VirtualHardware(
-        cpus=cpus,
-        memory_mb=memory_mb,
-        disk_ids=tuple(disk_ids),
-        nics=tuple(nics),
-        system_types=tuple(system_types),
-    )
+    return tuple(items), tuple(system_types)
+
+
+def summarize_hardware(
+    items: tuple[HardwareItem, ...], option: str | None, system_types: tuple[str, ...] = ()
+) -> VirtualHardware:
+    """CPUs, memory, disks and NICs of ``items`` for deployment option ``option``."""
+    cpus: int | None = None
+    memory_mb: int | None = None
+    disk_ids: list[str] = []
+    nics: list[NetworkCard] = []
+    for item in items:
+        if not item.applies_to(option):
+            continue
+        if item.resource_type == RESOURCE_CPU and item.quantity:
+            cpus = int(item.quantity)
+        elif item.resource_type == RESOURCE_MEMORY and item.quantity:
+            factor = allocation_unit_factor(item.units or "byte*2^20")
+            memory_mb = int(item.quantity) * factor // 2**20
+        elif item.resource_type == RESOURCE_DISK:
+            for prefix in ("ovf:/disk/", "ovf://disk/", "/disk/"):
+                if (item.host_resource or "").startswith(prefix):
+                    disk_ids.append((item.host_resource or "")[len(prefix):])
+                    break
+        elif item.resource_type == RESOURCE_NIC:
+            nics.append(NetworkCard(network=item.connection, adapter_type=item.subtype))
+    return VirtualHardware(cpus=cpus, memory_mb=memory_mb, disk_ids=tuple(disk_ids),
+                           nics=tuple(nics), system_types=system_types)
 
 
 def _int_or_fail(reader: _Reader, text: str, what: str) -> int:
@@ -461,10 +708,15 @@ __all__ = [
     "DeploymentOption",
     "Descriptor",
     "FileReference",
+    "HardwareItem",
     "NetworkCard",
+    "OperatingSystem",
+    "ProductInfo",
+    "ProductProperty",
     "VirtualDiskDesc",
     "VirtualHardware",
     "VirtualSystem",
     "allocation_unit_factor",
     "parse_descriptor",
+    "summarize_hardware",
 ]

@@ -193,7 +193,8 @@ def _open_ovf_file(path: Path, max_descriptor_bytes: int) -> Package:
         data = path.read_bytes()
     except OSError as exc:
         raise PackageError(exc.strerror or str(exc), file=location) from exc
-    descriptor = parse_descriptor(data, name=path.name, max_bytes=max_descriptor_bytes)
+    descriptor = parse_descriptor(data, name=path.name, max_bytes=max_descriptor_bytes,
+                                  location=location)
     base = path.parent
     members: dict[str, Member] = {}
     for ref in descriptor.files:
@@ -278,7 +279,8 @@ def _open_ova(path: Path, max_descriptor_bytes: int) -> Package:
             file=f"{location}:{descriptor_name}",
         )
     descriptor = parse_descriptor(_read_member(descriptor_member), name=descriptor_name,
-                                  max_bytes=max_descriptor_bytes)
+                                  max_bytes=max_descriptor_bytes,
+                                  location=f"{location}:{descriptor_name}")
 
     stem = descriptor_name.rsplit(".", 1)[0]
     manifest = None

@@ -8,7 +8,7 @@ and refuses documents over a size cap before parsing them at all.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -29,8 +29,9 @@ def _prolog(data: bytes) -> bytes:
     return data[: match.start()] if match else data
 
 
-def _parser() -> etree.XMLParser:
+def _parser(*, recover: bool = False) -> etree.XMLParser:
     return etree.XMLParser(
+        recover=recover,
         resolve_entities=False,
         load_dtd=False,
         dtd_validation=False,
@@ -38,6 +39,35 @@ def _parser() -> etree.XMLParser:
         huge_tree=False,
         remove_comments=False,
     )
+
+
+def _error_types(log: Any) -> set[str]:
+    """Type names of the errors in an lxml error log (lxml-stubs do not type it)."""
+    return {str(entry.type_name) for entry in log.filter_from_errors()}
+
+
+def _tolerate_bad_namespace_uris(
+    data: bytes, error: etree.XMLSyntaxError
+) -> etree._Element | None:
+    """Accept a descriptor whose only fault is a namespace name that is not a valid URI.
+
+    Real appliances ship ``xmlns:epasd="…/cim2608 schema/…"`` (a space in the
+    URI); vCenter and govc import them, and a namespace name is only a label
+    to us. Any other error, in the strict or the tolerant pass, still refuses.
+    """
+    # The exception's own code, not its error_log: lxml may carry earlier
+    # documents' errors there.
+    code: Any = getattr(error, "code", None)  # lxml-stubs omit XMLSyntaxError.code
+    if code != etree.ErrorTypes.WAR_NS_URI:
+        return None
+    parser = _parser(recover=True)
+    try:
+        root = etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError:
+        return None
+    if root is None or _error_types(parser.error_log) != {"WAR_NS_URI"}:
+        return None
+    return root
 
 
 def parse_xml(
@@ -57,7 +87,9 @@ def parse_xml(
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
-        raise PackageError(f"not well-formed XML: {exc.msg}", file=name) from exc
+        root = _tolerate_bad_namespace_uris(data, exc)
+        if root is None:
+            raise PackageError(f"not well-formed XML: {exc.msg}", file=name) from exc
     except ValueError as exc:  # e.g. encoding declarations lxml refuses
         raise PackageError(f"unreadable XML: {exc}", file=name) from exc
     tree = root.getroottree()

@@ -362,7 +362,7 @@ def test_cli_rejects_a_bad_batch_file_with_its_location(vcsim: Vcsim, tmp_path: 
     assert process.returncode == 2
     assert stderr.strip() == (f"asyncovf: error: {path}:4: vms[0].colour: unknown key; "
                               "expected one of: annotation, cluster, count, datacenter, "
-                              "datastore, deployment, disk_provisioning, folder, host, name, "
-                              "network_mapping, options, power_on, properties, resource_pool, "
-                              "source")
+                              "datastore, deployment, disk_provisioning, folder, host, "
+                              "ip_allocation_policy, ip_protocol, name, network_mapping, "
+                              "options, power_on, properties, resource_pool, source")
     assert vcsim.counters().calls("Login") == 0

@@ -51,6 +51,57 @@ def test_virtual_system_collection_has_nested_systems() -> None:
     assert len(d.entity.walk()) > 2
 
 
+def test_product_properties_categories_and_per_option_defaults() -> None:
+    d = parse_descriptor(corpus_file("category-grouping.ovf").read_bytes(), name="c.ovf")
+    by_key = {p.key: p for p in d.properties}
+    assert [p.category for p in d.properties] == ["Net", "Net", "Storage", "Storage",
+                                                  "Security", "Security"]
+    extended = by_key["test.net_extended"]
+    assert extended.configurations == ("extended",) and not extended.applies_to("default")
+    assert by_key["test.auth_mode"].default_for("extended") == "password"
+    assert by_key["test.net_common"].label == "Network (common)"
+
+
+def test_eula_annotation_and_operating_system() -> None:
+    d = parse_descriptor(corpus_file("photon5.ovf").read_bytes(), name="photon5.ovf")
+    assert len(d.eulas) == 1 and d.eulas[0]
+    assert d.entity.annotation and d.entity.annotation.startswith("This OVA provides")
+    assert d.entity.operating_system is not None
+
+
+def test_ovf_1_0_substitution_form_and_unprefixed_children() -> None:
+    # <Section xsi:type="ovf:DiskSection_Type">, <Content xsi:type="ovf:VirtualSystem_Type">,
+    # children of a prefixed ovf:Envelope in no namespace: early vCenter exports.
+    d = parse_descriptor(corpus_file("external/OVFCerts/ValidCert/Nostalgia.ovf").read_bytes(),
+                         name="Nostalgia.ovf")
+    assert d.entity.name == "Nostalgia" and d.networks == ("VM Network",)
+    assert [f.href for f in d.files] == ["Nostalgia-disk1.vmdk"]
+    assert d.entity.hardware.disk_ids == ("vmdisk1",) and d.entity.hardware.memory_mb == 16
+
+
+def test_a_namespace_name_that_is_not_a_valid_uri_is_tolerated_alone() -> None:
+    d = parse_descriptor(corpus_file("virtualsystemcollection.ovf").read_bytes(), name="v.ovf")
+    assert [s.name for s in d.entity.walk()] == ["vsc1", "Virtual Appliance One",
+                                                 "Virtual Appliance Two"]
+    broken = corpus_file("virtualsystemcollection.ovf").read_bytes().replace(
+        b"</Envelope>", b"<Oops></Envelope>")
+    with pytest.raises(PackageError, match="not well-formed XML"):
+        parse_descriptor(broken, name="v.ovf")
+
+
+def test_unknown_sections_are_kept_not_fatal() -> None:
+    d = parse_descriptor(corpus_file("external/unsupported-ovfs/unsupportedSection.ovf")
+                         .read_bytes(), name="u.ovf")
+    assert {"UnsupportedSectionFoo", "UnknwonSection"} <= set(d.other_sections)
+
+
+def test_ovf_0_9_gets_a_conversion_hint() -> None:
+    path = corpus_file("external/smallxp-vapp/smallxp-vapp.ovf")
+    with pytest.raises(PackageError, match="OVF 0.9 .* convert it to OVF 1.0 or later with "
+                                           "ovftool"):
+        parse_descriptor(path.read_bytes(), name="s.ovf")
+
+
 @pytest.mark.parametrize(
     ("units", "factor"),
     [("byte * 2^20", 2**20), ("byte*2^30", 2**30), ("byte", 1), ("MegaBytes", 2**20),
