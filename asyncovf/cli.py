@@ -35,6 +35,7 @@ from asyncovf.errors import (
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
 from asyncovf.spec import options_document
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="full tracebacks and debug logs")
     common = argparse.ArgumentParser(add_help=False, parents=[debug])
+    limits = argparse.ArgumentParser(add_help=False)
+    limits.add_argument("--max-descriptor-size", type=_positive_int, metavar="BYTES",
+                        default=DEFAULT_MAX_DESCRIPTOR_BYTES,
+                        help="refuse descriptors larger than this "
+                             f"(default {DEFAULT_MAX_DESCRIPTOR_BYTES // 2**20} MiB)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log each phase")
     parser = argparse.ArgumentParser(
@@ -93,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     imp = commands.add_parser("import", help="import one OVF directory, .ovf or .ova",
-                              description="Import one appliance into vCenter.", parents=[common])
+                              description="Import one appliance into vCenter.",
+                              parents=[common, limits])
     imp.add_argument("source", help="OVA file, OVF file, or directory holding one .ovf")
     imp.add_argument("--name", required=True, help="name of the new VM")
     _add_connection_options(imp)
@@ -116,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     spec = commands.add_parser(
         "spec", help="print the options document of an appliance (no vCenter needed)",
-        parents=[debug],
+        parents=[debug, limits],
         description="Print the options document for an appliance as JSON, in govc's "
                     "import.spec format: edit it and pass it to 'import --options' or a "
                     "batch entry's 'options:'.")
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--deployment", help="show the document for this deployment option")
 
     run = commands.add_parser(
-        "run", help="import every VM of a batch file", parents=[common],
+        "run", help="import every VM of a batch file", parents=[common, limits],
         description="Import the VMs a batch file (YAML, or CSV rows) describes, with a "
                     "bounded pool of workers, each with its own vCenter session.")
     run.add_argument("batch", help="batch file (.yaml/.yml, or .csv with one VM per row)")
@@ -278,7 +285,8 @@ async def _import_command(args: argparse.Namespace) -> int:
             server=args.server, username=args.user, password=args.password,
             insecure=args.insecure, ca_file=args.ca_file,
         )
-        package = await open_package(job.source)
+        package = await open_package(job.source,
+                                     max_descriptor_bytes=args.max_descriptor_size)
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
@@ -315,7 +323,7 @@ async def _import_command(args: argparse.Namespace) -> int:
 async def _spec_command(args: argparse.Namespace) -> int:
     """``asyncovf spec SOURCE``: the options document as JSON on stdout."""
     try:
-        package = await open_package(args.source)
+        package = await open_package(args.source, max_descriptor_bytes=args.max_descriptor_size)
         document = options_document(package.descriptor, package=package, verbose=args.verbose,
                                     deployment=args.deployment)
     except (AsyncOvfError, ValueError) as exc:
@@ -365,7 +373,8 @@ async def _run_command(args: argparse.Namespace) -> int:
         upload_attempts=args.upload_retries + 1,
         lease_ready_timeout=args.lease_timeout,
     )
-    packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest)
+    packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
+                                                 max_descriptor_bytes=args.max_descriptor_size)
 
     if args.dry_run:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)

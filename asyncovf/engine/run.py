@@ -13,12 +13,16 @@ from asyncovf.engine.pool import BatchRunner, RunSettings, UpdateCallback
 from asyncovf.errors import PackageError
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 
 log = logging.getLogger(__name__)
 
 
 async def open_sources(
-    plan: BatchPlan, *, verify_manifest: bool = True
+    plan: BatchPlan,
+    *,
+    verify_manifest: bool = True,
+    max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
 ) -> tuple[dict[str, Package], dict[str, str]]:
     """Open and check every distinct source once (not once per VM).
 
@@ -29,7 +33,7 @@ async def open_sources(
     errors: dict[str, str] = {}
     for source in dict.fromkeys(job.source for job in plan.jobs):
         try:
-            package = await open_package(source)
+            package = await open_package(source, max_descriptor_bytes=max_descriptor_bytes)
             check_files(package, verify_manifest=verify_manifest)
         except PackageError as exc:
             errors[source] = str(exc)

@@ -399,11 +399,15 @@ def _parse_references(reader: _Reader) -> tuple[FileReference, ...]:
         href = reader.attr(element, "href")
         if not file_id or not href:
             raise PackageError("References/File needs both ovf:id and ovf:href", file=reader.name)
+        size = reader.int_attr(element, "size", what=f"file {href!r}")
+        if size is not None and size > MAX_DISK_CAPACITY:
+            raise PackageError(f"file {href!r}: size {size} bytes is not plausible",
+                               file=reader.name)
         files.append(
             FileReference(
                 id=file_id,
                 href=href,
-                size=reader.int_attr(element, "size", what=f"file {href!r}"),
+                size=size,
                 compression=reader.attr(element, "compression"),
                 chunk_size=reader.int_attr(element, "chunkSize", what=f"file {href!r}"),
             )

@@ -77,7 +77,7 @@ def parse_xml(
     if len(data) > max_bytes:
         raise PackageError(
             f"descriptor is {len(data)} bytes, over the {max_bytes}-byte limit "
-            "(raise it with --max-descriptor-size if this is genuine)",
+            "(raise --max-descriptor-size if it is genuine)",
             file=name,
         )
     if _DOCTYPE.search(_prolog(data)):

@@ -1,0 +1,136 @@
+"""Upload throughput: our upload path, with and without manifest verification,
+against a plain aiohttp streaming POST of the same bytes to a fresh lease URL.
+
+All three run in one process against one vcsim, interleaved round by round so
+machine noise hits them alike; the best of ``--rounds`` is reported. Targets:
+verification must not halve throughput (issue 3); with verification on,
+>= 0.85x the plain POST (issue 6).
+
+Run: ``.venv/bin/python -m benchmarks.upload [--size-mb 1024] [--parallel 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from asyncovf.engine.job import ImportOptions, JobState, create_import_spec, upload_targets
+from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.vsphere.inventory import PlacementRequest
+from asyncovf.vsphere.lease import LeaseGuard
+from tests.factory import DiskSpec, build_package
+from tests.vcsim.harness import running_vcsim
+
+
+async def ours(importer: Importer, package: Package, name: str, verify: bool) -> float:
+    """Bytes/s of the upload phase of a full import through our job code."""
+    placement = await importer.resolve(PlacementRequest(cluster="DC0_C0"))
+    state = JobState(name=name)
+    await importer.import_package(package, name, placement,
+                                  ImportOptions(verify_manifest=verify), state=state)
+    return state.bytes_done / state.timings["upload"]
+
+
+async def plain_post(importer: Importer, package: Package, name: str) -> float:
+    """Bytes/s of a bare aiohttp POST of the same file to a fresh lease's device URL."""
+    session = importer.session
+    placement = await importer.resolve(PlacementRequest(cluster="DC0_C0"))
+    result = await create_import_spec(session, package, placement, name, ImportOptions())
+    lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
+                                 spec=result.importSpec, folder=placement.folder.ref)
+    async with LeaseGuard(session, lease, vm_name=name) as guard:
+        (target,) = upload_targets(result, guard.info, session.endpoint.host, package)
+        member = package.member(target.file_name)
+        headers = {"Content-Type": "application/x-vnd.vmware-streamVmdk",
+                   "Content-Length": str(member.size)}
+        started = time.perf_counter()
+        async with package.open_member(target.file_name) as source:
+            async with session.client.http.post(target.url, data=source.chunks(),
+                                                headers=headers) as response:
+                await response.read()
+                assert response.status == 200, response.status
+        return member.size / (time.perf_counter() - started)
+
+
+async def measure(connection: ConnectionSettings, package: Package, rounds: int,
+                  parallel: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {"plain": [], "verify_off": [], "verify_on": []}
+    async with Importer(connection) as importer:
+        for round_number in range(rounds):
+            for mode in rates:
+                results: list[float] = []
+
+                async def one(index: int, mode: str = mode, results: list[float] = results,
+                              round_number: int = round_number) -> None:
+                    name = f"up-{mode}-{round_number}-{index}"
+                    if mode == "plain":
+                        results.append(await plain_post(importer, package, name))
+                    else:
+                        results.append(await ours(importer, package, name,
+                                                  verify=mode == "verify_on"))
+
+                started = time.perf_counter()
+                async with anyio.create_task_group() as group:
+                    for index in range(parallel):
+                        group.start_soon(one, index)
+                if parallel == 1:
+                    rates[mode].append(results[0])
+                else:  # aggregate: all bytes over the wall time of the parallel round
+                    total = sum(package.member(n).size for n in package.members
+                                if n.endswith(".vmdk")) * parallel
+                    rates[mode].append(total / (time.perf_counter() - started))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=256, help="disk data per upload")
+    parser.add_argument("--parallel", type=int, default=1, help="concurrent uploads per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"building a {args.size_mb} MiB disk…", flush=True)
+        built = build_package(Path(tmp), "upload",
+                              disks=(DiskSpec(args.size_mb * 2, args.size_mb * 2**20),))
+        with running_vcsim() as vcsim:
+            connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
+                                            password=vcsim.password,
+                                            ca_file=str(vcsim.ca_file))
+
+            async def run() -> dict[str, list[float]]:
+                package = await open_package(built.path)
+                check_files(package)
+                return await measure(connection, package, args.rounds, args.parallel)
+
+            rates = anyio.run(run)
+    best = {mode: max(values) / 2**20 for mode, values in rates.items()}
+    result: dict[str, Any] = {
+        "size_mb": args.size_mb, "parallel": args.parallel, "rounds": args.rounds,
+        "mib_per_s": {mode: round(v, 1) for mode, v in best.items()},
+        "verify_on_vs_plain": round(best["verify_on"] / best["plain"], 3),
+        "verify_off_vs_plain": round(best["verify_off"] / best["plain"], 3),
+        "verify_on_vs_off": round(best["verify_on"] / best["verify_off"], 3),
+    }
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n| path ({args.parallel} x {args.size_mb} MiB) | MiB/s | vs plain POST |\n"
+          "|---|---|---|")
+    for mode, label in (("plain", "plain aiohttp POST"), ("verify_off", "asyncovf, no verify"),
+                        ("verify_on", "asyncovf, SHA256 verify")):
+        print(f"| {label} | {best[mode]:.1f} | {best[mode] / best['plain']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
+
