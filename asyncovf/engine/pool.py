@@ -280,20 +280,17 @@ class BatchRunner:
             except anyio.get_cancelled_exc_class():
                 result.absorb(state, attempt)
                 raise
-            except ManagedObjectNotFoundError as exc:
-                result.absorb(state, attempt)
-                result.error = _error_text(exc)
-                if refreshed_for_stale_mor or state.touched_vcenter:
-                    result.status = JobStatus.FAILED
-                    return
-                # A MOR from the snapshot is stale (deleted or re-created since):
-                # refresh once and try again, without spending a job retry.
-                refreshed_for_stale_mor = True
-                log.info("%s: inventory changed under us; refreshing", spec.name)
-                await self.inventory.refresh(session, seen=seen)
-                attempt -= 1
-                continue
             except Exception as exc:
+                if (isinstance(exc, ManagedObjectNotFoundError) and not refreshed_for_stale_mor
+                        and not state.touched_vcenter):
+                    # A MOR from the snapshot is stale (deleted or re-created since):
+                    # refresh once and try again, without spending a job retry.
+                    result.absorb(state, attempt)
+                    refreshed_for_stale_mor = True
+                    log.info("%s: inventory changed under us; refreshing", spec.name)
+                    await self.inventory.refresh(session, seen=seen)
+                    attempt -= 1
+                    continue
                 result.absorb(state, attempt)
                 result.error = _error_text(exc)
                 if attempt <= self.settings.job_retries and _retryable(exc):

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from asyncovf.errors import LeaseError, ManagedObjectNotFoundError, VCenterError
 from asyncovf.vsphere.session import VCenterSession
@@ -160,7 +160,12 @@ class LeaseGuard:
                 await self._abort_and_clean(complete_error)
                 raise
             return False
+        lease_failure = None
+        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            lease_failure = await self._lease_error_behind(exc)
         await self._abort_and_clean(failure)
+        if lease_failure is not None:
+            raise lease_failure from exc  # the cause the upload error was a symptom of
         if exc is not None:
             return False  # re-raise the body's exception (or cancellation) unchanged
         raise failure
@@ -208,6 +213,22 @@ class LeaseGuard:
                 self.progress_failures += 1
                 log.warning("progress report for %s failed (%s); retrying", self.vm_name, exc)
 
+    async def _lease_error_behind(self, error: BaseException) -> LeaseError | None:
+        """If the lease itself is in ``error``, the LeaseError that explains ``error``.
+
+        An upload fails with a bare HTTP 500 when its lease goes to error (ESXi
+        drops the transfer); the lease's fault says why. Looked up within the
+        cleanup bound; any trouble looking just keeps the original error.
+        """
+        with anyio.move_on_after(self.cleanup_timeout, shield=True):
+            try:
+                props = await self.session.retrieve(self.lease, ["state", "error"])
+            except Exception:
+                return None
+            if props["state"] == vim.HttpNfcLease.State.error:
+                return self._lease_error(f"went to error ({error})", props["error"])
+        return None
+
     async def _lease_failed(self) -> bool:
         """If the lease is in ``error``, record its fault and cancel the body."""
         try:
@@ -222,8 +243,13 @@ class LeaseGuard:
         return True
 
     def _lease_error(self, what: str, fault: Any) -> LeaseError:
+        # The lease's ``error`` is a LocalizedMethodFault; pyVmomi hands us the
+        # fault inside it (message in ``msg``), but accept the wrapper too.
+        inner = fault.fault if isinstance(fault, vmodl.LocalizedMethodFault) else fault
         detail = describe_fault(fault) if fault is not None else "no fault given"
-        return LeaseError(f"lease for {self.vm_name!r} {what}: {detail}", fault=fault,
+        if isinstance(fault, vmodl.MethodFault):
+            detail = f"{type(fault).__name__.rsplit('.', 1)[-1]}: {detail}"
+        return LeaseError(f"lease for {self.vm_name!r} {what}: {detail}", fault=inner,
                           vm=self.vm_name, method="HttpNfcLease")
 
     async def _complete(self) -> None:
@@ -246,6 +272,11 @@ class LeaseGuard:
                     fault = None
                 await self.session.invoke(self.lease, "Abort", fault=fault)
                 self.outcome = LeaseOutcome.ABORTED
+            except ManagedObjectNotFoundError:
+                # The lease is gone already: vCenter ended it (its session expired,
+                # or it timed out). Nothing is left to abort.
+                self.outcome = LeaseOutcome.ABORTED
+                log.info("lease %s was already gone", self.lease._moId)
             except Exception as exc:
                 self._cleanup_failed(f"abort of lease {self.lease._moId} failed: {exc}")
         if scope.cancelled_caught:

@@ -317,7 +317,16 @@ def fault_error(fault: Any, method: str) -> VCenterError:
 
 
 def describe_fault(fault: Any) -> str:
-    """The most useful human text a fault carries (vCenter puts it in different places)."""
+    """The most useful human text a fault carries (vCenter puts it in different places).
+
+    Accepts a ``MethodFault`` or a ``LocalizedMethodFault`` (what task and lease
+    ``error`` properties hold): its localized message, then the inner fault.
+    """
+    if isinstance(fault, vmodl.LocalizedMethodFault):
+        inner = fault.fault
+        inner_type = type(inner).__name__.rsplit(".", 1)[-1] if inner is not None else ""
+        message = fault.localizedMessage or (describe_fault(inner) if inner is not None else "")
+        return f"{inner_type}: {message}" if inner_type else message or "(no message)"
     parts: list[str] = []
     msg = getattr(fault, "msg", None)
     if msg:

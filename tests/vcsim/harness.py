@@ -78,6 +78,11 @@ class Counters:
     nfc_requests: Mapping[str, int]
     nfc_bytes: int
     nfc_max_in_flight: int = 0
+    leases_open: int = 0  # created by ImportVApp, neither completed nor aborted
+    leases_created: int = 0
+    sessions_live: int = 0  # logged in and not out (expired ones excluded)
+    sessions_expired: int = 0
+    leases_ended_by_server: int = 0  # their session expired
 
     def calls(self, method: str) -> int:
         return self.methods.get(method, {}).get("calls", 0)
@@ -123,14 +128,26 @@ class Vcsim:
         nfc = raw.get("nfc") or {}
         return Counters(methods=raw.get("methods") or {}, nfc_requests=nfc.get("requests") or {},
                         nfc_bytes=int(nfc.get("bytes") or 0),
-                        nfc_max_in_flight=int(nfc.get("max_in_flight") or 0))
+                        nfc_max_in_flight=int(nfc.get("max_in_flight") or 0),
+                        leases_open=int(raw.get("leases_open") or 0),
+                        leases_created=int(raw.get("leases_created") or 0),
+                        sessions_live=int(raw.get("sessions_live") or 0),
+                        sessions_expired=int(raw.get("sessions_expired") or 0),
+                        leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0))
 
     def reset_counters(self) -> None:
         """Zero the counters and clear every fault rule."""
         self._request("/_harness/reset", method="POST")
 
+    def expire_sessions(self) -> int:
+        """Expire every live session: its next call gets NotAuthenticated."""
+        answer: dict[str, int] = json.loads(self._request("/_harness/expire_sessions",
+                                                          method="POST"))
+        return answer["expired"]
+
     def set_faults(self, *, nfc: Mapping[str, Any] | None = None,
-                   soap: Sequence[Mapping[str, Any]] = (), seed: int = 0) -> None:
+                   soap: Sequence[Mapping[str, Any]] = (),
+                   lease: Mapping[str, Any] | None = None, seed: int = 0) -> None:
         """Replace the fault rules (see ``nfcRule`` and ``soapRule`` in the launcher).
 
         ``nfc``: ``times`` (uploads affected, 0 = all), ``status`` + ``after_bytes``
@@ -138,9 +155,12 @@ class Vcsim:
         after ``after_bytes``), ``stall_seconds``, ``throttle_bps``.
         ``soap``: rules with ``method``, ``fault`` (vim25 type), ``nth``, ``times``,
         ``probability``, ``delay_ms``, ``drop``.
+        ``lease``: for the next ``times`` leases (0 = all): ``initializing_reads``,
+        ``error_after_bytes`` (+ ``error_fault``), ``expire_after_seconds`` (no
+        progress for that long moves the lease to error, as vCenter does).
         """
         rules = {"nfc": dict(nfc) if nfc else None, "soap": [dict(r) for r in soap],
-                 "seed": seed}
+                 "lease": dict(lease) if lease else None, "seed": seed}
         self._request("/_harness/faults", method="POST", body=json.dumps(rules).encode())
 
     def calls(self, method: str) -> int:

@@ -26,10 +26,12 @@ import (
 	mrand "math/rand"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,9 +76,10 @@ type soapRule struct {
 }
 
 type faultRules struct {
-	NFC  *nfcRule    `json:"nfc"`
-	SOAP []*soapRule `json:"soap"`
-	Seed int64       `json:"seed"`
+	NFC   *nfcRule    `json:"nfc"`
+	SOAP  []*soapRule `json:"soap"`
+	Lease *leaseRule  `json:"lease"`
+	Seed  int64       `json:"seed"`
 }
 
 // harness holds the counters and fault rules; every field is guarded by mu.
@@ -93,6 +96,14 @@ type harness struct {
 	// faults in flight end and their late bytes are not counted for the next test.
 	generation int
 	resetCh    chan struct{}
+
+	leases          map[string]*leaseTrack // every lease vcsim created since the reset
+	leasesOpen      map[string]bool        // neither completed nor aborted yet
+	liveSessions    map[string]bool        // session cookies logged in and not out
+	expiredSessions map[string]bool        // cookies the harness expired
+	sessionsExpired int
+	// leases vCenter ended itself (their session expired)
+	leasesEndedByServer int
 
 	// vcsim 0.24 panics in SearchIndex.FindChild when it walks a folder while
 	// ImportVApp is creating a VM that has no name yet (a data race in the
@@ -144,6 +155,14 @@ func (h *harness) reset() {
 	}
 	h.resetCh = make(chan struct{})
 	h.methods = map[string]*methodCount{}
+	h.leases = map[string]*leaseTrack{}
+	h.leasesOpen = map[string]bool{}
+	if h.liveSessions == nil {
+		h.liveSessions = map[string]bool{}
+		h.expiredSessions = map[string]bool{}
+	}
+	h.sessionsExpired = 0
+	h.leasesEndedByServer = 0
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
 	h.nfcMax = h.nfcNow
@@ -199,6 +218,10 @@ func (h *harness) soapFault(method string) *soapRule {
 func (h *harness) count(method string, fault bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.countLocked(method, fault)
+}
+
+func (h *harness) countLocked(method string, fault bool) {
 	c := h.methods[method]
 	if c == nil {
 		c = &methodCount{}
@@ -230,17 +253,6 @@ func soapMethod(body []byte) string {
 	}
 }
 
-// statusRecorder remembers the status code a handler wrote.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
-}
-
 // countingReader counts the bytes an NFC upload delivered in its generation.
 type countingReader struct {
 	io.ReadCloser
@@ -268,6 +280,11 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			h.reset()
 			w.WriteHeader(http.StatusNoContent)
 			return
+		case r.URL.Path == "/_harness/expire_sessions" && r.Method == http.MethodPost:
+			count := h.expireSessions()
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"expired": %d}`, count)
+			return
 		case r.URL.Path == "/_harness/faults" && r.Method == http.MethodPost:
 			var rules faultRules
 			if err := json.NewDecoder(r.Body).Decode(&rules); err != nil {
@@ -292,6 +309,14 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			}()
 			generation, _ := h.current()
 			r.Body = &countingReader{r.Body, h, generation}
+			if lease := h.nfcLease(r.URL.Path); lease != nil {
+				if h.leaseBytes(lease, 0) {
+					w.Header().Set("Connection", "close")
+					http.Error(w, "lease is in error", http.StatusInternalServerError)
+					return
+				}
+				r.Body = &leaseReader{r.Body, h, lease}
+			}
 			if rule := h.nfcFault(); rule != nil {
 				if h.misbehaveNFC(rule, w, r) {
 					return
@@ -323,14 +348,26 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 					return
 				}
 			}
-			recorder := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			if h.beforeSOAP(method, body, w, r) {
+				return
+			}
+			recorder := httptest.NewRecorder()
 			if serializedMethods[method] {
 				h.registryMu.Lock()
-				defer h.registryMu.Unlock()
 			}
 			next.ServeHTTP(recorder, r)
+			if serializedMethods[method] {
+				h.registryMu.Unlock()
+			}
+			answer := h.afterSOAP(method, body, recorder, r)
+			for key, values := range recorder.Header() {
+				w.Header()[key] = values
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+			w.WriteHeader(recorder.Code)
+			_, _ = w.Write(answer)
 			if method != "" {
-				h.count(method, recorder.status != http.StatusOK)
+				h.count(method, recorder.Code != http.StatusOK)
 			}
 			return
 		}
@@ -437,6 +474,11 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 		"methods": h.methods,
 		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
 			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax},
+		"leases_open":            len(h.leasesOpen),
+		"leases_created":         len(h.leases),
+		"sessions_live":          len(h.liveSessions),
+		"sessions_expired":       h.sessionsExpired,
+		"leases_ended_by_server": h.leasesEndedByServer,
 	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()

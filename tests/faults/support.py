@@ -1,0 +1,78 @@
+"""Shared pieces of the reliability suite: a batch against vcsim, and the invariants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
+from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.vsphere.inventory import PlacementRequest
+from tests.factory import DiskSpec, build_package
+from tests.integration.inspect import list_vms
+from tests.vcsim.harness import Counters, Vcsim
+
+
+@dataclass
+class FaultRun:
+    """One test's simulator, connection and package, with async helpers."""
+
+    vcsim: Vcsim
+    connection: ConnectionSettings
+    package_path: Path
+    prefix: str
+    _package: Package | None = None
+
+    async def package(self) -> Package:
+        if self._package is None:
+            self._package = await open_package(self.package_path)
+            check_files(self._package)
+        return self._package
+
+    async def set_faults(self, **rules: Any) -> None:
+        await anyio.to_thread.run_sync(lambda: self.vcsim.set_faults(**rules))
+
+    async def counters(self) -> Counters:
+        return await anyio.to_thread.run_sync(self.vcsim.counters)
+
+    async def check_invariants(self, runner: BatchRunner | None = None) -> None:
+        """Sessions closed, leases ended, and only imported jobs' VMs in the inventory."""
+        counters = await self.counters()
+        assert counters.sessions_live == 0, "a session was not logged out"
+        assert counters.ok("Login") == counters.ok("Logout") + counters.sessions_expired
+        assert counters.leases_open == 0, "a lease is still open"
+        assert counters.ok("ImportVApp") == (
+            counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
+            + counters.leases_ended_by_server)
+        names = {vm.name for vm in await list_vms(self.connection)
+                 if vm.name.startswith(self.prefix)}
+        if runner is not None:
+            assert runner.sessions_opened == runner.sessions_closed
+            imported = {r.name for r in runner.results if r.status is JobStatus.IMPORTED}
+            assert names == imported, "a VM is in the inventory that no job reported imported"
+
+
+def plan_of(run: FaultRun, count: int) -> BatchPlan:
+    jobs = tuple(JobSpec(index=i, name=f"{run.prefix}-{i:03d}", source=str(run.package_path),
+                         placement=PlacementRequest(cluster="DC0_C0", datastore="LocalDS_0"),
+                         origin="test") for i in range(count))
+    return BatchPlan("test", Connection(), jobs)
+
+
+async def run_batch(run: FaultRun, *, count: int,
+                    settings: RunSettings | None = None) -> BatchRunner:
+    package = await run.package()
+    plan = plan_of(run, count)
+    runner = BatchRunner(run.connection, plan.jobs, {str(run.package_path): package},
+                         settings or RunSettings(concurrency=2))
+    await runner.run()
+    return runner
+
+
+def make_package(directory: Path, name: str = "appliance") -> Path:
+    return build_package(directory, name, disks=(DiskSpec(16, 300_000),)).path

@@ -1,0 +1,256 @@
+package main
+
+// Lease and session faults that vcsim does not have but real vCenter does:
+// leases that stay "initializing", go to "error" mid-upload, or expire when
+// the client reports no progress; sessions that expire. The middleware applies
+// them by rewriting vcsim's SOAP answers, so the simulator itself is unchanged.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// leaseRule makes the next Times leases (0: all) misbehave.
+type leaseRule struct {
+	Times              int     `json:"times"`
+	InitializingReads  int     `json:"initializing_reads"`   // "initializing" for the first N reads
+	ErrorAfterBytes    int64   `json:"error_after_bytes"`    // go to error after N NFC bytes (0: off)
+	ErrorFault         string  `json:"error_fault"`          // fault type for error (default FileFault)
+	ExpireAfterSeconds float64 `json:"expire_after_seconds"` // error after T s without progress
+	applied            int
+}
+
+// leaseTrack is what the harness knows about one lease vcsim created.
+type leaseTrack struct {
+	id           string
+	session      string     // the cookie of the session that created it
+	rule         *leaseRule // a copy, or nil
+	reads        int
+	nfcBytes     int64
+	lastProgress time.Time
+	errorFault   string // set once the lease is in error
+	errorMessage string
+}
+
+var (
+	leaseReturn = regexp.MustCompile(`<returnval type="HttpNfcLease">([^<]+)</returnval>`)
+	leaseObject = regexp.MustCompile(`<(?:obj|_this)[^>]*type="HttpNfcLease"[^>]*>([^<]+)<`)
+	leaseState  = regexp.MustCompile(`(XMLSchema-instance:type="HttpNfcLeaseState">)ready(</val>)`)
+	leaseTime   = regexp.MustCompile(`<leaseTimeout>\d+</leaseTimeout>`)
+	cookieValue = regexp.MustCompile(`vmware_soap_session="?([^";]+)"?`)
+)
+
+func xmlEscape(text string) string {
+	var b bytes.Buffer
+	_ = xmlEscapeTo(&b, text)
+	return b.String()
+}
+
+func xmlEscapeTo(b *bytes.Buffer, text string) error {
+	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
+	_, err := b.WriteString(r.Replace(text))
+	return err
+}
+
+// expired reports whether the lease is (now) in error; the caller holds h.mu.
+func (l *leaseTrack) expired(now time.Time) bool {
+	if l.errorFault != "" {
+		return true
+	}
+	if l.rule != nil && l.rule.ExpireAfterSeconds > 0 &&
+		now.Sub(l.lastProgress).Seconds() > l.rule.ExpireAfterSeconds {
+		l.errorFault = "Timedout"
+		l.errorMessage = fmt.Sprintf("lease timed out: no progress for %.1f s",
+			l.rule.ExpireAfterSeconds)
+	}
+	return l.errorFault != ""
+}
+
+// leaseFor returns the tracked lease a request body names, if any; caller holds h.mu.
+func (h *harness) leaseFor(body []byte) *leaseTrack {
+	match := leaseObject.FindSubmatch(body)
+	if match == nil {
+		return nil
+	}
+	return h.leases[string(match[1])]
+}
+
+// nfcLease returns the tracked lease of an NFC upload path /nfc/<lease>/<file>.
+func (h *harness) nfcLease(path string) *leaseTrack {
+	parts := strings.Split(path, "/")
+	if len(parts) < 3 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.leases[parts[len(parts)-2]]
+}
+
+// beforeSOAP may answer a call itself (true) because of lease or session state.
+func (h *harness) beforeSOAP(method string, body []byte, w http.ResponseWriter,
+	r *http.Request) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
+		if h.expiredSessions[cookie[1]] && method != "Login" {
+			h.countLocked(method, true)
+			writeFault(w, "NotAuthenticated")
+			return true
+		}
+	}
+	lease := h.leaseFor(body)
+	if lease == nil {
+		return false
+	}
+	now := time.Now()
+	switch method {
+	case "HttpNfcLeaseProgress":
+		if lease.expired(now) {
+			h.countLocked(method, true)
+			writeFault(w, "InvalidState")
+			return true
+		}
+		lease.lastProgress = now
+	case "HttpNfcLeaseComplete":
+		if lease.expired(now) {
+			h.countLocked(method, true)
+			writeFault(w, "InvalidState")
+			return true
+		}
+	}
+	return false
+}
+
+// afterSOAP rewrites vcsim's answer where a lease rule says so, and tracks
+// leases and sessions; it returns the body to send.
+func (h *harness) afterSOAP(method string, request []byte, response *httptest.ResponseRecorder,
+	r *http.Request) []byte {
+	body := response.Body.Bytes()
+	ok := response.Code == http.StatusOK
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case method == "ImportVApp" && ok:
+		if match := leaseReturn.FindSubmatch(body); match != nil {
+			lease := &leaseTrack{id: string(match[1]), lastProgress: time.Now()}
+			if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
+				lease.session = cookie[1]
+			}
+			if rule := h.faults.Lease; rule != nil && (rule.Times == 0 || rule.applied < rule.Times) {
+				rule.applied++
+				copy := *rule
+				lease.rule = &copy
+			}
+			h.leases[lease.id] = lease
+			h.leasesOpen[lease.id] = true
+		}
+	case (method == "HttpNfcLeaseComplete" || method == "HttpNfcLeaseAbort") && ok:
+		if lease := h.leaseFor(request); lease != nil {
+			delete(h.leasesOpen, lease.id)
+		}
+	case method == "Login" && ok:
+		for _, header := range response.Header()["Set-Cookie"] {
+			if cookie := cookieValue.FindStringSubmatch(header); cookie != nil {
+				h.liveSessions[cookie[1]] = true
+			}
+		}
+	case method == "Logout" && ok:
+		if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
+			delete(h.liveSessions, cookie[1])
+		}
+	case method == "RetrievePropertiesEx" && ok:
+		lease := h.leaseFor(request)
+		if lease == nil || lease.rule == nil {
+			return body
+		}
+		lease.reads++
+		if lease.rule.ExpireAfterSeconds > 0 {
+			timeout := int(lease.rule.ExpireAfterSeconds + 0.5)
+			if timeout < 1 {
+				timeout = 1
+			}
+			body = leaseTime.ReplaceAll(body, []byte("<leaseTimeout>"+strconv.Itoa(timeout)+
+				"</leaseTimeout>"))
+		}
+		switch {
+		case lease.expired(time.Now()):
+			body = leaseState.ReplaceAll(body, []byte("${1}error${2}"))
+			body = bytes.Replace(body, []byte("</objects>"), []byte(leaseErrorProp(lease)+
+				"</objects>"), 1)
+		case lease.reads <= lease.rule.InitializingReads:
+			body = leaseState.ReplaceAll(body, []byte("${1}initializing${2}"))
+		}
+	}
+	return body
+}
+
+// leaseErrorProp is the lease's "error" property (a LocalizedMethodFault).
+func leaseErrorProp(lease *leaseTrack) string {
+	return `<propSet><name>error</name><val xmlns:XMLSchema-instance=` +
+		`"http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type=` +
+		`"LocalizedMethodFault"><fault XMLSchema-instance:type="` + lease.errorFault +
+		`"></fault><localizedMessage>` + xmlEscape(lease.errorMessage) +
+		`</localizedMessage></val></propSet>`
+}
+
+// nfcBytes records upload bytes for a lease and moves it to error past its limit.
+func (h *harness) leaseBytes(lease *leaseTrack, n int) (inError bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lease.nfcBytes += int64(n)
+	if lease.rule != nil && lease.rule.ErrorAfterBytes > 0 &&
+		lease.nfcBytes >= lease.rule.ErrorAfterBytes && lease.errorFault == "" {
+		lease.errorFault = lease.rule.ErrorFault
+		if lease.errorFault == "" {
+			lease.errorFault = "FileFault"
+		}
+		lease.errorMessage = fmt.Sprintf("injected %s after %d bytes", lease.errorFault,
+			lease.rule.ErrorAfterBytes)
+	}
+	return lease.expired(time.Now())
+}
+
+// expireSessions makes every session logged in now answer NotAuthenticated.
+func (h *harness) expireSessions() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	count := 0
+	for cookie := range h.liveSessions {
+		h.expiredSessions[cookie] = true
+		delete(h.liveSessions, cookie)
+		count++
+	}
+	h.sessionsExpired += count
+	// vCenter ends the leases of a session that ends (vcsim keeps them in the
+	// session, so they are gone for any other session too).
+	for id := range h.leasesOpen {
+		if lease := h.leases[id]; lease != nil && h.expiredSessions[lease.session] {
+			delete(h.leasesOpen, id)
+			h.leasesEndedByServer++
+		}
+	}
+	return count
+}
+
+// leaseReader fails an NFC upload once its lease goes to error, as ESXi drops
+// the transfer of an aborted or failed lease.
+type leaseReader struct {
+	io.ReadCloser
+	h     *harness
+	lease *leaseTrack
+}
+
+func (l *leaseReader) Read(p []byte) (int, error) {
+	n, err := l.ReadCloser.Read(p)
+	if l.h.leaseBytes(l.lease, n) {
+		return n, fmt.Errorf("lease %s is in error", l.lease.id)
+	}
+	return n, err
+}
