@@ -52,7 +52,10 @@ def build_launcher(cache_dir: Path | None = None) -> Path:
     cache = cache_dir or ROOT / ".cache"
     version = subprocess.run([go, "version"], capture_output=True, text=True,
                              check=True).stdout
-    digest = hashlib.sha256(LAUNCHER_SOURCE.read_bytes() + version.encode()).hexdigest()[:16]
+    sources = sorted(LAUNCHER_SOURCE.parent.glob("*.go"))
+    digest = hashlib.sha256(
+        b"".join(p.name.encode() + p.read_bytes() for p in sources) + version.encode()
+    ).hexdigest()[:16]
     binary = cache / "vcsim" / f"vcsim-launcher-{digest}"
     if binary.exists():
         return binary
