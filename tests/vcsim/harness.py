@@ -2,8 +2,8 @@
 
 Used by pytest (``tests/conftest.py``), by ``make demo`` and by the benchmarks,
 so it depends on the standard library only. The launcher binary is cached in
-``.cache/vcsim/`` under a hash of its source and the Go version: it is rebuilt
-exactly when either changes.
+``.cache/vcsim/`` under a hash of its Go sources and the Go version: it is
+rebuilt exactly when either changes.
 """
 
 from __future__ import annotations
