@@ -144,6 +144,13 @@ class TransferTimeout(TransferError):
     """An upload made no progress in time."""
 
 
+class UntrustedTarget(TransferError):
+    """An NFC target failed a security check (foreign host, certificate mismatch).
+
+    Never retried: repeating the request would send the same data to the same place.
+    """
+
+
 __all__ = [
     "AsyncOvfError",
     "ImportSpecRejected",
@@ -161,6 +168,7 @@ __all__ = [
     "TransferError",
     "TransferTimeout",
     "TransportError",
+    "UntrustedTarget",
     "UsageError",
     "VCenterError",
 ]

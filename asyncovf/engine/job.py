@@ -24,12 +24,23 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from asyncovf.errors import ImportSpecRejected, PackageError, TransferError, TransferTimeout
+from asyncovf.errors import (
+    ImportSpecRejected,
+    TransferError,
+    TransferTimeout,
+    UntrustedTarget,
+)
 from asyncovf.ovf.manifest import check_digest
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT, LeaseGuard
-from asyncovf.vsphere.nfc import UploadTarget, device_url, upload
+from asyncovf.vsphere.nfc import (
+    UploadTarget,
+    check_device_host,
+    device_url,
+    pin_certificate,
+    upload,
+)
 from asyncovf.vsphere.session import VCenterSession, backoff
 from asyncovf.vsphere.soap import SESSION_COOKIE, describe_fault
 
@@ -128,6 +139,8 @@ class ImportOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     lease_ready_timeout: float = 300.0
     stall_timeout: float = 120.0
+    #: ESXi host names device URLs may name besides vCenter (from the inventory).
+    esxi_hosts: frozenset[str] = frozenset()
     upload_attempts: int = 4  # per file; each attempt reopens the source
     upload_initial_wait: float = 0.5
     upload_max_wait: float = 10.0
@@ -155,7 +168,7 @@ def is_transient_transfer(error: BaseException) -> bool:
     """Worth another upload attempt: connection trouble, stalls and 5xx — never 4xx."""
     if isinstance(error, TransferTimeout):
         return True
-    if isinstance(error, TransferError) and not isinstance(error, PackageError):
+    if isinstance(error, TransferError) and not isinstance(error, UntrustedTarget):
         return error.status is None or error.status >= 500
     return False
 
@@ -249,6 +262,8 @@ async def _run(
         async with guard:
             state.vm = guard.entity._moId if guard.entity is not None else None
             targets = upload_targets(spec_result, guard.info, session.endpoint.host, package)
+            for target in targets:
+                check_device_host(target.url, session.endpoint.host, options.esxi_hosts)
             guard.total_bytes = state.bytes_total = sum(t.size for t in targets)
             state.advance(Phase.UPLOAD)
             notify()
@@ -361,6 +376,7 @@ def upload_targets(
                 size=member.size,
                 is_disk=bool(device.disk),
                 create=bool(item.create),
+                ssl_thumbprint=device.sslThumbprint or None,
             )
         )
     return targets
@@ -393,6 +409,10 @@ async def upload_verified(
         package.manifest is not None and options.verify_manifest
     ) else None
     cookie = session.client.session_cookie
+    pin = None
+    if target.ssl_thumbprint and target.url.startswith("https:") and \
+            not session.endpoint.insecure:
+        pin = await pin_certificate(target.url, target.ssl_thumbprint)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, options.upload_attempts)),
         wait=backoff(options.upload_initial_wait, options.upload_max_wait),
@@ -417,7 +437,7 @@ async def upload_verified(
             async with slot, package.open_member(target.file_name, digest=digest) as source:
                 await upload(session.client.http, target, source.chunks(options.chunk_size),
                              on_bytes=count, throttle=hooks.throttle,
-                             stall_timeout=options.stall_timeout,
+                             stall_timeout=options.stall_timeout, pin=pin,
                              cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
             if entry is not None and digest is not None and package.manifest is not None:
                 check_digest(entry, digest, manifest=package.manifest.name)

@@ -28,7 +28,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncovf.engine.job import ImportOptions, JobHooks, JobState, import_package
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.plan import JobSpec
-from asyncovf.errors import InputError, ManagedObjectNotFoundError, TransferError, VCenterError
+from asyncovf.errors import (
+    InputError,
+    ManagedObjectNotFoundError,
+    TransferError,
+    UntrustedTarget,
+    VCenterError,
+)
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
@@ -373,6 +379,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         stall_timeout=settings.stall_timeout,
         upload_attempts=settings.upload_attempts,
         upload_initial_wait=settings.upload_initial_wait,
+        esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
     )
 
 
@@ -380,6 +387,8 @@ def _retryable(error: BaseException) -> bool:
     """A job is retried from scratch only for failures a new attempt can fix."""
     if isinstance(error, InputError):
         return False  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, UntrustedTarget):
+        return False  # a security refusal: the same request would go to the same place
     if isinstance(error, TransferError) and error.status is not None and error.status < 500:
         return False  # vCenter refused the request itself: repeating it changes nothing
     if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:

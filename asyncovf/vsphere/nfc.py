@@ -14,6 +14,8 @@ disk on a slow link would trip.
 
 from __future__ import annotations
 
+import hashlib
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -21,8 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import anyio
+from anyio.streams.tls import TLSAttribute
 
-from asyncovf.errors import TransferError, TransferTimeout, TransportError
+from asyncovf.errors import TransferError, TransferTimeout, TransportError, UntrustedTarget
 from asyncovf.vsphere.soap import translate_transport_errors
 
 STREAM_VMDK: Final = "application/x-vnd.vmware-streamVmdk"
@@ -38,6 +41,59 @@ class UploadTarget:
     size: int
     is_disk: bool
     create: bool = False
+    #: The lease's SHA-1 thumbprint of the host serving ``url`` (AA:BB:…), if given.
+    ssl_thumbprint: str | None = None
+
+
+def check_device_host(url: str, vcenter_host: str, esxi_hosts: frozenset[str]) -> None:
+    """Refuse a device URL that points anywhere but vCenter or one of its ESXi hosts.
+
+    A lease's URLs come from vCenter, but they decide where disk contents go:
+    a tampered or misconfigured answer must not make us send them elsewhere.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    allowed = {(urlsplit(f"//{vcenter_host}").hostname or "").lower()}
+    allowed |= {h.lower() for h in esxi_hosts}
+    if host not in allowed:
+        raise UntrustedTarget(
+            f"refusing to upload to {host or url!r}: the device URL names neither vCenter "
+            "nor an ESXi host of its inventory",
+            url=url,
+        )
+
+
+def _normalize_thumbprint(text: str) -> str:
+    return text.replace(":", "").strip().lower()
+
+
+async def pin_certificate(url: str, thumbprint: str) -> aiohttp.Fingerprint:
+    """Check the host's certificate against the lease's SHA-1 thumbprint; pin it.
+
+    vSphere gives SHA-1 thumbprints; aiohttp pins SHA-256 fingerprints. So we
+    fetch the certificate once, compare its SHA-1, and return a SHA-256 pin
+    that the upload's own connection must then present: the same certificate.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # authenticity comes from the thumbprint instead
+    with translate_transport_errors(f"{host}:{port}", "TLS handshake"):
+        stream = await anyio.connect_tcp(host, port, tls=True, ssl_context=context,
+                                         tls_hostname=host)
+        async with stream:
+            der = stream.extra(TLSAttribute.peer_certificate_binary)
+    if der is None:
+        raise UntrustedTarget(f"{host} presented no TLS certificate", url=url)
+    actual = hashlib.sha1(der).hexdigest()  # noqa: S324 - vSphere's thumbprint format
+    if actual != _normalize_thumbprint(thumbprint):
+        got = ":".join(actual[i:i + 2] for i in range(0, len(actual), 2)).upper()
+        raise UntrustedTarget(
+            f"TLS certificate of {host}:{port} does not match the lease's sslThumbprint "
+            f"(expected {thumbprint}, got {got})",
+            url=url,
+        )
+    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
 
 
 def device_url(raw_url: str, vcenter_host: str) -> str:
@@ -63,6 +119,7 @@ async def upload(
     throttle: Callable[[int], Awaitable[None]] | None = None,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     cookie: str | None = None,
+    pin: aiohttp.Fingerprint | None = None,
 ) -> None:
     """Send ``chunks`` (exactly ``target.size`` bytes) to ``target.url``.
 
@@ -106,8 +163,8 @@ async def upload(
     try:
         with scope:
             with translate_transport_errors(host, f"upload of {target.file_name}"):
-                async with http.request(method, target.url, data=stream,
-                                        headers=headers) as response:
+                async with http.request(method, target.url, data=stream, headers=headers,
+                                        ssl=pin if pin is not None else True) as response:
                     status = response.status
                     text = (await response.read())[:300].decode("utf-8", "replace")
     except TransportError as exc:
@@ -139,4 +196,5 @@ async def upload(
         )
 
 
-__all__ = ["DEFAULT_STALL_TIMEOUT", "STREAM_VMDK", "UploadTarget", "device_url", "upload"]
+__all__ = ["DEFAULT_STALL_TIMEOUT", "STREAM_VMDK", "UploadTarget", "check_device_host",
+           "device_url", "pin_certificate", "upload"]

@@ -24,6 +24,8 @@ type leaseRule struct {
 	ErrorAfterBytes    int64   `json:"error_after_bytes"`    // go to error after N NFC bytes (0: off)
 	ErrorFault         string  `json:"error_fault"`          // fault type for error (default FileFault)
 	ExpireAfterSeconds float64 `json:"expire_after_seconds"` // error after T s without progress
+	DeviceHost         string  `json:"device_host"`          // device URLs name this host
+	Thumbprint         string  `json:"thumbprint"`           // "match" or "mismatch"
 	applied            int
 }
 
@@ -171,6 +173,18 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 			return body
 		}
 		lease.reads++
+		if lease.rule.DeviceHost != "" {
+			body = bytes.ReplaceAll(body, []byte("<url>https://*/"),
+				[]byte("<url>https://"+lease.rule.DeviceHost+"/"))
+		}
+		switch lease.rule.Thumbprint {
+		case "match":
+			body = bytes.ReplaceAll(body, []byte("<sslThumbprint></sslThumbprint>"),
+				[]byte("<sslThumbprint>"+h.thumbprint+"</sslThumbprint>"))
+		case "mismatch":
+			body = bytes.ReplaceAll(body, []byte("<sslThumbprint></sslThumbprint>"),
+				[]byte("<sslThumbprint>"+strings.Repeat("AB:", 19)+"AB</sslThumbprint>"))
+		}
 		if lease.rule.ExpireAfterSeconds > 0 {
 			timeout := int(lease.rule.ExpireAfterSeconds + 0.5)
 			if timeout < 1 {

@@ -11,6 +11,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -104,6 +105,8 @@ type harness struct {
 	sessionsExpired int
 	// leases vCenter ended itself (their session expired)
 	leasesEndedByServer int
+
+	thumbprint string // SHA-1 of the server certificate, as vSphere writes it (AA:BB:…)
 
 	// vcsim 0.24 panics in SearchIndex.FindChild when it walks a folder while
 	// ImportVApp is creating a VM that has no name yet (a data race in the
@@ -528,6 +531,16 @@ func selfSignedCertificate(dir string) (tls.Certificate, string, error) {
 	return cert, path, err
 }
 
+// sha1Thumbprint formats a certificate's SHA-1 digest as vSphere does: AA:BB:….
+func sha1Thumbprint(der []byte) string {
+	sum := sha1.Sum(der)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	esx := flag.Bool("esx", false, "simulate a standalone ESXi host instead of vCenter")
@@ -563,6 +576,7 @@ func main() {
 
 	server := model.Service.NewServer()
 	harness := newHarness()
+	harness.thumbprint = sha1Thumbprint(cert.Certificate[0])
 	// NewServer has started serving, but nobody knows the address before we
 	// print it: swapping the handler here races with no request.
 	server.Config.Handler = harness.wrap(server.Config.Handler)
