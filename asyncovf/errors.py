@@ -8,7 +8,8 @@ Families, so callers can decide what to do without string matching:
   fault object and its type name), a lease in ``error``, a failed task.
 * :class:`TransportError` — the network between us and vCenter: connection
   refused, TLS verification, timeouts.
-* :class:`TransferError` — a file upload to an NFC device URL.
+* :class:`TransferError` — a file upload to an NFC device URL, or a read of a
+  package from a web server (:class:`SourceError`).
 
 Errors carry the VM, file and host they concern so one line on stderr is enough
 to act on. Third-party exceptions (aiohttp, pyVmomi, lxml) are translated at the
@@ -144,6 +145,15 @@ class TransferTimeout(TransferError):
     """An upload made no progress in time."""
 
 
+class SourceError(TransferError):
+    """Reading a package from a web server failed mid-transfer.
+
+    A transfer error (not an :class:`InputError`) because it is the network's
+    fault, not the package's: connection trouble and 5xx are retried like an
+    upload failure, from a reopened source. A 4xx is not retried.
+    """
+
+
 class UntrustedTarget(TransferError):
     """An NFC target failed a security check (foreign host, certificate mismatch).
 
@@ -163,6 +173,7 @@ __all__ = [
     "PackageError",
     "PlacementError",
     "RequestTimeout",
+    "SourceError",
     "TLSVerificationError",
     "TaskError",
     "TransferError",

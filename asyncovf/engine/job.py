@@ -30,7 +30,7 @@ from asyncovf.errors import (
     TransferTimeout,
     UntrustedTarget,
 )
-from asyncovf.ovf.manifest import check_digest
+from asyncovf.ovf.content import open_content
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT, LeaseGuard
@@ -368,12 +368,12 @@ def upload_targets(
                 f"lease has no device URL for {item.path} (device {item.deviceId})",
                 file=item.path,
             )
-        member = package.member(item.path)
+        size = package.content_size(item.path)
         targets.append(
             UploadTarget(
                 file_name=item.path,
                 url=device_url(device.url, vcenter_host),
-                size=member.size,
+                size=size,
                 is_disk=bool(device.disk),
                 create=bool(item.create),
                 ssl_thumbprint=device.sslThumbprint or None,
@@ -405,9 +405,6 @@ async def upload_verified(
     a fresh digest, and the bytes a failed attempt counted are taken back.
     """
     hooks = hooks or JobHooks()
-    entry = package.manifest.entry(target.file_name) if (
-        package.manifest is not None and options.verify_manifest
-    ) else None
     cookie = session.client.session_cookie
     pin = None
     if target.ssl_thumbprint and target.url.startswith("https:") and \
@@ -432,15 +429,14 @@ async def upload_verified(
                 sent += n
                 on_bytes(n)
 
-            digest = entry.new_hash() if entry is not None else None
             slot = hooks.upload_slot(target) if hooks.upload_slot else nullcontext()
-            async with slot, package.open_member(target.file_name, digest=digest) as source:
-                await upload(session.client.http, target, source.chunks(options.chunk_size),
+            async with slot, open_content(package, target.file_name,
+                                          verify=options.verify_manifest,
+                                          chunk_size=options.chunk_size) as content:
+                await upload(session.client.http, target, content.chunks(),
                              on_bytes=count, throttle=hooks.throttle,
                              stall_timeout=options.stall_timeout, pin=pin,
                              cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
-            if entry is not None and digest is not None and package.manifest is not None:
-                check_digest(entry, digest, manifest=package.manifest.name)
 
 
 __all__ = [

@@ -1,45 +1,88 @@
-"""OVF packages as streaming sources: an OVF directory or an OVA read in place.
+"""OVF packages as streaming sources: an OVF directory or an OVA, local or on a web server.
 
-Nothing is ever extracted to disk. An OVA is a plain tar; we find every member's
-offset once (in a worker thread: tar headers are file reads) and later read each
-member by seeking. Every member is checked for path traversal, links, devices
-and truncation before it is trusted. File reads and hashing run off the event
-loop, one thread hop per chunk doing both.
+Nothing is ever extracted to disk. An OVA is a plain tar; we find every
+member's offset once (:mod:`asyncovf.ovf.tarindex`) and later read each member
+in place (:mod:`asyncovf.ovf.blobs`). Every member is checked for path
+traversal, links, devices and truncation before it is trusted.
+
+A ``References/File`` maps to a :class:`PackageFile`: the bytes as stored (one
+member, or its ``ovf:chunkSize`` chunks ``href.000000000``, ``href.000000001``
+…) and what vCenter must receive (the same bytes, or their gunzipped form for
+``ovf:compression="gzip"``). How those bytes are streamed, verified and
+decompressed is :mod:`asyncovf.ovf.content`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tarfile
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Final
+from typing import Final
+from urllib.parse import urlsplit
 
-import anyio
 import anyio.to_thread
 
-from asyncovf.errors import PackageError
-from asyncovf.ovf.descriptor import Descriptor, parse_descriptor
+from asyncovf.errors import PackageError, SourceError
+from asyncovf.ovf.blobs import (
+    Blob,
+    HttpBlob,
+    HttpSourceSettings,
+    LocalBlob,
+    blob_for,
+    is_url,
+    read_at,
+)
+from asyncovf.ovf.descriptor import Descriptor, FileReference, parse_descriptor
 from asyncovf.ovf.manifest import Manifest, check_digest, parse_manifest
+from asyncovf.ovf.tarindex import walk_tar
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+#: Manifests and certificates are a few lines; anything bigger is not one.
+MAX_SIDECAR_BYTES: Final = 4 * 1024 * 1024
+#: OVF 1.x/2.x name chunks with a nine-digit sequence number (DSP0243, 5.2).
+CHUNK_SUFFIX_DIGITS: Final = 9
+SUPPORTED_COMPRESSION: Final = ("gzip",)
 
 
 @dataclass(frozen=True)
 class Member:
-    """One file of a package: where its bytes are and how many there are."""
+    """One stored file of a package: which blob holds its bytes, where, and how many."""
 
     name: str
-    path: Path
+    blob: Blob
     offset: int
     size: int
+
+    @property
+    def path(self) -> Path | None:
+        """The local file holding it (``None`` for a member on a web server)."""
+        return self.blob.path if isinstance(self.blob, LocalBlob) else None
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A ``References/File`` as the package holds it, and what vCenter is sent."""
+
+    ref: FileReference
+    parts: tuple[Member, ...]
+    content_size: int | None  # None: compressed and not measured (see open_package)
+
+    @property
+    def href(self) -> str:
+        return self.ref.href
+
+    @property
+    def compression(self) -> str | None:
+        return self.ref.compression
+
+    @property
+    def stored_size(self) -> int:
+        return sum(part.size for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -51,8 +94,13 @@ class Package:
     descriptor: Descriptor
     manifest: Manifest | None
     members: dict[str, Member]
-    has_certificate: bool
+    certificate: bytes | None = None
     warnings: tuple[str, ...] = ()
+    files: dict[str, PackageFile] = field(default_factory=dict)
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.certificate is not None
 
     def member(self, name: str) -> Member:
         try:
@@ -60,81 +108,20 @@ class Package:
         except KeyError:
             raise PackageError(f"package has no file {name!r}", file=self.location) from None
 
-    @asynccontextmanager
-    async def open_member(
-        self, name: str, *, digest: hashlib._Hash | None = None
-    ) -> AsyncIterator[MemberReader]:
-        """Open one member for reading; the file is closed when the block exits.
-
-        The handle's lifetime belongs to the caller's task, not to whichever
-        task iterates the chunks (aiohttp writes request bodies from its own
-        task), so it is released deterministically on every path.
-        """
-        member = self.member(name)
-        handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, member.path, member.offset)
+    def file(self, href: str) -> PackageFile:
+        """The referenced file ``href``, with its chunks and upload size."""
         try:
-            yield MemberReader(member, handle, digest, self.location)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(handle.close)
+            return self.files[href]
+        except KeyError:
+            raise PackageError(f"package has no file {href!r}", file=self.location) from None
 
-    async def stream(
-        self,
-        name: str,
-        *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        digest: hashlib._Hash | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        """Yield a member's bytes chunk by chunk, feeding ``digest`` on the way.
-
-        Each call reopens the file, so a retried upload starts from a fresh source.
-        """
-        async with self.open_member(name, digest=digest) as reader:
-            async for chunk in reader.chunks(chunk_size):
-                yield chunk
-
-
-class MemberReader:
-    """Sequential reads of one open member; reads and hashing run in a worker thread."""
-
-    def __init__(self, member: Member, handle: BinaryIO, digest: hashlib._Hash | None,
-                 location: str) -> None:
-        self.member = member
-        self._handle = handle
-        self._digest = digest
-        self._location = location
-        self.remaining = member.size
-
-    async def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncGenerator[bytes, None]:
-        """The rest of the member; a member that ends early (truncated since) raises."""
-        while self.remaining > 0:
-            chunk = await anyio.to_thread.run_sync(
-                _read_and_hash, self._handle, min(chunk_size, self.remaining), self._digest
-            )
-            if not chunk:
-                raise PackageError(
-                    f"{self.member.name} ended after {self.member.size - self.remaining} of "
-                    f"{self.member.size} bytes",
-                    file=self._location,
-                )
-            self.remaining -= len(chunk)
-            yield chunk
-
-
-def _open_at(path: Path, offset: int) -> BinaryIO:
-    handle = open(path, "rb")  # noqa: SIM115 - closed by Package.stream
-    if offset:
-        handle.seek(offset)
-    return handle
-
-
-def _read_and_hash(handle: BinaryIO, size: int, digest: hashlib._Hash | None) -> bytes:
-    # Runs in a worker thread: the read and the hash (hashlib releases the GIL on
-    # large buffers) both stay off the event loop, in one hop.
-    data = handle.read(size)
-    if digest is not None and data:
-        digest.update(data)
-    return data
+    def content_size(self, href: str) -> int:
+        """How many bytes vCenter receives for ``href``."""
+        found = self.file(href)
+        if found.content_size is None:
+            raise PackageError(f"{href}: the size of its decompressed content was not measured",
+                               file=self.location)
+        return found.content_size
 
 
 def _checked_member_name(raw: str, location: str) -> str:
@@ -145,119 +132,166 @@ def _checked_member_name(raw: str, location: str) -> str:
         raise PackageError(f"member {raw!r} has an absolute path", file=location)
     if ".." in path.parts:
         raise PackageError(f"member {raw!r} escapes the package with '..'", file=location)
+    if "://" in name:
+        raise PackageError(f"member {raw!r} is a URL; a package holds its own files",
+                           file=location)
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts:
         raise PackageError(f"member {raw!r} has an empty name", file=location)
     return "/".join(parts)
 
 
+def chunk_name(href: str, index: int) -> str:
+    return f"{href}.{index:0{CHUNK_SUFFIX_DIGITS}d}"
+
+
 async def open_package(
     location: str | os.PathLike[str],
     *,
     max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
+    http: HttpSourceSettings | None = None,
+    measure_compressed: bool = True,
 ) -> Package:
-    """Open an ``.ova`` file, an ``.ovf`` file, or a directory holding one ``.ovf``."""
+    """Open an ``.ova``, an ``.ovf`` or a directory holding one ``.ovf`` — a path or a URL.
+
+    ``measure_compressed`` decompresses each gzip-compressed file once, here,
+    to learn how many bytes vCenter will receive (an NFC upload needs its
+    length up front). ``asyncovf spec`` does not upload and skips it.
+    """
+    try:
+        package = await _open(location, max_descriptor_bytes, http)
+        if measure_compressed:
+            package = await _measure_compressed(package)
+    except SourceError as exc:
+        # Opening is the package's problem from the job's point of view: it fails
+        # the jobs that use it, before any lease is taken.
+        raise PackageError(str(exc), file=None) from exc
+    return package
+
+
+async def _open(location: str | os.PathLike[str], max_descriptor_bytes: int,
+                http: HttpSourceSettings | None) -> Package:
+    if is_url(location):
+        url = str(location)
+        blob = blob_for(url, http)
+        suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
+        if suffix == ".ovf":
+            return await _open_descriptor(blob, max_descriptor_bytes)
+        return await _open_ova(blob, max_descriptor_bytes)
     path = Path(location)
-    opener: Callable[[Path, int], Package]
     if await anyio.to_thread.run_sync(path.is_dir):
-        opener = _open_directory_containing
-    elif path.suffix.lower() == ".ova":
-        opener = _open_ova
-    elif path.suffix.lower() == ".ovf":
-        opener = _open_ovf_file
-    elif await anyio.to_thread.run_sync(path.exists):
-        opener = _open_ova if await anyio.to_thread.run_sync(tarfile.is_tarfile, path) else \
-            _open_ovf_file
-    else:
+        return await _open_descriptor(
+            LocalBlob(await anyio.to_thread.run_sync(_only_descriptor_in, path)),
+            max_descriptor_bytes)
+    if not await anyio.to_thread.run_sync(path.exists):
         raise PackageError("no such file or directory", file=str(location))
-    return await anyio.to_thread.run_sync(opener, path, max_descriptor_bytes)
+    suffix = path.suffix.lower()
+    if suffix == ".ovf" or (
+            suffix != ".ova" and await anyio.to_thread.run_sync(_looks_like_xml, path)):
+        return await _open_descriptor(LocalBlob(path), max_descriptor_bytes)
+    return await _open_ova(LocalBlob(path), max_descriptor_bytes)
 
 
-def _open_directory_containing(path: Path, max_descriptor_bytes: int) -> Package:
+def _only_descriptor_in(path: Path) -> Path:
     candidates = sorted(p for p in path.iterdir() if p.suffix.lower() == ".ovf")
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
         raise PackageError(f"expected exactly one .ovf descriptor, found {found}", file=str(path))
-    return _open_ovf_file(candidates[0], max_descriptor_bytes)
+    return candidates[0]
 
 
-def _open_ovf_file(path: Path, max_descriptor_bytes: int) -> Package:
-    location = str(path)
-    try:
-        stat = path.stat()
-        if stat.st_size > max_descriptor_bytes:
-            raise PackageError(
-                f"descriptor is {stat.st_size} bytes, over the {max_descriptor_bytes}-byte limit",
-                file=location,
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PackageError(exc.strerror or str(exc), file=location) from exc
-    descriptor = parse_descriptor(data, name=path.name, max_bytes=max_descriptor_bytes,
+def _looks_like_xml(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+async def _read_sidecar(blob: Blob, location: str) -> bytes | None:
+    size = await blob.size()
+    if size is None:
+        return None
+    if size > MAX_SIDECAR_BYTES:
+        raise PackageError(f"{blob.display} is {size} bytes; not a manifest or certificate",
+                           file=location)
+    return await read_at(blob, 0, size)
+
+
+async def _open_descriptor(blob: Blob, max_descriptor_bytes: int) -> Package:
+    """An ``.ovf`` file: its references are files (or URLs) next to it."""
+    location = blob.display
+    size = await blob.size()
+    if size is None:
+        raise PackageError("no such file", file=location)
+    if size > max_descriptor_bytes:
+        raise PackageError(f"descriptor is {size} bytes, over the {max_descriptor_bytes}-byte "
+                           "limit", file=location)
+    data = await read_at(blob, 0, size)
+    name = PurePosixPath(urlsplit(location).path).name if isinstance(blob, HttpBlob) \
+        else Path(location).name
+    descriptor = parse_descriptor(data, name=name, max_bytes=max_descriptor_bytes,
                                   location=location)
-    base = path.parent
     members: dict[str, Member] = {}
+
+    async def add(member_name: str) -> bool:
+        """Record ``member_name`` if it exists; links and non-files are refused."""
+        checked = _checked_member_name(member_name, location)
+        sibling = blob.sibling(checked)
+        if isinstance(sibling, LocalBlob):
+            await anyio.to_thread.run_sync(_refuse_non_regular, sibling.path, member_name,
+                                           location)
+        member_size = await sibling.size()
+        if member_size is None:
+            return False
+        members[member_name] = Member(member_name, sibling, 0, member_size)
+        return True
+
     for ref in descriptor.files:
-        name = _checked_member_name(ref.href, location)
-        member_path = base / name
-        # A link could point anywhere on this machine; a package is what is inside it.
-        if member_path.is_symlink():
-            raise PackageError(f"{ref.href} is a symbolic link", file=location)
-        try:
-            member_stat = member_path.stat()
-        except FileNotFoundError:
-            continue  # reported by check_files with the descriptor's context
-        except OSError as exc:
-            raise PackageError(f"{ref.href}: {exc.strerror}", file=location) from exc
-        if not member_path.is_file():
-            raise PackageError(f"{ref.href} is not a regular file", file=location)
-        members[ref.href] = Member(ref.href, member_path, 0, member_stat.st_size)
+        if ref.chunk_size:
+            index = 0
+            while await add(chunk_name(ref.href, index)):
+                index += 1
+                if ref.size is not None and index * ref.chunk_size >= ref.size:
+                    break
+        else:
+            await add(ref.href)
 
-    manifest = None
-    manifest_path = path.with_suffix(".mf")
-    if manifest_path.is_file():
-        manifest = parse_manifest(manifest_path.read_bytes(), name=manifest_path.name)
-    return Package(
-        location=location,
-        kind="ovf",
-        descriptor=descriptor,
-        manifest=manifest,
-        members=members,
-        has_certificate=path.with_suffix(".cert").is_file(),
-    )
+    stem = name.rsplit(".", 1)[0]
+    manifest_bytes = await _read_sidecar(blob.sibling(f"{stem}.mf"), location)
+    manifest = parse_manifest(manifest_bytes, name=f"{stem}.mf") if manifest_bytes else None
+    certificate = await _read_sidecar(blob.sibling(f"{stem}.cert"), location)
+    package = Package(location=location, kind="ovf", descriptor=descriptor, manifest=manifest,
+                      members=members, certificate=certificate)
+    return replace(package, files=_assemble_files(package))
 
 
-def _open_ova(path: Path, max_descriptor_bytes: int) -> Package:
-    location = str(path)
-    warnings: list[str] = []
-    try:
-        file_size = path.stat().st_size
-        with tarfile.open(path, mode="r:") as tar:
-            infos = _tar_members(tar, location)
-    except tarfile.ReadError as exc:
-        raise PackageError(f"not a readable OVA (tar): {exc}", file=location) from exc
-    except OSError as exc:
-        raise PackageError(exc.strerror or str(exc), file=location) from exc
+def _refuse_non_regular(path: Path, href: str, location: str) -> None:
+    # A link could point anywhere on this machine; a package is what is inside it.
+    if path.is_symlink():
+        raise PackageError(f"{href} is a symbolic link", file=location)
+    if path.exists() and not path.is_file():
+        raise PackageError(f"{href} is not a regular file", file=location)
+
+
+async def _open_ova(blob: Blob, max_descriptor_bytes: int) -> Package:
+    location = blob.display
+    total = await blob.size()
+    if total is None:
+        raise PackageError("no such file or directory", file=location)
+    async with blob.open(0) as reader:
+        entries = await walk_tar(reader, location=location, total_size=total)
 
     members: dict[str, Member] = {}
     order: list[str] = []
-    for info in infos:
-        name = _checked_member_name(info.name, location)
-        if info.isdir():
+    for entry in entries:
+        name = _checked_member_name(entry.name, location)
+        if entry.kind == "directory":
             continue
-        if not info.isreg():
-            kind = "link" if (info.issym() or info.islnk()) else "device or special file"
-            raise PackageError(f"member {info.name!r} is a {kind}; only regular files are allowed",
-                               file=location)
-        if info.offset_data + info.size > file_size:
-            raise PackageError(
-                f"truncated: member {name!r} needs {info.size} bytes at offset "
-                f"{info.offset_data}, file has {file_size}",
-                file=location,
-            )
+        if entry.kind != "file":
+            kind = "link" if entry.kind == "link" else "device or special file"
+            raise PackageError(f"member {entry.name!r} is a {kind}; only regular files are "
+                               "allowed", file=location)
         if name in members:
             raise PackageError(f"member {name!r} appears twice", file=location)
-        members[name] = Member(name, path, info.offset_data, info.size)
+        members[name] = Member(name, blob, entry.offset, entry.size)
         order.append(name)
 
     descriptors = [n for n in order if n.lower().endswith(".ovf")]
@@ -266,6 +300,7 @@ def _open_ova(path: Path, max_descriptor_bytes: int) -> Package:
             f"expected exactly one .ovf descriptor in the OVA, found {len(descriptors)}",
             file=location,
         )
+    warnings: list[str] = []
     descriptor_name = descriptors[0]
     if order[0] != descriptor_name:
         # The OVF spec requires the descriptor first (so OVAs can be streamed);
@@ -278,67 +313,128 @@ def _open_ova(path: Path, max_descriptor_bytes: int) -> Package:
             f"{max_descriptor_bytes}-byte limit",
             file=f"{location}:{descriptor_name}",
         )
-    descriptor = parse_descriptor(_read_member(descriptor_member), name=descriptor_name,
-                                  max_bytes=max_descriptor_bytes,
+    descriptor = parse_descriptor(await _read_member(descriptor_member, location),
+                                  name=descriptor_name, max_bytes=max_descriptor_bytes,
                                   location=f"{location}:{descriptor_name}")
 
     stem = descriptor_name.rsplit(".", 1)[0]
     manifest = None
     manifest_name = next((n for n in order if n.lower() == f"{stem}.mf".lower()), None)
     if manifest_name is not None:
-        manifest = parse_manifest(_read_member(members[manifest_name]), name=manifest_name)
-    has_certificate = any(n.lower() == f"{stem}.cert".lower() for n in order)
-    return Package(
-        location=location,
-        kind="ova",
-        descriptor=descriptor,
-        manifest=manifest,
-        members=members,
-        has_certificate=has_certificate,
-        warnings=tuple(warnings),
-    )
+        manifest = parse_manifest(await _read_member(members[manifest_name], location),
+                                  name=manifest_name)
+    certificate_name = next((n for n in order if n.lower() == f"{stem}.cert".lower()), None)
+    certificate = None
+    if certificate_name is not None:
+        certificate = await _read_member(members[certificate_name], location)
+    package = Package(location=location, kind="ova", descriptor=descriptor, manifest=manifest,
+                      members=members, certificate=certificate, warnings=tuple(warnings))
+    return replace(package, files=_assemble_files(package))
 
 
-def _tar_members(tar: tarfile.TarFile, location: str) -> list[tarfile.TarInfo]:
-    try:
-        infos = list(tar)
-    except tarfile.TarError as exc:
-        raise PackageError(f"corrupt or truncated tar: {exc}", file=location) from exc
-    if not infos:
-        raise PackageError("empty or truncated OVA: no tar members", file=location)
-    return infos
-
-
-def _read_member(member: Member) -> bytes:
-    with open(member.path, "rb") as handle:
-        handle.seek(member.offset)
-        data = handle.read(member.size)
+async def _read_member(member: Member, location: str) -> bytes:
+    if member.size > MAX_SIDECAR_BYTES and not member.name.lower().endswith(".ovf"):
+        raise PackageError(f"{member.name} is {member.size} bytes; not a manifest or "
+                           "certificate", file=location)
+    data = await read_at(member.blob, member.offset, member.size)
     if len(data) != member.size:
-        raise PackageError(f"{member.name} is truncated", file=str(member.path))
+        raise PackageError(f"{member.name} is truncated", file=location)
     return data
+
+
+def _assemble_files(package: Package) -> dict[str, PackageFile]:
+    """Each reference's stored parts; references with a part missing are left out
+    (:func:`check_files` names what is missing)."""
+    files: dict[str, PackageFile] = {}
+    for ref in package.descriptor.files:
+        parts = _parts_of(ref, package.members)
+        if not parts:
+            continue
+        size = sum(part.size for part in parts)
+        content = size if not ref.compression else None
+        files[ref.href] = PackageFile(ref, tuple(parts), content)
+    return files
+
+
+def _parts_of(ref: FileReference, members: dict[str, Member]) -> list[Member]:
+    if not ref.chunk_size:
+        member = members.get(ref.href)
+        return [member] if member is not None else []
+    parts: list[Member] = []
+    while (member := members.get(chunk_name(ref.href, len(parts)))) is not None:
+        parts.append(member)
+    return parts
+
+
+async def _measure_compressed(package: Package) -> Package:
+    from asyncovf.ovf.content import measure_content  # content builds on this module
+
+    compressed = [f for f in package.files.values() if f.compression]
+    if not compressed:
+        return package
+    _check_compression(package)
+    files = dict(package.files)
+    for found in compressed:
+        _check_parts(package, found.ref, found)
+        log.info("%s: measuring %s (%s-compressed) before upload", package.location, found.href,
+                 found.compression)
+        files[found.href] = replace(found, content_size=await measure_content(package, found))
+    return replace(package, files=files)
+
+
+def _check_compression(package: Package) -> None:
+    for ref in package.descriptor.files:
+        if ref.compression and ref.compression.lower() not in SUPPORTED_COMPRESSION:
+            raise PackageError(f"{ref.href}: ovf:compression={ref.compression!r} is not "
+                               "supported (only gzip)", file=package.location)
+
+
+def _check_parts(package: Package, ref: FileReference, found: PackageFile | None) -> None:
+    if found is None:
+        missing = chunk_name(ref.href, 0) if ref.chunk_size else ref.href
+        raise PackageError(f"descriptor references {missing}, which the package does not "
+                           "contain", file=package.location)
+    if ref.chunk_size:
+        for part in found.parts[:-1]:
+            if part.size != ref.chunk_size:
+                raise PackageError(f"chunk {part.name} is {part.size} bytes, not its "
+                                   f"ovf:chunkSize={ref.chunk_size}", file=package.location)
+        if found.parts[-1].size > ref.chunk_size:
+            raise PackageError(f"chunk {found.parts[-1].name} is {found.parts[-1].size} bytes, "
+                               f"over its ovf:chunkSize={ref.chunk_size}", file=package.location)
+        if ref.size is not None and found.stored_size < ref.size:
+            raise PackageError(
+                f"{ref.href} is {found.stored_size} bytes in {len(found.parts)} chunks, shorter "
+                f"than its ovf:size={ref.size}: chunk "
+                f"{chunk_name(ref.href, len(found.parts))} is missing", file=package.location)
+    if ref.size is not None and ref.size != found.stored_size:
+        relation = "shorter" if found.stored_size < ref.size else "longer"
+        raise PackageError(
+            f"{ref.href} is {found.stored_size} bytes, {relation} than its ovf:size={ref.size}",
+            file=package.location,
+        )
+
+
+def stored_names(package: Package, refs: Sequence[FileReference] | None = None) -> list[str]:
+    """The member names the references are stored as (chunks included)."""
+    names: list[str] = []
+    for ref in refs if refs is not None else package.descriptor.files:
+        found = package.files.get(ref.href)
+        names.extend(p.name for p in found.parts) if found else names.append(ref.href)
+    return names
 
 
 def check_files(package: Package, *, verify_manifest: bool = True) -> None:
     """Check, before anything touches vCenter, that every referenced file is there and whole.
 
-    A file shorter or longer than its ``ovf:size`` is refused here rather than
-    discovered half-way through an upload with a lease open.
+    A file shorter or longer than its ``ovf:size``, a missing chunk, or an
+    unsupported compression is refused here rather than discovered half-way
+    through an upload with a lease open.
     """
     descriptor = package.descriptor
+    _check_compression(package)
     for ref in descriptor.files:
-        if ref.chunk_size:
-            raise PackageError(f"{ref.href}: chunked files (ovf:chunkSize) are not supported yet",
-                               file=package.location)
-        member = package.members.get(ref.href)
-        if member is None:
-            raise PackageError(f"descriptor references {ref.href}, which the package does not "
-                               "contain", file=package.location)
-        if ref.size is not None and ref.size != member.size:
-            relation = "shorter" if member.size < ref.size else "longer"
-            raise PackageError(
-                f"{ref.href} is {member.size} bytes, {relation} than its ovf:size={ref.size}",
-                file=package.location,
-            )
+        _check_parts(package, ref, package.files.get(ref.href))
     if verify_manifest and package.manifest is not None:
         listed = package.manifest.entries
         own = listed.get(descriptor.name)
@@ -346,9 +442,9 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
             digest = own.new_hash()
             digest.update(descriptor.text.encode("utf-8"))
             check_digest(own, digest, manifest=package.manifest.name)
-        for ref in descriptor.files:
-            if ref.href not in listed:
-                raise PackageError(f"{ref.href} is not listed in manifest "
+        for name in stored_names(package):
+            if name not in listed:
+                raise PackageError(f"{name} is not listed in manifest "
                                    f"{package.manifest.name}", file=package.location)
         for name in listed:
             if name != descriptor.name and name not in package.members:
@@ -356,4 +452,5 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
                                    "package does not contain", file=package.location)
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "MemberReader", "Package", "check_files", "open_package"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "Package", "PackageFile", "check_files",
+           "chunk_name", "open_package", "stored_names"]

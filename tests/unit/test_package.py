@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from asyncovf.errors import ManifestError, PackageError
+from asyncovf.ovf.content import open_content
 from asyncovf.ovf.manifest import parse_manifest
 from asyncovf.ovf.package import check_files, open_package
 from tests.factory import DiskSpec, build_package, ovf_descriptor
@@ -43,11 +44,12 @@ async def test_streams_every_disk_and_feeds_the_digest(tmp_path: Path, ova: bool
     assert package.kind == ("ova" if ova else "ovf")
     assert package.manifest is not None and package.warnings == ()
     for name in built.disk_names:
-        digest = hashlib.sha256()
-        chunks = [c async for c in package.stream(name, chunk_size=65536, digest=digest)]
+        async with open_content(package, name, chunk_size=65536) as content:
+            chunks = [c async for c in content.chunks()]
         assert max(len(c) for c in chunks) <= 65536
-        assert sum(len(c) for c in chunks) == package.member(name).size
-        assert digest.hexdigest() == package.manifest.entries[name].hexdigest
+        assert sum(len(c) for c in chunks) == package.member(name).size == content.size
+        assert hashlib.sha256(b"".join(chunks)).hexdigest() == \
+            package.manifest.entries[name].hexdigest
 
 
 async def test_descriptor_not_first_is_accepted_with_a_warning(tmp_path: Path) -> None:

@@ -1,0 +1,404 @@
+"""Where a package's bytes live: a local file or an http(s) URL, read as a stream.
+
+A package is a handful of *blobs* (one OVA file, or the files of an OVF
+directory) and every read is sequential from some offset: walking tar headers,
+reading the descriptor, streaming a disk to vCenter. So a blob offers exactly
+that — ``open(offset)`` giving a reader with ``read`` and ``skip`` — and the
+two kinds differ only in how they get there:
+
+* a local file seeks, and reads in a worker thread (file I/O would block the
+  event loop);
+* a URL uses an HTTP ``Range`` request when the server honours it, and
+  otherwise reads from the start and discards up to the offset. Servers that
+  ignore ``Range`` (``python3 -m http.server`` is one) still work, at the cost
+  of re-reading what lies before the offset; we warn once per URL.
+
+Each reader owns its connection (an aiohttp session of its own), so readers
+for different jobs never share a client object, and closing the reader
+releases everything it opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Final, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import anyio
+import anyio.to_thread
+
+from asyncovf.errors import PackageError, SourceError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
+
+log = logging.getLogger(__name__)
+
+#: Forward skips shorter than this are read and discarded; longer ones start a
+#: new ranged request (cheaper than reading megabytes we do not need).
+RANGE_SKIP_THRESHOLD: Final = 4 * 1024 * 1024
+#: Hash in a worker thread only when there is enough to hash; below this the
+#: thread hop costs more than it saves.
+THREAD_HASH_MIN: Final = 64 * 1024
+
+
+class BlobReader(Protocol):
+    """Sequential reads from some offset of a blob."""
+
+    position: int
+
+    async def read(self, size: int, digest: Hash | None = None) -> bytes:
+        """Up to ``size`` bytes (fewer only at the end of the blob), fed to ``digest``.
+
+        Hashing here, rather than after, lets a local read and its hash share
+        one worker-thread hop.
+        """
+        ...
+
+    async def skip(self, size: int) -> int:
+        """Move forward ``size`` bytes; returns how many there were to skip."""
+        ...
+
+
+class Blob(Protocol):
+    """One file of a package's storage: local or remote."""
+
+    @property
+    def display(self) -> str:
+        """How error messages name it."""
+        ...
+
+    async def size(self) -> int | None:
+        """Its length in bytes; ``None`` when it does not exist."""
+        ...
+
+    def open(self, offset: int = 0) -> AbstractAsyncContextManager[BlobReader]:
+        ...
+
+    def sibling(self, name: str) -> Blob:
+        """The blob ``name`` resolves to, relative to this one (OVF file references)."""
+        ...
+
+
+async def read_at(blob: Blob, offset: int, size: int) -> bytes:
+    """A small read (a descriptor, a manifest) in one call."""
+    async with blob.open(offset) as reader:
+        return await reader.read(size)
+
+
+# --- local files ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalBlob:
+    path: Path
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    async def size(self) -> int | None:
+        try:
+            stat = await anyio.to_thread.run_sync(self.path.stat)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
+        return stat.st_size
+
+    @asynccontextmanager
+    async def open(self, offset: int = 0) -> AsyncIterator[BlobReader]:
+        try:
+            handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, self.path, offset)
+        except OSError as exc:
+            raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
+        try:
+            yield _LocalReader(handle, offset)
+        finally:
+            # The caller's task owns the handle; close it even when cancelled.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
+
+    def sibling(self, name: str) -> LocalBlob:
+        return LocalBlob(self.path.parent / name)
+
+
+def _open_at(path: Path, offset: int) -> BinaryIO:
+    handle = open(path, "rb")  # noqa: SIM115 - closed by LocalBlob.open
+    if offset:
+        handle.seek(offset)
+    return handle
+
+
+def _read_and_hash(handle: BinaryIO, size: int, digest: Hash | None) -> bytes:
+    # In a worker thread: the read and the hash (hashlib releases the GIL on
+    # large buffers) both stay off the event loop, in one hop.
+    data = handle.read(size)
+    if digest is not None and data:
+        digest.update(data)
+    return data
+
+
+def _skip_in(handle: BinaryIO, size: int) -> int:
+    here = handle.tell()
+    end = handle.seek(0, os.SEEK_END)
+    target = min(here + size, end)
+    handle.seek(target)
+    return target - here
+
+
+class _LocalReader:
+    def __init__(self, handle: BinaryIO, offset: int) -> None:
+        self._handle = handle
+        self.position = offset
+
+    async def read(self, size: int, digest: Hash | None = None) -> bytes:
+        data = await anyio.to_thread.run_sync(_read_and_hash, self._handle, size, digest)
+        self.position += len(data)
+        return data
+
+    async def skip(self, size: int) -> int:
+        skipped = await anyio.to_thread.run_sync(_skip_in, self._handle, size)
+        self.position += skipped
+        return skipped
+
+
+# --- http(s) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpSourceSettings:
+    """How to reach packages on web servers (not vCenter: its trust is separate)."""
+
+    ca_file: str | None = None
+    insecure: bool = False
+    connect_timeout: float = 30.0
+    read_timeout: float = 120.0
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if self.insecure:
+            return False
+        if self.ca_file:
+            return ssl.create_default_context(cafile=self.ca_file)
+        return True
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    return isinstance(location, str) and location.lower().startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class HttpBlob:
+    url: str
+    settings: HttpSourceSettings = field(default_factory=HttpSourceSettings)
+    #: Shared by the blob's readers: set once a server is seen to ignore Range.
+    _state: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def display(self) -> str:
+        return _redacted(self.url)
+
+    def sibling(self, name: str) -> HttpBlob:
+        return HttpBlob(urljoin(self.url, name), self.settings, self._state)
+
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout,
+                                        sock_read=self.settings.read_timeout)
+        return aiohttp.ClientSession(
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(ssl=self.settings.ssl_context(), limit=1),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # a .gz member is bytes to hash, not to unpack here
+        )
+
+    async def size(self) -> int | None:
+        async with self._session() as http, self._errors("HEAD"):
+            async with http.head(self.url, allow_redirects=True) as response:
+                if response.status == 404:
+                    return None
+                if response.status >= 400 and response.status not in (405, 501):
+                    raise SourceError(f"{self.display}: HTTP {response.status} {response.reason}",
+                                      file=self.display, url=self.url, status=response.status)
+                length = response.headers.get("Content-Length")
+                if response.status < 400 and length is not None and length.isdigit():
+                    return int(length)
+            # No HEAD, or no length in its answer: ask for the first byte instead.
+            async with http.get(self.url, headers={"Range": "bytes=0-0"}) as response:
+                if response.status == 404:
+                    return None
+                self._check_status(response.status, response.reason)
+                total = _total_from_content_range(response.headers.get("Content-Range"))
+                if total is not None:
+                    return total
+                if response.content_length is not None:
+                    return response.content_length
+        raise PackageError("the server gives no length for it", file=self.display)
+
+    @asynccontextmanager
+    async def open(self, offset: int = 0) -> AsyncIterator[BlobReader]:
+        async with self._session() as http:
+            reader = _HttpReader(self, http)
+            try:
+                await reader.start(offset)
+                yield reader
+            finally:
+                reader.release()
+
+    @asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise SourceError(f"{what} {self.display} failed: {detail}", file=self.display,
+                              url=self.url) from exc
+
+    def _check_status(self, status: int, reason: str | None) -> None:
+        if status >= 400:
+            raise SourceError(f"{self.display}: HTTP {status} {reason or ''}".rstrip(),
+                              file=self.display, url=self.url, status=status)
+
+    def note_ranges_ignored(self) -> None:
+        if not self._state.get("ranges_ignored"):
+            self._state["ranges_ignored"] = True
+            log.warning("%s: the server ignores Range requests; reading from the start "
+                        "each time instead", urlsplit(self.url).netloc)
+
+    @property
+    def ranges_ignored(self) -> bool:
+        return self._state.get("ranges_ignored", False)
+
+
+class _HttpReader:
+    def __init__(self, blob: HttpBlob, http: aiohttp.ClientSession) -> None:
+        self._blob = blob
+        self._http = http
+        self._response: aiohttp.ClientResponse | None = None
+        self.position = 0
+
+    async def start(self, offset: int) -> None:
+        self.release()
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        async with self._blob._errors("GET"):
+            response = await self._http.get(self._blob.url, headers=headers)
+        if response.status == 416:  # offset at or past the end: nothing to read
+            response.release()
+            self._response, self.position = None, offset
+            return
+        if response.status == 404:
+            response.release()
+            raise SourceError(f"{self._blob.display}: HTTP 404 Not Found",
+                              file=self._blob.display, url=self._blob.url, status=404)
+        try:
+            self._blob._check_status(response.status, response.reason)
+        except SourceError:
+            response.release()
+            raise
+        self._response = response
+        if response.status == 206:
+            start = _start_from_content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                response.release()
+                raise SourceError(f"{self._blob.display}: asked for bytes from {offset}, "
+                                  f"the server sent from {start}", file=self._blob.display,
+                                  url=self._blob.url)
+            self.position = offset
+            return
+        self.position = 0
+        if offset:
+            self._blob.note_ranges_ignored()
+            await self._discard(offset)
+
+    def release(self) -> None:
+        if self._response is not None:
+            self._response.release()
+            self._response = None
+
+    async def read(self, size: int, digest: Hash | None = None) -> bytes:
+        data = await self._read(size)
+        if digest is not None and data:
+            if len(data) >= THREAD_HASH_MIN:
+                await anyio.to_thread.run_sync(digest.update, data)
+            else:
+                digest.update(data)
+        return data
+
+    async def _read(self, size: int) -> bytes:
+        if self._response is None or size <= 0:
+            return b""
+        parts: list[bytes] = []
+        wanted = size
+        async with self._blob._errors("GET"):
+            while wanted > 0:
+                data = await self._response.content.read(wanted)
+                if not data:
+                    break
+                parts.append(data)
+                wanted -= len(data)
+        data = b"".join(parts)
+        self.position += len(data)
+        return data
+
+    async def skip(self, size: int) -> int:
+        if size >= RANGE_SKIP_THRESHOLD and not self._blob.ranges_ignored:
+            start = self.position
+            await self.start(start + size)
+            if self._response is None:  # past the end: say how far there was to go
+                total = await self._blob.size()
+                self.position = min(start + size, total or start)
+                return self.position - start
+            return self.position - start
+        return await self._discard(size)
+
+    async def _discard(self, size: int) -> int:
+        skipped = 0
+        while skipped < size:
+            data = await self._read(min(size - skipped, 1024 * 1024))
+            if not data:
+                break
+            skipped += len(data)
+        return skipped
+
+
+def _start_from_content_range(header: str | None) -> int | None:
+    # "bytes 100-199/1000"
+    if not header or not header.startswith("bytes "):
+        return None
+    first = header[6:].split("-", 1)[0]
+    return int(first) if first.isdigit() else None
+
+
+def _total_from_content_range(header: str | None) -> int | None:
+    if not header or "/" not in header:
+        return None
+    total = header.rsplit("/", 1)[1]
+    return int(total) if total.isdigit() else None
+
+
+def _redacted(url: str) -> str:
+    """A URL without credentials, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+def blob_for(location: str | os.PathLike[str],
+             http: HttpSourceSettings | None = None) -> Blob:
+    if is_url(location):
+        return HttpBlob(str(location), http or HttpSourceSettings())
+    return LocalBlob(Path(location))
+
+
+__all__ = ["Blob", "BlobReader", "HttpBlob", "HttpSourceSettings", "LocalBlob",
+           "RANGE_SKIP_THRESHOLD", "blob_for", "is_url", "read_at"]
