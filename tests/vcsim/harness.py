@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,9 +86,21 @@ class Counters:
     sessions_live: int = 0  # logged in and not out (expired ones excluded)
     sessions_expired: int = 0
     leases_ended_by_server: int = 0  # their session expired
+    nfc_faults: Mapping[str, int] = field(default_factory=dict)  # applied, by kind
 
     def calls(self, method: str) -> int:
+        """Calls answered (or dropped)."""
         return self.methods.get(method, {}).get("calls", 0)
+
+    def started(self, method: str) -> int:
+        """Calls that arrived, answered or not: ``started - calls`` are in flight."""
+        return self.methods.get(method, {}).get("started", 0)
+
+    def delayed(self, method: str) -> int:
+        return self.methods.get(method, {}).get("delayed", 0)
+
+    def dropped(self, method: str) -> int:
+        return self.methods.get(method, {}).get("dropped", 0)
 
     def faults(self, method: str) -> int:
         return self.methods.get(method, {}).get("faults", 0)
@@ -136,7 +148,8 @@ class Vcsim:
                         leases_created=int(raw.get("leases_created") or 0),
                         sessions_live=int(raw.get("sessions_live") or 0),
                         sessions_expired=int(raw.get("sessions_expired") or 0),
-                        leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0))
+                        leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0),
+                        nfc_faults=nfc.get("faults") or {})
 
     def reset_counters(self) -> None:
         """Zero the counters and clear every fault rule."""
@@ -148,21 +161,33 @@ class Vcsim:
                                                           method="POST"))
         return answer["expired"]
 
-    def set_faults(self, *, nfc: Mapping[str, Any] | None = None,
+    def set_faults(self, *, nfc: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
                    soap: Sequence[Mapping[str, Any]] = (),
                    lease: Mapping[str, Any] | None = None, seed: int = 0) -> None:
         """Replace the fault rules (see ``nfcRule`` and ``soapRule`` in the launcher).
 
-        ``nfc``: ``times`` (uploads affected, 0 = all), ``status`` + ``after_bytes``
-        (answer e.g. 500 after that many bytes), ``reset`` (reset the connection
-        after ``after_bytes``), ``stall_seconds``, ``throttle_bps``.
-        ``soap``: rules with ``method``, ``fault`` (vim25 type), ``nth``, ``times``,
-        ``probability``, ``delay_ms``, ``drop``.
-        ``lease``: for the next ``times`` leases (0 = all): ``initializing_reads``,
-        ``error_after_bytes`` (+ ``error_fault``), ``expire_after_seconds`` (no
-        progress for that long moves the lease to error, as vCenter does).
+        ``nfc``: a rule or a list of rules (the first that applies wins), each
+        with ``times`` (uploads affected, 0 = all), ``vm`` (only uploads to the
+        lease of the VM of that name), ``probability``, ``status`` +
+        ``after_bytes`` (answer e.g. 500 after that many bytes), ``reset``
+        (reset the connection after ``after_bytes``), ``stall_seconds``,
+        ``throttle_bps``.
+        ``soap``: rules with ``method`` ("*" for all), ``vm`` (only calls about
+        the VM of that name: FindChild, CreateImportSpec, ImportVApp, and calls
+        on its lease), ``fault`` (vim25 type), ``nth``, ``times``,
+        ``probability``, ``delay_ms`` (+ ``delay_after_call``: vcsim carries
+        the call out at once and the answer comes late), ``drop`` (cut the
+        answer; vcsim never sees the call), ``drop_after_call`` (vcsim carries
+        the call out, then the answer is cut). ``nth``, ``times`` and ``probability`` count the
+        calls that match ``method`` and ``vm``.
+        ``lease``: for the next ``times`` leases (0 = all; ``vm``: only that
+        VM's): ``initializing_reads``, ``error_after_bytes`` (+ ``error_fault``),
+        ``expire_after_seconds`` (no progress for that long moves the lease to
+        error, as vCenter does).
+        ``seed`` seeds the launcher's generator for ``probability``.
         """
-        rules = {"nfc": dict(nfc) if nfc else None, "soap": [dict(r) for r in soap],
+        nfc_rules = [dict(nfc)] if isinstance(nfc, Mapping) else [dict(r) for r in nfc or ()]
+        rules = {"nfc": nfc_rules, "soap": [dict(r) for r in soap],
                  "lease": dict(lease) if lease else None, "seed": seed}
         self._request("/_harness/faults", method="POST", body=json.dumps(rules).encode())
 

@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,9 +18,11 @@ import (
 	"time"
 )
 
-// leaseRule makes the next Times leases (0: all) misbehave.
+// leaseRule makes the next Times leases (0: all) misbehave; with VM, only leases
+// importing the VM of that name.
 type leaseRule struct {
 	Times              int     `json:"times"`
+	VM                 string  `json:"vm"`
 	InitializingReads  int     `json:"initializing_reads"`   // "initializing" for the first N reads
 	ErrorAfterBytes    int64   `json:"error_after_bytes"`    // go to error after N NFC bytes (0: off)
 	ErrorFault         string  `json:"error_fault"`          // fault type for error (default FileFault)
@@ -32,6 +35,7 @@ type leaseRule struct {
 // leaseTrack is what the harness knows about one lease vcsim created.
 type leaseTrack struct {
 	id           string
+	vm           string     // the name of the VM it imports
 	session      string     // the cookie of the session that created it
 	rule         *leaseRule // a copy, or nil
 	reads        int
@@ -47,6 +51,8 @@ var (
 	leaseState  = regexp.MustCompile(`(XMLSchema-instance:type="HttpNfcLeaseState">)ready(</val>)`)
 	leaseTime   = regexp.MustCompile(`<leaseTimeout>\d+</leaseTimeout>`)
 	cookieValue = regexp.MustCompile(`vmware_soap_session="?([^";]+)"?`)
+	// ImportVApp's spec: the VM's name is the first <name> of its configSpec.
+	importName = regexp.MustCompile(`(?s)<configSpec>.*?<name>([^<]*)</name>`)
 )
 
 func xmlEscape(text string) string {
@@ -142,10 +148,14 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 	case method == "ImportVApp" && ok:
 		if match := leaseReturn.FindSubmatch(body); match != nil {
 			lease := &leaseTrack{id: string(match[1]), lastProgress: time.Now()}
+			if name := importName.FindSubmatch(request); name != nil {
+				lease.vm = html.UnescapeString(string(name[1]))
+			}
 			if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
 				lease.session = cookie[1]
 			}
-			if rule := h.faults.Lease; rule != nil && (rule.Times == 0 || rule.applied < rule.Times) {
+			if rule := h.faults.Lease; rule != nil && (rule.Times == 0 || rule.applied < rule.Times) &&
+				(rule.VM == "" || rule.VM == lease.vm) {
 				rule.applied++
 				copy := *rule
 				lease.rule = &copy

@@ -48,13 +48,20 @@ const (
 
 // methodCount is what the tests read per SOAP method.
 type methodCount struct {
-	Calls  int `json:"calls"`
-	Faults int `json:"faults"`
+	Started int `json:"started"` // requests that arrived (counted before any delay)
+	Calls   int `json:"calls"`   // requests answered (or dropped)
+	Faults  int `json:"faults"`  // answered with a fault, or dropped before vcsim saw them
+	Delayed int `json:"delayed"` // answered late by a delay rule
+	Dropped int `json:"dropped"` // connection closed mid-answer by a drop rule
 }
 
-// nfcRule makes NFC uploads misbehave, for the first Times uploads (0: all).
+// nfcRule makes NFC uploads misbehave, for the first Times matching uploads (0: all).
+// An upload matches if its lease imports the VM named VM (empty: any), and then
+// with Probability (0: always).
 type nfcRule struct {
 	Times           int     `json:"times"`
+	VM              string  `json:"vm"`            // only uploads to this VM's lease
+	Probability     float64 `json:"probability"`   // else with this probability (0: always)
 	Status          int     `json:"status"`        // answer this after AfterBytes (0: off)
 	AfterBytes      int64   `json:"after_bytes"`   // bytes to read before Status/reset
 	ResetAfterBytes bool    `json:"reset"`         // reset the connection after AfterBytes
@@ -64,20 +71,27 @@ type nfcRule struct {
 }
 
 // soapRule makes one SOAP method misbehave: a fault, a delay or a dropped answer.
+// Nth, Times and Probability count only the calls that match Method and VM.
 type soapRule struct {
 	Method      string  `json:"method"`      // e.g. ImportVApp; "*" for every method
+	VM          string  `json:"vm"`          // only calls about this VM (by name, or its lease)
 	Fault       string  `json:"fault"`       // vim25 fault type, e.g. NotAuthenticated
 	Nth         int     `json:"nth"`         // only the Nth matching call (1-based); 0: every
 	Times       int     `json:"times"`       // at most this many times (0: no limit)
 	Probability float64 `json:"probability"` // else with this probability (0: always)
 	DelayMs     int     `json:"delay_ms"`    // answer late
-	Drop        bool    `json:"drop"`        // close the connection mid-answer
-	calls       int
-	applied     int
+	// the delay comes after vcsim carried the call out (a slow answer), not before
+	DelayAfterCall bool `json:"delay_after_call"`
+	Drop           bool `json:"drop"` // close the connection mid-answer, vcsim never sees the call
+	// let vcsim carry the call out, then close the connection mid-answer: the
+	// client cannot tell whether it happened (a lost answer)
+	DropAfterCall bool `json:"drop_after_call"`
+	calls         int
+	applied       int
 }
 
 type faultRules struct {
-	NFC   *nfcRule    `json:"nfc"`
+	NFC   []*nfcRule  `json:"nfc"`
 	SOAP  []*soapRule `json:"soap"`
 	Lease *leaseRule  `json:"lease"`
 	Seed  int64       `json:"seed"`
@@ -91,8 +105,10 @@ type harness struct {
 	nfcBytes int64
 	nfcNow   int // uploads in flight now
 	nfcMax   int // most uploads ever in flight at once
-	faults   faultRules
-	rng      *mrand.Rand
+	// NFC faults applied since the reset, by kind (status, reset, stall, throttle)
+	nfcFaults map[string]int
+	faults    faultRules
+	rng       *mrand.Rand
 	// generation changes on every reset; resetCh is closed then, so that
 	// faults in flight end and their late bytes are not counted for the next test.
 	generation int
@@ -169,6 +185,7 @@ func (h *harness) reset() {
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
 	h.nfcMax = h.nfcNow
+	h.nfcFaults = map[string]int{}
 	h.faults = faultRules{}
 	h.rng = mrand.New(mrand.NewSource(1))
 }
@@ -180,25 +197,60 @@ func (h *harness) setFaults(rules faultRules) {
 	h.rng = mrand.New(mrand.NewSource(rules.Seed))
 }
 
-// nfcFault returns the NFC rule to apply to this upload, if any.
-func (h *harness) nfcFault() *nfcRule {
+// nfcFault returns the first NFC rule that applies to an upload to lease (may
+// be nil: not a lease the harness knows), if any.
+func (h *harness) nfcFault(lease *leaseTrack) *nfcRule {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rule := h.faults.NFC
-	if rule == nil || (rule.Times > 0 && rule.applied >= rule.Times) {
-		return nil
+	for _, rule := range h.faults.NFC {
+		if rule == nil || (rule.Times > 0 && rule.applied >= rule.Times) {
+			continue
+		}
+		if rule.VM != "" && (lease == nil || lease.vm != rule.VM) {
+			continue
+		}
+		if rule.Probability > 0 && h.rng.Float64() >= rule.Probability {
+			continue
+		}
+		rule.applied++
+		switch {
+		case rule.StallSeconds > 0:
+			h.nfcFaults["stall"]++
+		case rule.ThrottleBps > 0:
+			h.nfcFaults["throttle"]++
+		}
+		switch {
+		case rule.ResetAfterBytes:
+			h.nfcFaults["reset"]++
+		case rule.Status != 0:
+			h.nfcFaults["status"]++
+		}
+		copy := *rule
+		return &copy
 	}
-	rule.applied++
-	copy := *rule
-	return &copy
+	return nil
+}
+
+// concerns reports whether a SOAP request is about the VM named vm: the name
+// is an element's whole text (FindChild, CreateImportSpec, ImportVApp), or the
+// request names a lease importing that VM. The caller holds h.mu.
+func (h *harness) concerns(body []byte, vm string) bool {
+	if bytes.Contains(body, []byte(">"+xmlEscape(vm)+"<")) {
+		return true
+	}
+	lease := h.leaseFor(body)
+	return lease != nil && lease.vm == vm
 }
 
 // soapFault returns the rule to apply to this call of method, if any.
-func (h *harness) soapFault(method string) *soapRule {
+func (h *harness) soapFault(method string, body []byte) *soapRule {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, rule := range h.faults.SOAP {
 		if rule.Method != method && rule.Method != "*" {
+			continue
+		}
+		if rule.VM != "" && !h.concerns(body, rule.VM) {
 			continue
 		}
 		rule.calls++
@@ -225,15 +277,28 @@ func (h *harness) count(method string, fault bool) {
 }
 
 func (h *harness) countLocked(method string, fault bool) {
+	c := h.method(method)
+	c.Calls++
+	if fault {
+		c.Faults++
+	}
+}
+
+// method returns the counters of method, created on first use; caller holds h.mu.
+func (h *harness) method(method string) *methodCount {
 	c := h.methods[method]
 	if c == nil {
 		c = &methodCount{}
 		h.methods[method] = c
 	}
-	c.Calls++
-	if fault {
-		c.Faults++
-	}
+	return c
+}
+
+// note applies update to method's counters.
+func (h *harness) note(method string, update func(*methodCount)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	update(h.method(method))
 }
 
 // soapMethod returns the local name of the first element inside soapenv:Body.
@@ -312,7 +377,8 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			}()
 			generation, _ := h.current()
 			r.Body = &countingReader{r.Body, h, generation}
-			if lease := h.nfcLease(r.URL.Path); lease != nil {
+			lease := h.nfcLease(r.URL.Path)
+			if lease != nil {
 				if h.leaseBytes(lease, 0) {
 					w.Header().Set("Connection", "close")
 					http.Error(w, "lease is in error", http.StatusInternalServerError)
@@ -320,7 +386,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 				}
 				r.Body = &leaseReader{r.Body, h, lease}
 			}
-			if rule := h.nfcFault(); rule != nil {
+			if rule := h.nfcFault(lease); rule != nil {
 				if h.misbehaveNFC(rule, w, r) {
 					return
 				}
@@ -335,8 +401,13 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			}
 			r.Body = ioutil.NopCloser(bytes.NewReader(body))
 			method := soapMethod(body)
-			if rule := h.soapFault(method); rule != nil {
-				if rule.DelayMs > 0 {
+			if method != "" {
+				h.note(method, func(c *methodCount) { c.Started++ })
+			}
+			rule := h.soapFault(method, body)
+			if rule != nil {
+				if rule.DelayMs > 0 && !rule.DelayAfterCall {
+					h.note(method, func(c *methodCount) { c.Delayed++ })
 					_, reset := h.current()
 					pause(time.Duration(rule.DelayMs)*time.Millisecond, reset)
 				}
@@ -346,6 +417,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 					return
 				}
 				if rule.Drop {
+					h.note(method, func(c *methodCount) { c.Dropped++ })
 					h.count(method, true)
 					dropMidAnswer(w)
 					return
@@ -363,6 +435,17 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 				h.registryMu.Unlock()
 			}
 			answer := h.afterSOAP(method, body, recorder, r)
+			if rule != nil && rule.DelayMs > 0 && rule.DelayAfterCall {
+				h.note(method, func(c *methodCount) { c.Delayed++ })
+				_, reset := h.current()
+				pause(time.Duration(rule.DelayMs)*time.Millisecond, reset)
+			}
+			if rule != nil && rule.DropAfterCall {
+				h.note(method, func(c *methodCount) { c.Dropped++ })
+				h.count(method, recorder.Code != http.StatusOK)
+				dropMidAnswer(w)
+				return
+			}
 			for key, values := range recorder.Header() {
 				w.Header()[key] = values
 			}
@@ -476,7 +559,7 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 	snapshot := map[string]interface{}{
 		"methods": h.methods,
 		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
-			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax},
+			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax, "faults": h.nfcFaults},
 		"leases_open":            len(h.leasesOpen),
 		"leases_created":         len(h.leases),
 		"sessions_live":          len(h.liveSessions),
