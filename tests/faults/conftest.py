@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -18,5 +19,8 @@ async def fault_run(vcsim: Vcsim, tmp_path: Path, request: pytest.FixtureRequest
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
     path = await anyio.to_thread.run_sync(make_package, tmp_path)
-    prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    # Unique per test (parametrized ids included): the shared simulator keeps the
+    # VMs of earlier tests, and the inventory invariant looks at this prefix only.
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:32].strip("-")
+    prefix = f"{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
     return FaultRun(vcsim=vcsim, connection=connection, package_path=path, prefix=prefix)

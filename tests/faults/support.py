@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.report import RunInfo, build_report
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms
@@ -40,9 +42,24 @@ class FaultRun:
     async def counters(self) -> Counters:
         return await anyio.to_thread.run_sync(self.vcsim.counters)
 
+    async def settled(self, within: float = 15.0) -> Counters:
+        """The counters once no SOAP call is in flight in the simulator.
+
+        A call the client gave up on (timed out, interrupted) still runs to its
+        end in the simulator, and may create something: the invariants are
+        checked on what the server did, so wait for it.
+        """
+        with anyio.fail_after(within):
+            while True:
+                counters = await self.counters()
+                if all(m.get("started", 0) <= m.get("calls", 0)
+                       for m in counters.methods.values()):
+                    return counters
+                await anyio.sleep(0.05)
+
     async def check_invariants(self, runner: BatchRunner | None = None) -> None:
         """Sessions closed, leases ended, and only imported jobs' VMs in the inventory."""
-        counters = await self.counters()
+        counters = await self.settled()
         assert counters.sessions_live == 0, "a session was not logged out"
         assert counters.ok("Login") == counters.ok("Logout") + counters.sessions_expired
         assert counters.leases_open == 0, "a lease is still open"
@@ -57,8 +74,13 @@ class FaultRun:
             assert names == imported, "a VM is in the inventory that no job reported imported"
 
 
+def job_name(run: FaultRun, index: int) -> str:
+    """The name of job ``index`` (0-based) of :func:`plan_of`'s batch."""
+    return f"{run.prefix}-{index:03d}"
+
+
 def plan_of(run: FaultRun, count: int) -> BatchPlan:
-    jobs = tuple(JobSpec(index=i, name=f"{run.prefix}-{i:03d}", source=str(run.package_path),
+    jobs = tuple(JobSpec(index=i, name=job_name(run, i), source=str(run.package_path),
                          placement=PlacementRequest(cluster="DC0_C0", datastore="LocalDS_0"),
                          origin="test") for i in range(count))
     return BatchPlan("test", Connection(), jobs)
@@ -76,3 +98,10 @@ async def run_batch(run: FaultRun, *, count: int,
 
 def make_package(directory: Path, name: str = "appliance") -> Path:
     return build_package(directory, name, disks=(DiskSpec(16, 300_000),)).path
+
+
+def report_jobs(runner: BatchRunner) -> dict[str, dict[str, Any]]:
+    """The run report's job records by name, as ``--report`` would write them."""
+    report = build_report(runner, RunInfo(batch=None, concurrency=runner.settings.concurrency))
+    report = json.loads(json.dumps(report))  # exactly what a reader of the file sees
+    return {job["name"]: job for job in report["jobs"]}
