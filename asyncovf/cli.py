@@ -34,6 +34,7 @@ from asyncovf.errors import (
 )
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.interrupt import run_until_signal
+from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files, open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.progress import ProgressDisplay
@@ -79,6 +80,9 @@ def _add_placement_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folder")
 
 
+SOURCE_HELP = "OVA file, OVF file, directory holding one .ovf, or an http(s) URL of .ova/.ovf"
+
+
 def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -89,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_MAX_DESCRIPTOR_BYTES,
                         help="refuse descriptors larger than this "
                              f"(default {DEFAULT_MAX_DESCRIPTOR_BYTES // 2**20} MiB)")
+    limits.add_argument("--source-ca-file", metavar="PEM",
+                        help="CA bundle to trust for https:// package sources "
+                             "(default: the system's)")
+    limits.add_argument("--source-insecure", action="store_true",
+                        help="do not verify the certificates of https:// package sources")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log each phase")
     parser = argparse.ArgumentParser(
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import", help="import one OVF directory, .ovf or .ova",
                               description="Import one appliance into vCenter.",
                               parents=[common, limits])
-    imp.add_argument("source", help="OVA file, OVF file, or directory holding one .ovf")
+    imp.add_argument("source", help=SOURCE_HELP)
     imp.add_argument("--name", required=True, help="name of the new VM")
     _add_connection_options(imp)
     _add_placement_options(imp)
@@ -127,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the options document for an appliance as JSON, in govc's "
                     "import.spec format: edit it and pass it to 'import --options' or a "
                     "batch entry's 'options:'.")
-    spec.add_argument("source", help="OVA file, OVF file, or directory holding one .ovf")
+    spec.add_argument("source", help=SOURCE_HELP)
     spec.add_argument("--verbose", action="store_true",
                       help="add property types and labels, disks, hardware per deployment "
                            "option, EULAs and package facts")
@@ -175,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
     return parser
+
+
+def _source_settings(args: argparse.Namespace) -> HttpSourceSettings:
+    return HttpSourceSettings(ca_file=args.source_ca_file, insecure=args.source_insecure)
 
 
 def _positive_int(text: str) -> int:
@@ -286,7 +299,8 @@ async def _import_command(args: argparse.Namespace) -> int:
             insecure=args.insecure, ca_file=args.ca_file,
         )
         package = await open_package(job.source,
-                                     max_descriptor_bytes=args.max_descriptor_size)
+                                     max_descriptor_bytes=args.max_descriptor_size,
+                                     http=_source_settings(args))
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
@@ -323,7 +337,8 @@ async def _import_command(args: argparse.Namespace) -> int:
 async def _spec_command(args: argparse.Namespace) -> int:
     """``asyncovf spec SOURCE``: the options document as JSON on stdout."""
     try:
-        package = await open_package(args.source, max_descriptor_bytes=args.max_descriptor_size)
+        package = await open_package(args.source, max_descriptor_bytes=args.max_descriptor_size,
+                                     http=_source_settings(args), measure_compressed=False)
         document = options_document(package.descriptor, package=package, verbose=args.verbose,
                                     deployment=args.deployment)
     except (AsyncOvfError, ValueError) as exc:
@@ -331,9 +346,16 @@ async def _spec_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in package.warnings:
         log.warning("%s", warning)
-    if package.has_certificate:
-        log.info("%s is signed (a .cert is present); the signature is not verified",
-                 args.source)
+    try:
+        signature = package.signature()
+    except AsyncOvfError as exc:
+        log.warning("%s", exc)
+    else:
+        if signature is not None:
+            if "Package" in document:  # --verbose
+                document["Package"]["Signature"] = signature.describe()
+            (log.info if signature.valid else log.warning)("%s: %s", args.source,
+                                                          signature.describe())
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -374,7 +396,8 @@ async def _run_command(args: argparse.Namespace) -> int:
         lease_ready_timeout=args.lease_timeout,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
-                                                 max_descriptor_bytes=args.max_descriptor_size)
+                                                 max_descriptor_bytes=args.max_descriptor_size,
+                                                 http=_source_settings(args))
 
     if args.dry_run:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from asyncovf.ovf.descriptor import Descriptor, ProductProperty, VirtualSystem
+from asyncovf.ovf.descriptor import Descriptor, FileReference, ProductProperty, VirtualSystem
 from asyncovf.ovf.package import Package
 
 #: CreateImportSpec's disk provisioning values; the first is what vCenter uses by default.
@@ -129,9 +129,18 @@ def options_document(
                 "Kind": package.kind,
                 "Manifest": package.manifest.name if package.manifest else None,
                 "Certificate": package.has_certificate,
-                "Files": [{"Href": f.href, "Size": f.size} for f in descriptor.files],
+                "Files": [_file_facts(f) for f in descriptor.files],
             }
     return document
+
+
+def _file_facts(ref: FileReference) -> dict[str, Any]:
+    facts: dict[str, Any] = {"Href": ref.href, "Size": ref.size}
+    if ref.compression:
+        facts["Compression"] = ref.compression
+    if ref.chunk_size:
+        facts["ChunkSize"] = ref.chunk_size
+    return facts
 
 
 def _or_default(options: list[str]) -> list[str | None]:

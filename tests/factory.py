@@ -9,6 +9,7 @@ seed, so packages are reproducible and incompressible.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import random
@@ -16,7 +17,7 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SECTOR = 512
@@ -102,10 +103,14 @@ def ovf_descriptor(
     cpus: int = 1,
     memory_mb: int = 64,
     network: str = "VM Network",
+    compression: str | None = None,
+    chunk_size: int | None = None,
 ) -> str:
     """An OVF 1.x envelope; ``disks`` are (file name, file size, capacity MiB)."""
+    extra = (f' ovf:compression="{compression}"' if compression else "") + (
+        f' ovf:chunkSize="{chunk_size}"' if chunk_size else "")
     files = "\n".join(
-        f'    <File ovf:href="{href}" ovf:id="file{i}" ovf:size="{size}"/>'
+        f'    <File ovf:href="{href}" ovf:id="file{i}" ovf:size="{size}"{extra}/>'
         for i, (href, size, _) in enumerate(disks, start=1)
     )
     disk_defs = "\n".join(
@@ -201,6 +206,8 @@ class BuiltPackage:
     disk_names: tuple[str, ...]
     cpus: int
     memory_mb: int
+    #: What vCenter must receive for each disk (before compression and chunking).
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def build_package(
@@ -215,25 +222,39 @@ def build_package(
     seed: int = 1,
     declared_size_delta: int = 0,
     corrupt_digest: bool = False,
+    compression: str | None = None,
+    chunk_size: int | None = None,
 ) -> BuiltPackage:
     """Write ``name.ova`` (or a ``name/`` OVF directory) into ``directory``.
 
     ``declared_size_delta`` makes the descriptor's ``ovf:size`` of the first
     disk lie by that many bytes; ``corrupt_digest`` makes the manifest's digest
     of the first disk wrong. Both build the broken packages tests need.
+    ``compression="gzip"`` stores each disk gzipped and ``chunk_size`` splits
+    the stored bytes into ``href.000000000``… chunks, as ovftool does; the
+    manifest then lists what is stored (each chunk), as the OVF spec says.
     """
     directory.mkdir(parents=True, exist_ok=True)
     contents: list[tuple[str, bytes]] = []
+    stored: list[tuple[str, bytes]] = []
     disk_rows: list[tuple[str, int, int]] = []
     for index, spec in enumerate(disks, start=1):
         href = f"{name}-disk{index}.vmdk"
         data = stream_optimized_vmdk(spec.capacity_mb * 2**20, spec.data_bytes, seed + index)
         contents.append((href, data))
+        if compression == "gzip":
+            data = gzip.compress(data, compresslevel=1, mtime=0)
+        if chunk_size:
+            stored += [(f"{href}.{i:09d}", data[start:start + chunk_size])
+                       for i, start in enumerate(range(0, len(data), chunk_size))]
+        else:
+            stored.append((href, data))
         declared = len(data) + (declared_size_delta if index == 1 else 0)
         disk_rows.append((href, declared, spec.capacity_mb))
     descriptor_name = f"{name}.ovf"
-    descriptor = ovf_descriptor(name, disk_rows, cpus=cpus, memory_mb=memory_mb).encode()
-    members: list[tuple[str, bytes]] = [(descriptor_name, descriptor), *contents]
+    descriptor = ovf_descriptor(name, disk_rows, cpus=cpus, memory_mb=memory_mb,
+                                compression=compression, chunk_size=chunk_size).encode()
+    members: list[tuple[str, bytes]] = [(descriptor_name, descriptor), *stored]
     if manifest:
         lines = []
         for index, (member_name, data) in enumerate(members):
@@ -256,7 +277,8 @@ def build_package(
         path.mkdir(exist_ok=True)
         for member_name, data in members:
             (path / member_name).write_bytes(data)
-    return BuiltPackage(path, descriptor_name, tuple(h for h, _ in contents), cpus, memory_mb)
+    return BuiltPackage(path, descriptor_name, tuple(h for h, _ in contents), cpus, memory_mb,
+                        contents=dict(contents))
 
 
 __all__ = ["BuiltPackage", "DiskSpec", "build_package", "ovf_descriptor",

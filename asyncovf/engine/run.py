@@ -12,6 +12,7 @@ from asyncovf.engine.plan import BatchPlan
 from asyncovf.engine.pool import BatchRunner, RunSettings, UpdateCallback
 from asyncovf.errors import PackageError
 from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files, open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 
@@ -23,6 +24,7 @@ async def open_sources(
     *,
     verify_manifest: bool = True,
     max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
+    http: HttpSourceSettings | None = None,
 ) -> tuple[dict[str, Package], dict[str, str]]:
     """Open and check every distinct source once (not once per VM).
 
@@ -33,7 +35,8 @@ async def open_sources(
     errors: dict[str, str] = {}
     for source in dict.fromkeys(job.source for job in plan.jobs):
         try:
-            package = await open_package(source, max_descriptor_bytes=max_descriptor_bytes)
+            package = await open_package(source, max_descriptor_bytes=max_descriptor_bytes,
+                                         http=http)
             check_files(package, verify_manifest=verify_manifest)
         except PackageError as exc:
             errors[source] = str(exc)

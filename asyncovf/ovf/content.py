@@ -23,6 +23,7 @@ cancels the stages: no task outlives the upload it feeds.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 from asyncovf.errors import PackageError
 from asyncovf.ovf.manifest import ManifestEntry, check_digest
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package, PackageFile
+
+log = logging.getLogger(__name__)
 
 #: Read-ahead depth between stages: one chunk waiting per stage.
 STAGE_BUFFER: Final = 1
@@ -118,12 +121,14 @@ async def open_content(
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error that ended the stages (the others are its cancellations)."""
+    """The error that ended the stages: the first raised (the rest are its echoes,
+    such as the sender noticing the data stopped, or cancellations)."""
     cancelled = anyio.get_cancelled_exc_class()
-    errors = [e for e in _leaves(group) if not isinstance(e, cancelled)]
-    if len(errors) == 1:
-        return errors[0]
-    return group if errors else next(iter(_leaves(group)))
+    leaves = _leaves(group)
+    errors = [e for e in leaves if not isinstance(e, cancelled)]
+    for echo in errors[1:]:
+        log.debug("also raised while streaming: %s", echo)
+    return errors[0] if errors else leaves[0]
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -42,6 +42,7 @@ class ManifestEntry:
 class Manifest:
     name: str
     entries: dict[str, ManifestEntry]
+    raw: bytes = b""  # what a .cert signs
 
     def entry(self, file_name: str) -> ManifestEntry | None:
         return self.entries.get(file_name)
@@ -75,7 +76,7 @@ def parse_manifest(data: bytes, *, name: str = "manifest.mf") -> Manifest:
         if file_name in entries:
             raise ManifestError(f"line {number}: {file_name!r} listed twice", file=name)
         entries[file_name] = ManifestEntry(file_name, algorithm, hexdigest)
-    return Manifest(name=name, entries=entries)
+    return Manifest(name=name, entries=entries, raw=data)
 
 
 def check_digest(entry: ManifestEntry, digest: hashlib._Hash, *, manifest: str) -> None:

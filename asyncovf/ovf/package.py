@@ -34,6 +34,7 @@ from asyncovf.ovf.blobs import (
     is_url,
     read_at,
 )
+from asyncovf.ovf.certificate import SignatureCheck, check_signature
 from asyncovf.ovf.descriptor import Descriptor, FileReference, parse_descriptor
 from asyncovf.ovf.manifest import Manifest, check_digest, parse_manifest
 from asyncovf.ovf.tarindex import walk_tar
@@ -101,6 +102,16 @@ class Package:
     @property
     def has_certificate(self) -> bool:
         return self.certificate is not None
+
+    def signature(self) -> SignatureCheck | None:
+        """Verify the ``.cert`` against the manifest (``None`` when unsigned)."""
+        if self.certificate is None:
+            return None
+        if self.manifest is None:
+            raise PackageError("the package has a certificate but no manifest for it to sign",
+                               file=self.location)
+        return check_signature(self.certificate, self.manifest.raw, self.manifest.name,
+                               location=self.location)
 
     def member(self, name: str) -> Member:
         try:
@@ -427,6 +438,10 @@ def stored_names(package: Package, refs: Sequence[FileReference] | None = None) 
 def check_files(package: Package, *, verify_manifest: bool = True) -> None:
     """Check, before anything touches vCenter, that every referenced file is there and whole.
 
+    With ``verify_manifest``, a ``.cert`` whose signature does not verify
+    against the manifest is refused too (digests are then checked while
+    streaming).
+
     A file shorter or longer than its ``ovf:size``, a missing chunk, or an
     unsupported compression is refused here rather than discovered half-way
     through an upload with a lease open.
@@ -435,6 +450,10 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
     _check_compression(package)
     for ref in descriptor.files:
         _check_parts(package, ref, package.files.get(ref.href))
+    if verify_manifest and package.certificate is not None:
+        signature = package.signature()
+        if signature is not None and not signature.valid:
+            raise PackageError(signature.describe(), file=package.location)
     if verify_manifest and package.manifest is not None:
         listed = package.manifest.entries
         own = listed.get(descriptor.name)
