@@ -23,6 +23,7 @@ cancels the stages: no task outlives the upload it feeds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,13 +32,15 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
 from asyncovf.errors import PackageError
+from asyncovf.ovf.blobs import LocalBlob
 from asyncovf.ovf.manifest import ManifestEntry, check_digest
-from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package, PackageFile
+from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Member, Package, PackageFile
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +103,17 @@ async def open_content(
         async with anyio.create_task_group() as tg:
             send, receive = anyio.create_memory_object_stream[_Piece](STAGE_BUFFER)
             streams += (send, receive)
-            tg.start_soon(_run_stage, lambda _, tx: _read_parts(tx, found, chunk_size,
-                                                                 package.location, entries,
-                                                                 manifest_name),
-                          None, send)
+            cursors = _cursors(found, entries, manifest_name, package.location)
+            if all(isinstance(part.blob, LocalBlob) for part in found.parts):
+                # Own limiter: a long-lived reader thread per upload must not eat
+                # the shared pool's tokens that short file operations need.
+                reader = lambda _, tx: anyio.to_thread.run_sync(  # noqa: E731
+                    _read_local_parts, tx, cursors, chunk_size,
+                    limiter=anyio.CapacityLimiter(1))
+                tg.start_soon(_run_stage, reader, None, send)
+            else:
+                tg.start_soon(_run_stage, lambda _, tx: _read_parts(tx, cursors, chunk_size),
+                              None, send)
             for stage in stages:
                 next_send, next_receive = anyio.create_memory_object_stream[_Piece](STAGE_BUFFER)
                 streams += (next_send, next_receive)
@@ -112,7 +122,10 @@ async def open_content(
             try:
                 yield ContentStream(size if size is not None else 0, receive)
             finally:
-                tg.cancel_scope.cancel()  # the consumer is done: nothing more is wanted
+                # The consumer is done: nothing more is wanted. Closing its end
+                # first frees a reader thread blocked handing over a chunk.
+                receive.close()
+                tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _sole_error(group) from None
     finally:
@@ -145,30 +158,85 @@ async def _run_stage(stage: Stage, receive: ObjectReceiveStream[_Piece] | None,
     send.close()
 
 
-async def _read_parts(send: ObjectSendStream[_Piece], found: PackageFile, chunk_size: int,
-                      location: str, entries: list[ManifestEntry | None] | None,
-                      manifest: str) -> None:
-    """Read each stored part, hashing it on the way when it has a manifest entry.
+class _PartCursor:
+    """Reading one stored part: bytes left, its digest, and the check at its end.
 
     A part's digest is checked after its last chunk is hashed and before that
     chunk is passed on, so a file failing its manifest never reaches vCenter whole.
     """
-    for index, part in enumerate(found.parts):
-        entry = entries[index] if entries is not None else None
-        digest = entry.new_hash() if entry is not None else None
-        async with part.blob.open(part.offset) as reader:
-            remaining = part.size
-            while remaining > 0:
-                data = await reader.read(min(chunk_size, remaining), digest)
-                if not data:
-                    raise PackageError(f"{part.name} ended after {part.size - remaining} of "
-                                       f"{part.size} bytes", file=location)
-                remaining -= len(data)
-                if remaining == 0 and entry is not None and digest is not None:
-                    check_digest(entry, digest, manifest=manifest)
-                await send.send(_Piece(data, index, remaining == 0))
-        if part.size == 0 and entry is not None and digest is not None:
-            check_digest(entry, digest, manifest=manifest)
+
+    def __init__(self, index: int, part: Member, entry: ManifestEntry | None, manifest: str,
+                 location: str) -> None:
+        self.index = index
+        self.part = part
+        self.entry = entry
+        self.digest = entry.new_hash() if entry is not None else None
+        self.remaining = part.size
+        self._manifest = manifest
+        self._location = location
+
+    def take(self, data: bytes) -> _Piece:
+        """Account for ``data`` (already fed to the digest) as the next chunk."""
+        if not data and self.remaining:
+            raise PackageError(f"{self.part.name} ended after {self.part.size - self.remaining} "
+                               f"of {self.part.size} bytes", file=self._location)
+        self.remaining -= len(data)
+        if self.remaining == 0 and self.entry is not None and self.digest is not None:
+            check_digest(self.entry, self.digest, manifest=self._manifest)
+        return _Piece(data, self.index, self.remaining == 0)
+
+
+def _cursors(found: PackageFile, entries: list[ManifestEntry | None] | None, manifest: str,
+             location: str) -> list[_PartCursor]:
+    return [_PartCursor(index, part, entries[index] if entries is not None else None, manifest,
+                        location) for index, part in enumerate(found.parts)]
+
+
+async def _read_parts(send: ObjectSendStream[_Piece], cursors: list[_PartCursor],
+                      chunk_size: int) -> None:
+    """Read each part on the event loop (remote blobs: the reads are network I/O)."""
+    for cursor in cursors:
+        async with cursor.part.blob.open(cursor.part.offset) as reader:
+            while True:
+                data = await reader.read(min(chunk_size, cursor.remaining), cursor.digest)
+                await send.send(cursor.take(data))
+                if not cursor.remaining:
+                    break
+
+
+def _read_local_parts(send: ObjectSendStream[_Piece], cursors: list[_PartCursor],
+                      chunk_size: int) -> None:
+    """Read and hash local parts in one worker thread for the whole file.
+
+    One thread doing the whole loop, handing each chunk over to the event loop,
+    overlaps with sending far better than a thread hop per chunk: a per-chunk
+    hop needs the event loop to start each read, and the loop is busy sending.
+    Stops quietly when the consumer has gone (stream closed, or cancelled).
+    """
+    for cursor in cursors:
+        with open(cursor.part.path or "", "rb") as handle:  # noqa: PTH123 - a worker thread
+            handle.seek(cursor.part.offset)
+            while True:
+                data = handle.read(min(chunk_size, cursor.remaining))
+                if cursor.digest is not None and data:
+                    cursor.digest.update(data)  # releases the GIL on large buffers
+                if not _hand_over(send, cursor.take(data)):
+                    return
+                if not cursor.remaining:
+                    break
+
+
+def _hand_over(send: ObjectSendStream[_Piece], piece: _Piece) -> bool:
+    """Pass ``piece`` to the event loop from a worker thread; False if nobody wants it."""
+    try:
+        try:
+            anyio.from_thread.run_sync(send.send_nowait, piece)
+        except anyio.WouldBlock:
+            anyio.from_thread.run(send.send, piece)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError,
+            concurrent.futures.CancelledError):
+        return False
+    return True
 
 
 class _Gunzip:

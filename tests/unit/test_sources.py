@@ -11,6 +11,7 @@ import ssl
 import tarfile
 from pathlib import Path
 
+import anyio
 import pytest
 import trustme
 
@@ -351,3 +352,29 @@ async def test_a_garbled_certificate_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match="certificate file has no 'SHA256\\(name.mf\\)= "
                                            "signature' line"):
         check_files(package)
+
+
+@pytest.mark.parametrize("how", ["break", "raise", "cancel"])
+async def test_a_consumer_leaving_early_stops_the_reader(tmp_path: Path, how: str) -> None:
+    """The reader thread hands chunks over one at a time; a consumer that stops
+    (an upload failing, Ctrl-C) must not leave it blocked holding the file."""
+    built = build_package(tmp_path, "early", disks=(DiskSpec(64, 8 * 2**20),))
+    package = await open_package(built.path)
+    got = 0
+    with anyio.fail_after(30):  # a hang guard, not a speed assertion
+        with anyio.CancelScope() as scope:
+            try:
+                async with open_content(package, built.disk_names[0],
+                                        chunk_size=65536) as content:
+                    async for chunk in content.chunks():
+                        got += len(chunk)
+                        if how == "break":
+                            break
+                        if how == "raise":
+                            raise RuntimeError("vCenter went away")
+                        scope.cancel()
+                        await anyio.sleep(1)
+            except RuntimeError as exc:
+                assert str(exc) == "vCenter went away"
+    assert got == 65536
+    assert scope.cancelled_caught is (how == "cancel")
