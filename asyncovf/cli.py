@@ -1,8 +1,9 @@
 """The ``asyncovf`` command line.
 
 Exit codes: 0 success; 1 an import failed; 2 usage error or input rejected
-before anything was created on vCenter; 130 interrupted. Errors are one line on
-stderr; ``--debug`` adds the traceback. Passwords are never printed.
+before anything was created on vCenter; 130 interrupted (SIGINT or SIGTERM,
+alike). Errors are one line on stderr; ``--debug`` adds the traceback.
+Passwords are never printed.
 """
 
 from __future__ import annotations
@@ -10,18 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final
 
 import anyio
 
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.job import JobState
-from asyncovf.engine.limits import parse_bandwidth
+from asyncovf.engine.limits import parse_bandwidth, parse_size
 from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch, parse_batch, parse_shard
 from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings, import_options
 from asyncovf.engine.run import make_runner, open_sources
@@ -157,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="uploads in flight per datastore")
     pool.add_argument("--bandwidth", type=_bandwidth, metavar="RATE",
                       help="total upload bandwidth, e.g. 200M (bytes/s)")
+    pool.add_argument("--chunk-size", type=_size, metavar="SIZE",
+                      help="upload chunk, e.g. 256K (default: 1M, smaller above 16 workers "
+                           "to bound memory)")
     pool.add_argument("--shard", metavar="K/N",
                       help="run only shard K of N (1-based, round robin over the file)")
     behaviour = run.add_argument_group("behaviour")
@@ -204,6 +211,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text, "chunk size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _bandwidth(text: str) -> float:
     try:
         return parse_bandwidth(text)
@@ -212,6 +226,42 @@ def _bandwidth(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; SIGINT or SIGTERM at any point ends it with 130.
+
+    While imports run, :func:`run_until_signal` turns either signal into an
+    orderly cancellation. Before that (reading the batch, opening sources) and
+    after it (writing the report), SIGTERM does what Ctrl-C does there — the
+    same exit status and message, and no traceback.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(f"asyncovf: interrupted ({_interrupted_by[-1] if _interrupted_by else 'SIGINT'})",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+#: SIGTERMs received outside a watched run (for the message: Ctrl-C is the default).
+_interrupted_by: list[str] = []
+
+
+def _terminate_like_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM outside a watched run: whatever SIGINT's handler does now."""
+    _interrupted_by.append(signal.Signals(signum).name)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # asyncio's cancels the main task; Python's raises
+    else:
+        raise KeyboardInterrupt
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False)
@@ -394,6 +444,7 @@ async def _run_command(args: argparse.Namespace) -> int:
         verify_manifest=not args.no_verify_manifest,
         upload_attempts=args.upload_retries + 1,
         lease_ready_timeout=args.lease_timeout,
+        chunk_size=args.chunk_size,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Final
 
 import anyio
 
@@ -70,6 +71,41 @@ class TokenBucket:
                 self._tokens = 0.0
 
 
+#: Upload buffers for the whole run aim to stay near this many bytes of chunks.
+UPLOAD_BUFFER_BUDGET: Final = 16 * 2**20
+MAX_CHUNK: Final = 2**20
+MIN_CHUNK: Final = 128 * 2**10
+
+
+def chunk_size_for(concurrency: int) -> int:
+    """The upload chunk size for ``concurrency`` workers.
+
+    Each upload in flight holds a few chunks (one being read, one queued, one
+    being sent, the transport's copy), so memory grows with workers x chunk
+    size. Up to 16 workers a 1 MiB chunk costs little; beyond, chunks shrink so
+    the total stays near :data:`UPLOAD_BUFFER_BUDGET` — at 64 workers each
+    upload's share of the link is small anyway, and 256 KiB chunks keep up.
+    """
+    size = UPLOAD_BUFFER_BUDGET // max(1, concurrency)
+    size = max(MIN_CHUNK, min(MAX_CHUNK, size))
+    return size - size % (64 * 2**10)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """``256K``, ``1M`` (binary multiples) or plain bytes."""
+    value = text.strip().upper().removesuffix("B")
+    factors = {"K": 2**10, "M": 2**20, "G": 2**30}
+    factor = factors.get(value[-1:], 1)
+    number = value[:-1] if value[-1:] in factors else value
+    try:
+        size = int(float(number) * factor)
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected e.g. 256K or 1M") from None
+    if size <= 0:
+        raise ValueError(f"{what} {text!r} must be positive")
+    return size
+
+
 def parse_bandwidth(text: str) -> float:
     """``100M``, ``1.5G``, ``800k`` (bytes per second, binary multiples) or plain bytes."""
     value = text.strip().upper().removesuffix("/S").removesuffix("B")
@@ -85,4 +121,5 @@ def parse_bandwidth(text: str) -> float:
     return rate
 
 
-__all__ = ["KeyedLimiter", "TokenBucket", "both", "parse_bandwidth"]
+__all__ = ["KeyedLimiter", "TokenBucket", "both", "chunk_size_for", "parse_bandwidth",
+           "parse_size"]

@@ -26,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncovf.engine.job import ImportOptions, JobHooks, JobState, import_package
-from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
+from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both, chunk_size_for
 from asyncovf.engine.plan import JobSpec
 from asyncovf.errors import (
     InputError,
@@ -40,7 +40,7 @@ from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
 from asyncovf.vsphere.nfc import UploadTarget
-from asyncovf.vsphere.session import RetryPolicy, VCenterSession
+from asyncovf.vsphere.session import LOGOUT_TIMEOUT, RetryPolicy, VCenterSession
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class RunSettings:
     soap_retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_ready_timeout: float = 300.0
     stall_timeout: float = 120.0
+    chunk_size: int | None = None  # None: chosen by concurrency (limits.chunk_size_for)
 
 
 @dataclass
@@ -204,12 +205,11 @@ class BatchRunner:
                                      call_timeout=self.connection.call_timeout,
                                      retry=self.settings.soap_retry)
             try:
-                await session.__aenter__()
+                await self._log_in(session)
             except Exception as exc:
                 self.worker_errors.append(f"worker {number}: {exc}")
                 log.error("worker %d cannot log in: %s", number, exc)
                 return
-            self.sessions_opened += 1
             try:
                 async for result in jobs:
                     await self._run_job(session, result, number)
@@ -219,6 +219,49 @@ class BatchRunner:
                 self.soap_calls.update(session.client.calls)
                 self.relogins += session.relogins
                 self.soap_retries += session.retries
+
+    async def _log_in(self, session: VCenterSession) -> None:
+        """Open ``session``; an interrupt mid-login lets the login end, then logs out.
+
+        A Login the server carries out must be followed by a Logout. Cancelled
+        mid-call, a login could still succeed on the server with nobody left to
+        log it out. So the login runs shielded — as long as it takes, each call
+        bounded by the call timeout — and an interrupt only bounds what is left
+        of it to :data:`LOGOUT_TIMEOUT`; a session it opened is closed at once.
+        """
+        shield = anyio.CancelScope(shield=True)
+        done = anyio.Event()
+        outcome: list[BaseException | None] = []
+
+        async def log_in() -> None:
+            with shield:
+                try:
+                    await session.__aenter__()
+                except BaseException as exc:  # handed to the worker, not to the task group
+                    outcome.append(exc)
+                else:
+                    outcome.append(None)
+                finally:
+                    done.set()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(log_in)
+                try:
+                    await done.wait()
+                except anyio.get_cancelled_exc_class():
+                    shield.deadline = min(shield.deadline,
+                                          anyio.current_time() + LOGOUT_TIMEOUT)
+                    raise
+        except anyio.get_cancelled_exc_class():
+            if outcome == [None]:  # logged in after all: log out before leaving
+                self.sessions_opened += 1
+                await session.aclose()
+                self.sessions_closed += 1
+            raise
+        if outcome[0] is not None:
+            raise outcome[0]
+        self.sessions_opened += 1
 
     def _settle_unstarted(self) -> None:
         reason = "interrupted before it started"
@@ -322,8 +365,42 @@ class BatchRunner:
         hooks = JobHooks(on_progress=lambda _: self._notify(result),
                          upload_slot=self._upload_slot(placement),
                          throttle=self._bandwidth.consume if self._bandwidth else None)
-        await import_package(session, package, placement, state, options, hooks=hooks)
+        try:
+            await import_package(session, package, placement, state, options, hooks=hooks)
+        except BaseException:
+            if state.touched_vcenter and not self.settings.keep_failed:
+                await self._remove_leftover(session, spec.name, placement, state)
+            raise
         return JobStatus.IMPORTED
+
+    async def _remove_leftover(self, session: VCenterSession, name: str, placement: Placement,
+                               state: JobState) -> None:
+        """Remove the VM a failed import left behind that its lease never named.
+
+        The lease guard removes the VM its lease names. A lease aborted before
+        its info was read — the import cancelled during ImportVApp or while the
+        lease was initializing — names none, and a server that keeps an aborted
+        import's VM (vcsim does) would keep it. The name was free before
+        ImportVApp (the conflict check), so a VM of that name in the folder now
+        is this import's. Shielded and bounded like all cleanup; never raises.
+        """
+        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
+            try:
+                vm = await session.invoke(session.content.searchIndex, "FindChild",
+                                          entity=placement.folder.ref, name=name)
+                if vm is None:
+                    return
+                props = await session.retrieve(vm, ["runtime.powerState"])
+                if props["runtime.powerState"] == "poweredOn":
+                    await session.wait_for_task(await session.invoke(vm, "PowerOff"))
+                await session.wait_for_task(await session.invoke(vm, "Destroy"))
+                log.info("%s: removed the half-imported VM %s", name, vm._moId)
+            except ManagedObjectNotFoundError:
+                return  # removed meanwhile (by the lease guard, or by vCenter)
+            except Exception as exc:
+                state.cleanup_errors.append(f"removing half-imported VM {name!r} failed: {exc}")
+        if scope.cancelled_caught:
+            state.cleanup_errors.append(f"removing half-imported VM {name!r} timed out")
 
     def _upload_slot(self, placement: Placement) -> Callable[[UploadTarget],
                                                              AbstractAsyncContextManager[None]]:
@@ -379,6 +456,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         stall_timeout=settings.stall_timeout,
         upload_attempts=settings.upload_attempts,
         upload_initial_wait=settings.upload_initial_wait,
+        chunk_size=settings.chunk_size or chunk_size_for(settings.concurrency),
         esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
     )
 
