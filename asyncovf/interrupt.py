@@ -12,9 +12,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import anyio
+from anyio.abc import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +32,44 @@ class Outcome(Generic[T]):
     signal_name: str | None = None
 
 
+SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
 async def run_until_signal(
     work: Callable[[], Awaitable[T]],
     *,
     on_signal: Callable[[str], None] | None = None,
 ) -> Outcome[T]:
-    """Run ``work``; the first SIGINT/SIGTERM cancels it. Never raises work's errors."""
+    """Run ``work``; the first SIGINT/SIGTERM cancels it. Never raises work's errors.
+
+    The signals are watched before ``work`` starts, and on the way out the
+    handlers that were there before are put back (asyncio would leave the
+    defaults, and SIGTERM's default kills the process on the spot, even while
+    the caller is still writing its report).
+    """
     outcome: Outcome[T] = Outcome()
     work_scope = anyio.CancelScope()
 
-    async def watch_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not outcome.interrupted:
-                    outcome.interrupted = True
-                    outcome.signal_name = name
-                    if on_signal is not None:
-                        on_signal(name)
-                    work_scope.cancel()
-                else:
-                    log.warning("%s again: still aborting leases and logging out, "
-                                "which takes at most a few seconds", name)
+    async def watch_signals(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+        try:
+            with anyio.open_signal_receiver(*SIGNALS) as signals:
+                task_status.started()
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not outcome.interrupted:
+                        outcome.interrupted = True
+                        outcome.signal_name = name
+                        if on_signal is not None:
+                            on_signal(name)
+                        work_scope.cancel()
+                    else:
+                        log.warning("%s again: still aborting leases and logging out, "
+                                    "which takes at most a few seconds", name)
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
     async def run_work() -> None:
         try:
@@ -62,10 +79,10 @@ async def run_until_signal(
             outcome.error = exc
 
     async with anyio.create_task_group() as group:
-        group.start_soon(watch_signals)
+        await group.start(watch_signals)
         await run_work()
         group.cancel_scope.cancel()
     return outcome
 
 
-__all__ = ["Outcome", "run_until_signal"]
+__all__ = ["SIGNALS", "Outcome", "run_until_signal"]
