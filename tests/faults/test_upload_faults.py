@@ -230,8 +230,8 @@ async def test_a_dropped_soap_answer_on_one_job(fault_run: FaultRun, case: str) 
 @pytest.mark.xfail(strict=True, reason=(
     "product bug (asyncovf/engine/job.py): when ImportVApp's answer is lost after vCenter "
     "created the lease and the VM — the connection drops, or the call outlives the call "
-    "timeout — the job never learns the lease: it is neither completed nor aborted, the "
-    "VM stays, and the job's retry then fails on the name conflict with its own VM"))
+    "timeout — the job never learns the lease, so it is neither completed nor aborted "
+    "(vCenter holds it, and the VM it covers, until the lease times out)"))
 @pytest.mark.parametrize("rule", [{"drop_after_call": True},
                                   {"delay_ms": 2500, "delay_after_call": True}],
                          ids=["dropped-after-the-call", "answer-later-than-the-call-timeout"])
