@@ -360,7 +360,8 @@ async def _import_command(args: argparse.Namespace) -> int:
         async with Importer(connection) as importer:
             snapshot = await importer.inventory()
             placement = snapshot.resolve(job.placement)
-            options = import_options(job, snapshot, placement, settings)
+            options = import_options(job, snapshot, placement, settings,
+                                     descriptor=package.descriptor)
             return await importer.import_package(package, args.name, placement, options,
                                                  on_progress=progress, state=state)
 

@@ -9,7 +9,7 @@ Measures, in one run against one simulator:
   16 at a time.
 
 Prints JSON and a Markdown table. Run:
-``.venv/bin/python -m benchmarks.orchestration [--count 200] [--concurrency 16]``
+``.venv/bin/python -m benchmarks.orchestration [--count 200] [--concurrency 1 8 16 32 64]``
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32, 64])
     parser.add_argument("--baseline-parallel", type=int, default=16)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")

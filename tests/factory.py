@@ -224,6 +224,7 @@ def build_package(
     corrupt_digest: bool = False,
     compression: str | None = None,
     chunk_size: int | None = None,
+    network: str = "VM Network",
 ) -> BuiltPackage:
     """Write ``name.ova`` (or a ``name/`` OVF directory) into ``directory``.
 
@@ -253,7 +254,8 @@ def build_package(
         disk_rows.append((href, declared, spec.capacity_mb))
     descriptor_name = f"{name}.ovf"
     descriptor = ovf_descriptor(name, disk_rows, cpus=cpus, memory_mb=memory_mb,
-                                compression=compression, chunk_size=chunk_size).encode()
+                                compression=compression, chunk_size=chunk_size,
+                                network=network).encode()
     members: list[tuple[str, bytes]] = [(descriptor_name, descriptor), *stored]
     if manifest:
         lines = []

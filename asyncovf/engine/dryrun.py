@@ -64,7 +64,9 @@ async def dry_run(
                 assert snapshot is not None
                 finding.placement = (f"{placement.resource_pool.path} on "
                                      f"{placement.datastore.name} in {placement.folder.path}")
-                options = import_options(first, snapshot, placement, settings)
+                options = import_options(first, snapshot, placement, settings,
+                                         descriptor=packages[first.source].descriptor,
+                                         warnings=finding.warnings)
                 result = await create_import_spec(session, packages[first.source], placement,
                                                   first.name, options)
                 finding.warnings.extend(describe_fault(w) for w in result.warning or ())

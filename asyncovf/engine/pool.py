@@ -36,7 +36,9 @@ from asyncovf.errors import (
     VCenterError,
 )
 from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.descriptor import Descriptor
 from asyncovf.ovf.package import Package
+from asyncovf.ovf.properties import check_properties
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
 from asyncovf.vsphere.nfc import UploadTarget
@@ -359,7 +361,8 @@ class BatchRunner:
         placement = await self.inventory.resolve(session, spec.placement)
         snapshot = self.inventory.snapshot
         assert snapshot is not None
-        options = import_options(spec, snapshot, placement, self.settings)
+        options = import_options(spec, snapshot, placement, self.settings,
+                                 descriptor=package.descriptor, warnings=result.warnings)
         if await self._resolve_conflict(session, spec.name, placement, state):
             return JobStatus.SKIPPED
         hooks = JobHooks(on_progress=lambda _: self._notify(result),
@@ -434,13 +437,18 @@ class BatchRunner:
 
 
 def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placement,
-                   settings: RunSettings) -> ImportOptions:
-    """A job's import options, with network names resolved to MORs in its datacenter."""
-    networks = {
-        ovf_name: snapshot.find("network", target, datacenter=placement.datacenter,
-                                what=f"network for {ovf_name!r}").ref
-        for ovf_name, target in spec.network_mapping.items() if target
-    }
+                   settings: RunSettings, *, descriptor: Descriptor | None = None,
+                   warnings: list[str] | None = None) -> ImportOptions:
+    """A job's import options, with network names resolved to MORs in its datacenter.
+
+    Given the ``descriptor``, the job's properties and network names are
+    checked against it first (an :class:`InputError` naming the property or
+    listing the valid networks), and networks the job leaves unmapped fall
+    back to the datacenter's default network, with a warning.
+    """
+    if descriptor is not None:
+        check_properties(descriptor, spec.properties, where=spec.name)
+    networks = map_networks(spec, snapshot, placement, descriptor, warnings)
     return ImportOptions(
         deployment=spec.deployment,
         disk_provisioning=spec.disk_provisioning,
@@ -459,6 +467,49 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         chunk_size=settings.chunk_size or chunk_size_for(settings.concurrency),
         esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
     )
+
+
+#: What vCenter calls the network a fresh host comes with: the usual default.
+DEFAULT_NETWORK_NAMES: Final = ("VM Network",)
+
+
+def map_networks(spec: JobSpec, snapshot: InventorySnapshot, placement: Placement,
+                 descriptor: Descriptor | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """OVF network name -> network MOR (port group, distributed port group, opaque)."""
+    ovf_networks = descriptor.networks if descriptor is not None else ()
+    if descriptor is not None:
+        unknown = [name for name in spec.network_mapping if name not in ovf_networks]
+        if unknown:
+            raise InputError(f"{spec.name}: network mapping names {', '.join(map(repr, unknown))}"
+                             f", which the descriptor does not have (its networks: "
+                             f"{', '.join(ovf_networks) or 'none'})")
+    mapped = {
+        ovf_name: snapshot.find("network", target, datacenter=placement.datacenter,
+                                what=f"network for {ovf_name!r}").ref
+        for ovf_name, target in spec.network_mapping.items() if target
+    }
+    unmapped = [name for name in ovf_networks if name not in mapped]
+    if unmapped:
+        fallback = _default_network(snapshot, placement)
+        if fallback is not None:
+            for name in unmapped:
+                if name == fallback.name:
+                    continue  # same name: vCenter maps it by itself
+                note = f"network {name!r} is not mapped; using {fallback.name!r}"
+                log.warning("%s: %s", spec.name, note)
+                if warnings is not None:
+                    warnings.append(note)
+                mapped[name] = fallback.ref
+    return mapped
+
+
+def _default_network(snapshot: InventorySnapshot, placement: Placement) -> Any:
+    """The datacenter's only network, or its "VM Network"; None when it has no obvious one."""
+    networks = snapshot.items("network", placement.datacenter)
+    if len(networks) == 1:
+        return networks[0]
+    return next((n for n in networks if n.name in DEFAULT_NETWORK_NAMES), None)
 
 
 def _retryable(error: BaseException) -> bool:

@@ -20,6 +20,7 @@ class VmFacts:
     cpus: int
     memory_mb: int
     disks: int
+    networks: tuple[str, ...] = ()
 
 
 async def list_vms(connection: ConnectionSettings) -> list[VmFacts]:
@@ -50,6 +51,8 @@ async def list_vms(connection: ConnectionSettings) -> list[VmFacts]:
             cpus=props.get("config.hardware.numCPU") or 0,
             memory_mb=props.get("config.hardware.memoryMB") or 0,
             disks=sum(1 for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
+            networks=tuple(getattr(d.backing, "deviceName", "") or "" for d in devices
+                           if isinstance(d, vim.vm.device.VirtualEthernetCard)),
         ))
     return facts
 

@@ -1,0 +1,77 @@
+"""Import options checked against the descriptor before vCenter is touched, and
+networks left unmapped falling back to the datacenter's default network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.importer import ConnectionSettings
+from tests.factory import DiskSpec, build_package
+from tests.integration.inspect import vms_named
+from tests.integration.test_batch import check_invariants, make_batch, run_plan
+from tests.vcsim.harness import Vcsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture
+def connection(vcsim: Vcsim) -> ConnectionSettings:
+    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
+                              password=vcsim.password, ca_file=str(vcsim.ca_file))
+
+
+async def test_bad_properties_and_network_names_fail_only_their_jobs_before_import(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, (
+        "  - name: opt-good\n"
+        "  - name: opt-badprop\n    properties: {vami.port.app: '8080'}\n"
+        "  - name: opt-badnet\n    network_mapping: {Storage: VM Network}\n"))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=2))
+    by_name = {r.name: r for r in runner.results}
+    assert by_name["opt-good"].status is JobStatus.IMPORTED
+    bad_prop, bad_net = by_name["opt-badprop"], by_name["opt-badnet"]
+    assert bad_prop.status is bad_net.status is JobStatus.FAILED
+    assert bad_prop.input_error and bad_net.input_error and bad_prop.attempts == 1
+    assert bad_prop.error == ("opt-badprop: property 'vami.port.app' is not in the descriptor "
+                              "(its properties: none)")
+    assert bad_net.error == ("opt-badnet: network mapping names 'Storage', which the "
+                             "descriptor does not have (its networks: VM Network)")
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.calls("CreateImportSpec") == counters.calls("ImportVApp") == 1
+    assert await vms_named(connection, "opt-badprop") == []
+    assert await vms_named(connection, "opt-badnet") == []
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_an_unmapped_network_falls_back_to_the_default_with_a_warning(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, "  - name: opt-fallback\n")
+    await anyio.to_thread.run_sync(lambda: build_package(
+        tmp_path, "photon", disks=(DiskSpec(16, 64 * 1024),), network="Appliance Net"))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1))
+    (result,) = runner.results
+    assert result.status is JobStatus.IMPORTED, result.error
+    assert result.warnings == ["network 'Appliance Net' is not mapped; using 'VM Network'"]
+    (vm,) = await vms_named(connection, "opt-fallback")
+    assert vm.networks == ("VM Network",)
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_a_mapped_network_is_used_as_given(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, "  - name: opt-mapped\n"
+                                      "    network_mapping: {VM Network: DC0_DVPG0}\n")
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1))
+    (result,) = runner.results
+    assert result.status is JobStatus.IMPORTED, result.error
+    assert result.warnings == []
+    (vm,) = await vms_named(connection, "opt-mapped")
+    assert vm.networks != ("VM Network",)
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
