@@ -86,6 +86,7 @@ class Counters:
     sessions_live: int = 0  # logged in and not out (expired ones excluded)
     sessions_expired: int = 0
     leases_ended_by_server: int = 0  # their session expired
+    leases_in_error: int = 0  # moved to error by a lease rule (error_after_bytes, expiry)
     nfc_faults: Mapping[str, int] = field(default_factory=dict)  # applied, by kind
 
     def calls(self, method: str) -> int:
@@ -149,6 +150,7 @@ class Vcsim:
                         sessions_live=int(raw.get("sessions_live") or 0),
                         sessions_expired=int(raw.get("sessions_expired") or 0),
                         leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0),
+                        leases_in_error=int(raw.get("leases_in_error") or 0),
                         nfc_faults=nfc.get("faults") or {})
 
     def reset_counters(self) -> None:
@@ -181,7 +183,7 @@ class Vcsim:
         the call out, then the answer is cut). ``nth``, ``times`` and ``probability`` count the
         calls that match ``method`` and ``vm``.
         ``lease``: for the next ``times`` leases (0 = all; ``vm``: only that
-        VM's): ``initializing_reads``, ``error_after_bytes`` (+ ``error_fault``),
+        VM's; ``probability``: each with that chance): ``initializing_reads``, ``error_after_bytes`` (+ ``error_fault``),
         ``expire_after_seconds`` (no progress for that long moves the lease to
         error, as vCenter does).
         ``seed`` seeds the launcher's generator for ``probability``.

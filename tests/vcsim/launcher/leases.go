@@ -19,10 +19,11 @@ import (
 )
 
 // leaseRule makes the next Times leases (0: all) misbehave; with VM, only leases
-// importing the VM of that name.
+// importing the VM of that name; with Probability, each such lease with that chance.
 type leaseRule struct {
 	Times              int     `json:"times"`
 	VM                 string  `json:"vm"`
+	Probability        float64 `json:"probability"`
 	InitializingReads  int     `json:"initializing_reads"`   // "initializing" for the first N reads
 	ErrorAfterBytes    int64   `json:"error_after_bytes"`    // go to error after N NFC bytes (0: off)
 	ErrorFault         string  `json:"error_fault"`          // fault type for error (default FileFault)
@@ -155,7 +156,8 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 				lease.session = cookie[1]
 			}
 			if rule := h.faults.Lease; rule != nil && (rule.Times == 0 || rule.applied < rule.Times) &&
-				(rule.VM == "" || rule.VM == lease.vm) {
+				(rule.VM == "" || rule.VM == lease.vm) &&
+				(rule.Probability == 0 || h.rng.Float64() < rule.Probability) {
 				rule.applied++
 				copy := *rule
 				lease.rule = &copy

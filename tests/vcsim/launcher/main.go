@@ -556,12 +556,19 @@ func writeFault(w http.ResponseWriter, fault string) {
 
 func (h *harness) serveCounters(w http.ResponseWriter) {
 	h.mu.Lock()
+	leasesInError := 0
+	for _, lease := range h.leases {
+		if lease.errorFault != "" {
+			leasesInError++
+		}
+	}
 	snapshot := map[string]interface{}{
 		"methods": h.methods,
 		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
 			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax, "faults": h.nfcFaults},
 		"leases_open":            len(h.leasesOpen),
 		"leases_created":         len(h.leases),
+		"leases_in_error":        leasesInError,
 		"sessions_live":          len(h.liveSessions),
 		"sessions_expired":       h.sessionsExpired,
 		"leases_ended_by_server": h.leasesEndedByServer,
