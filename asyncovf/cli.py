@@ -82,6 +82,8 @@ def _add_placement_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--host")
     group.add_argument("--datastore")
     group.add_argument("--folder")
+    group.add_argument("--create-folders", action="store_true",
+                       help="create the --folder path if it does not exist")
 
 
 SOURCE_HELP = "OVA file, OVF file, directory holding one .ovf, or an http(s) URL of .ova/.ovf"
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="how long to wait for a lease to become ready (default 300)")
     behaviour.add_argument("--keep-failed", action="store_true",
                            help="leave half-imported VMs in place after failures")
+    behaviour.add_argument("--create-folders", action="store_true",
+                           help="create missing VM folders the batch names")
     behaviour.add_argument("--no-verify-manifest", action="store_true",
                            help="do not check manifest digests while uploading")
     behaviour.add_argument("--dry-run", action="store_true",
@@ -358,8 +362,9 @@ async def _import_command(args: argparse.Namespace) -> int:
                                keep_failed=args.keep_failed,
                                lease_ready_timeout=args.lease_timeout)
         async with Importer(connection) as importer:
+            placement = await importer.resolve(job.placement,
+                                               create_folders=args.create_folders)
             snapshot = await importer.inventory()
-            placement = snapshot.resolve(job.placement)
             options = import_options(job, snapshot, placement, settings,
                                      descriptor=package.descriptor)
             return await importer.import_package(package, args.name, placement, options,
@@ -446,6 +451,7 @@ async def _run_command(args: argparse.Namespace) -> int:
         upload_attempts=args.upload_retries + 1,
         lease_ready_timeout=args.lease_timeout,
         chunk_size=args.chunk_size,
+        create_folders=args.create_folders,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,

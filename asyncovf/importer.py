@@ -15,7 +15,13 @@ from types import TracebackType
 from asyncovf.engine.job import ImportOptions, JobState, ProgressCallback, import_package
 from asyncovf.errors import UsageError
 from asyncovf.ovf.package import Package
-from asyncovf.vsphere.inventory import InventorySnapshot, Placement, PlacementRequest, load_snapshot
+from asyncovf.vsphere.folders import ensure_vm_folder
+from asyncovf.vsphere.inventory import (
+    InventoryCache,
+    InventorySnapshot,
+    Placement,
+    PlacementRequest,
+)
 from asyncovf.vsphere.session import Credentials, VCenterSession
 from asyncovf.vsphere.soap import Endpoint
 
@@ -86,7 +92,7 @@ class Importer:
         self.connection = connection
         self.session = VCenterSession(connection.endpoint(), connection.credentials(),
                                       call_timeout=connection.call_timeout)
-        self._snapshot: InventorySnapshot | None = None
+        self.cache = InventoryCache()
 
     async def __aenter__(self) -> Importer:
         await self.session.__aenter__()
@@ -101,12 +107,14 @@ class Importer:
         await self.session.__aexit__(exc_type, exc, tb)
 
     async def inventory(self) -> InventorySnapshot:
-        if self._snapshot is None:
-            self._snapshot = await load_snapshot(self.session)
-        return self._snapshot
+        return await self.cache.get(self.session)
 
-    async def resolve(self, request: PlacementRequest) -> Placement:
-        return (await self.inventory()).resolve(request)
+    async def resolve(self, request: PlacementRequest, *,
+                      create_folders: bool = False) -> Placement:
+        """Resolve a placement (refreshing once on a miss), creating its folder if asked."""
+        if create_folders:
+            await ensure_vm_folder(self.session, self.cache, request)
+        return await self.cache.resolve(self.session, request)
 
     async def import_package(
         self,

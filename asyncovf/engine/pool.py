@@ -39,6 +39,7 @@ from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.descriptor import Descriptor
 from asyncovf.ovf.package import Package
 from asyncovf.ovf.properties import check_properties
+from asyncovf.vsphere.folders import ensure_vm_folder
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
 from asyncovf.vsphere.nfc import UploadTarget
@@ -89,6 +90,7 @@ class RunSettings:
     lease_ready_timeout: float = 300.0
     stall_timeout: float = 120.0
     chunk_size: int | None = None  # None: chosen by concurrency (limits.chunk_size_for)
+    create_folders: bool = False
 
 
 @dataclass
@@ -358,6 +360,8 @@ class BatchRunner:
 
     async def _attempt(self, session: VCenterSession, spec: JobSpec, package: Package,
                        state: JobState, result: JobResult) -> JobStatus:
+        if self.settings.create_folders:
+            await ensure_vm_folder(session, self.inventory, spec.placement)
         placement = await self.inventory.resolve(session, spec.placement)
         snapshot = self.inventory.snapshot
         assert snapshot is not None

@@ -42,6 +42,7 @@ _KINDS: Final = (
     (vim.ResourcePool, "pool"),  # includes vim.VirtualApp
     (vim.Datastore, "datastore"),
     (vim.Network, "network"),  # includes portgroups and opaque networks
+    (vim.StoragePod, "datastore-cluster"),  # a Folder subtype: before Folder
     (vim.Folder, "folder"),
 )
 
@@ -175,7 +176,7 @@ class InventorySnapshot:
             pool = self._required(root_pool._moId, "root resource pool")
 
         datastore = (
-            self.find("datastore", request.datastore, datacenter=datacenter)
+            self._datastore(request.datastore, datacenter)
             if request.datastore
             else self.only("datastore", datacenter, what="datastore", option="--datastore")
         )
@@ -186,6 +187,26 @@ class InventorySnapshot:
             folder = self._required(datacenter.props["vmFolder"]._moId, "VM folder")
         return Placement(datacenter=datacenter, resource_pool=pool, datastore=datastore,
                          folder=folder, host=host)
+
+    def _datastore(self, text: str, datacenter: InventoryItem) -> InventoryItem:
+        """A datastore, or the member with most free space of a datastore cluster.
+
+        Storage DRS would pick for us only through a separate recommendation
+        API; for imports, most free space is what operators expect.
+        """
+        try:
+            return self.find("datastore", text, datacenter=datacenter)
+        except PlacementError as not_a_datastore:
+            try:
+                pod = self.find("datastore-cluster", text, datacenter=datacenter,
+                                what="datastore cluster")
+            except PlacementError:
+                raise not_a_datastore from None
+        members = [d for d in self.items("datastore", datacenter)
+                   if d.parent == pod.moid and d.props.get("summary.accessible", True)]
+        if not members:
+            raise PlacementError(f"datastore cluster {pod.path} has no accessible datastore")
+        return max(members, key=lambda d: (d.props.get("summary.freeSpace") or 0, d.name))
 
     def _required(self, moid: str | None, what: str) -> InventoryItem:
         item = self.get(moid) if moid else None

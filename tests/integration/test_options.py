@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from asyncovf.engine.pool import JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings
+from asyncovf.importer import ConnectionSettings, Importer
 from tests.factory import DiskSpec, build_package
-from tests.integration.inspect import vms_named
+from tests.integration.inspect import list_vms, vms_named
 from tests.integration.test_batch import check_invariants, make_batch, run_plan
 from tests.vcsim.harness import Vcsim
 
@@ -74,4 +74,39 @@ async def test_a_mapped_network_is_used_as_given(
     assert result.warnings == []
     (vm,) = await vms_named(connection, "opt-mapped")
     assert vm.networks != ("VM Network",)
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_create_folders_makes_the_path_once_for_many_workers(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, '  - name: "fold-{index}"\n    count: 4\n'
+                                      "    folder: vm/fleet/wave1\n")
+    runner = await run_plan(connection, plan, RunSettings(concurrency=4, create_folders=True))
+    assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 4, \
+        [r.error for r in runner.results]
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.ok("CreateFolder") == 2  # fleet, then fleet/wave1: never twice
+    async with Importer(connection) as importer:
+        snapshot = await importer.inventory()
+        folder = snapshot.find("vm-folder", "vm/fleet/wave1",
+                               datacenter=snapshot.only("datacenter", None, what="dc",
+                                                        option=""))
+        children = await importer.session.retrieve(folder.ref, ["childEntity"])
+    inside = {child._moId for child in children["childEntity"]}
+    names = {vm.name for vm in await list_vms(connection) if vm.moid in inside}
+    assert names == {f"fold-{i}" for i in range(1, 5)}
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_a_missing_folder_without_create_folders_fails_before_import(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, "  - name: nofold\n    folder: vm/nowhere\n")
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1))
+    (result,) = runner.results
+    assert result.status is JobStatus.FAILED and result.input_error
+    assert (result.error or "").startswith("VM folder 'vm/nowhere' not found; choices: ")
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.calls("CreateFolder") == counters.calls("ImportVApp") == 0
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)

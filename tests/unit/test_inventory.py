@@ -92,3 +92,43 @@ def test_ambiguous_name_asks_for_the_full_path() -> None:
     with pytest.raises(PlacementError, match="resource pool 'Resources' is ambiguous: "
                                              "/DC0/host/C0/Resources, /DC0/host/esx2/Resources"):
         build().resolve(PlacementRequest(resource_pool="Resources"))
+
+
+def with_datastore_cluster(*free: tuple[str, int, bool]) -> InventorySnapshot:
+    """``build()``'s inventory plus a datastore cluster "gold-pod" of the given members."""
+    base = build(extra_cluster=False)
+    pod = vim.StoragePod("group-p20")
+    ds_folder = base.get("folder-5")
+    assert ds_folder is not None
+    contents = [content(item.ref, **{k.replace(".", "__"): v for k, v in item.props.items()})
+                for item in (base.get(m) for m in ("group-d1", "datacenter-2", "folder-3",
+                                                   "folder-4", "folder-5", "domain-c7",
+                                                   "resgroup-8", "host-10", "datastore-13"))
+                if item is not None]
+    contents.append(content(pod, name="gold-pod", parent=ds_folder.ref,
+                            childType=["Datastore"]))
+    for index, (name, space, accessible) in enumerate(free):
+        contents.append(content(vim.Datastore(f"datastore-{30 + index}"), name=name,
+                                parent=pod, summary__freeSpace=space,
+                                summary__accessible=accessible))
+    return snapshot_from_contents(contents, root_moid="group-d1")
+
+
+def test_a_datastore_cluster_places_on_its_member_with_most_free_space() -> None:
+    snapshot = with_datastore_cluster(("pod-a", 500, True), ("pod-b", 900, True),
+                                      ("pod-c", 5000, False))
+    assert [i.path for i in snapshot.items("datastore-cluster")] == ["/DC0/datastore/gold-pod"]
+    placement = snapshot.resolve(PlacementRequest(cluster="C0", datastore="gold-pod"))
+    assert placement.datastore.name == "pod-b"  # pod-c has more, but is inaccessible
+    # a datastore named directly still wins, and so does an id
+    assert snapshot.resolve(PlacementRequest(cluster="C0", datastore="pod-a")).datastore.name \
+        == "pod-a"
+
+
+def test_an_empty_datastore_cluster_is_a_clear_error() -> None:
+    snapshot = with_datastore_cluster(("pod-a", 500, False))
+    with pytest.raises(PlacementError, match="datastore cluster /DC0/datastore/gold-pod has no "
+                                             "accessible datastore"):
+        snapshot.resolve(PlacementRequest(cluster="C0", datastore="gold-pod"))
+    with pytest.raises(PlacementError, match="datastore 'nope' not found"):
+        snapshot.resolve(PlacementRequest(cluster="C0", datastore="nope"))
