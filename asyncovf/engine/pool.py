@@ -91,6 +91,7 @@ class RunSettings:
     stall_timeout: float = 120.0
     chunk_size: int | None = None  # None: chosen by concurrency (limits.chunk_size_for)
     create_folders: bool = False
+    parallel_disks: int = 1
 
 
 @dataclass
@@ -375,7 +376,8 @@ class BatchRunner:
         try:
             await import_package(session, package, placement, state, options, hooks=hooks)
         except BaseException:
-            if state.touched_vcenter and not self.settings.keep_failed:
+            # The guard removes the VM its lease named (state.vm); this is for the others.
+            if state.touched_vcenter and state.vm is None and not self.settings.keep_failed:
                 await self._remove_leftover(session, spec.name, placement, state)
             raise
         return JobStatus.IMPORTED
@@ -469,6 +471,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         upload_attempts=settings.upload_attempts,
         upload_initial_wait=settings.upload_initial_wait,
         chunk_size=settings.chunk_size or chunk_size_for(settings.concurrency),
+        parallel_disks=settings.parallel_disks,
         esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
     )
 
