@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not check the manifest's digests while uploading")
     opts.add_argument("--keep-failed", action="store_true",
                       help="leave a half-imported VM in place after a failure (for debugging)")
+    opts.add_argument("--parallel-disks", type=_positive_int, default=1, metavar="N",
+                      help="upload up to N disks at once (never with delta disks; default 1)")
     opts.add_argument("--lease-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for the lease to become ready (default 300)")
 
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="uploads in flight per datastore")
     pool.add_argument("--bandwidth", type=_bandwidth, metavar="RATE",
                       help="total upload bandwidth, e.g. 200M (bytes/s)")
+    pool.add_argument("--parallel-disks", type=_positive_int, default=1, metavar="N",
+                      help="upload up to N disks of one VM at once (never with delta disks; "
+                           "default 1)")
     pool.add_argument("--chunk-size", type=_size, metavar="SIZE",
                       help="upload chunk, e.g. 256K (default: 1M, smaller above 16 workers "
                            "to bound memory)")
@@ -360,6 +365,7 @@ async def _import_command(args: argparse.Namespace) -> int:
         check_files(package, verify_manifest=not args.no_verify_manifest)
         settings = RunSettings(verify_manifest=not args.no_verify_manifest,
                                keep_failed=args.keep_failed,
+                               parallel_disks=args.parallel_disks,
                                lease_ready_timeout=args.lease_timeout)
         async with Importer(connection) as importer:
             placement = await importer.resolve(job.placement,
@@ -452,6 +458,7 @@ async def _run_command(args: argparse.Namespace) -> int:
         lease_ready_timeout=args.lease_timeout,
         chunk_size=args.chunk_size,
         create_folders=args.create_folders,
+        parallel_disks=args.parallel_disks,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,

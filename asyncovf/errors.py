@@ -161,6 +161,25 @@ class UntrustedTarget(TransferError):
     """
 
 
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ended a task group: the first raised that is not a cancellation.
+
+    The others are echoes (siblings cancelled because of it, a sender noticing
+    its data stopped); raising the first keeps one clear message per failure.
+    """
+    import anyio
+
+    cancelled = anyio.get_cancelled_exc_class()
+    leaves = _leaves(group)
+    return next((e for e in leaves if not isinstance(e, cancelled)), leaves[0])
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
 __all__ = [
     "AsyncOvfError",
     "ImportSpecRejected",
@@ -182,4 +201,5 @@ __all__ = [
     "UntrustedTarget",
     "UsageError",
     "VCenterError",
+    "first_error",
 ]

@@ -29,6 +29,7 @@ from asyncovf.errors import (
     TransferError,
     TransferTimeout,
     UntrustedTarget,
+    first_error,
 )
 from asyncovf.ovf.content import open_content
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
@@ -144,6 +145,8 @@ class ImportOptions:
     upload_attempts: int = 4  # per file; each attempt reopens the source
     upload_initial_wait: float = 0.5
     upload_max_wait: float = 10.0
+    #: Disks of one VM uploaded at once (never with delta disks: they go in order).
+    parallel_disks: int = 1
 
 
 ProgressCallback = Callable[[JobState], None]
@@ -273,9 +276,7 @@ async def _run(
                 state.bytes_done += count
                 notify()
 
-            for target in targets:
-                await upload_verified(session, package, target, options, on_bytes, hooks,
-                                      state)
+            await upload_all(session, package, targets, options, on_bytes, hooks, state)
             state.advance(Phase.COMPLETE)
             notify()
     except BaseException:
@@ -380,6 +381,42 @@ def upload_targets(
             )
         )
     return targets
+
+
+async def upload_all(
+    session: VCenterSession,
+    package: Package,
+    targets: list[UploadTarget],
+    options: ImportOptions,
+    on_bytes: Callable[[int], None],
+    hooks: JobHooks,
+    state: JobState,
+) -> None:
+    """Upload every file item: in order, or ``options.parallel_disks`` at a time.
+
+    The API requires CreateImportSpecResult.fileItem in order when delta disks
+    (a disk with a parent) are present, so then it is always one at a time.
+    """
+    parallel = max(1, options.parallel_disks)
+    if parallel > 1 and any(d.parent_ref for d in package.descriptor.disks):
+        log.info("%s: delta disks present; uploading in order", state.name)
+        parallel = 1
+    if parallel == 1 or len(targets) == 1:
+        for target in targets:
+            await upload_verified(session, package, target, options, on_bytes, hooks, state)
+        return
+    limiter = anyio.CapacityLimiter(parallel)
+
+    async def one(target: UploadTarget) -> None:
+        async with limiter:
+            await upload_verified(session, package, target, options, on_bytes, hooks, state)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for target in targets:
+                group.start_soon(one, target)
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from None
 
 
 def _note_upload_retry(target: UploadTarget, retry: RetryCallState, state: JobState | None) -> None:

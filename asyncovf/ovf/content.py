@@ -37,7 +37,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream as ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream as ObjectSendStream
 
-from asyncovf.errors import PackageError
+from asyncovf.errors import PackageError, first_error
 from asyncovf.ovf.blobs import LocalBlob
 from asyncovf.ovf.manifest import ManifestEntry, check_digest
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Member, Package, PackageFile
@@ -127,27 +127,10 @@ async def open_content(
                 receive.close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _sole_error(group) from None
+        raise first_error(group) from None
     finally:
         for stream in streams:
             stream.close()
-
-
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that ended the stages: the first raised (the rest are its echoes,
-    such as the sender noticing the data stopped, or cancellations)."""
-    cancelled = anyio.get_cancelled_exc_class()
-    leaves = _leaves(group)
-    errors = [e for e in leaves if not isinstance(e, cancelled)]
-    for echo in errors[1:]:
-        log.debug("also raised while streaming: %s", echo)
-    return errors[0] if errors else leaves[0]
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
 
 
 async def _run_stage(stage: Stage, receive: ObjectReceiveStream[_Piece] | None,

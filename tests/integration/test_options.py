@@ -110,3 +110,25 @@ async def test_a_missing_folder_without_create_folders_fails_before_import(
     counters = await anyio.to_thread.run_sync(vcsim.counters)
     assert counters.calls("CreateFolder") == counters.calls("ImportVApp") == 0
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+async def test_parallel_disks_upload_a_vms_disks_at_once_within_the_bound(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, parallel: int
+) -> None:
+    disks = (DiskSpec(8, 200_000), DiskSpec(8, 200_000), DiskSpec(8, 200_000),
+             DiskSpec(8, 200_000))
+    plan = await make_batch(tmp_path, f"  - name: par-{parallel}\n")
+    await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon", disks=disks))
+    # Slow each upload down so that uploads which may overlap do overlap.
+    await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
+        nfc={"throttle_bps": 1_000_000, "times": 0}))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1,
+                                                          parallel_disks=parallel))
+    (result,) = runner.results
+    assert result.status is JobStatus.IMPORTED, result.error
+    (vm,) = await vms_named(connection, f"par-{parallel}")
+    assert vm.disks == 4
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.nfc_max_in_flight == parallel
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
