@@ -375,9 +375,12 @@ class BatchRunner:
                          throttle=self._bandwidth.consume if self._bandwidth else None)
         try:
             await import_package(session, package, placement, state, options, hooks=hooks)
-        except BaseException:
+        except BaseException as exc:
             # The guard removes the VM its lease named (state.vm); this is for the others.
-            if state.touched_vcenter and state.vm is None and not self.settings.keep_failed:
+            # ImportVApp answered with a fault created nothing: no need to look.
+            refused = isinstance(exc, VCenterError) and exc.method == "ImportVApp"
+            if (state.touched_vcenter and state.vm is None and not refused
+                    and not self.settings.keep_failed):
                 await self._remove_leftover(session, spec.name, placement, state)
             raise
         return JobStatus.IMPORTED
@@ -389,16 +392,22 @@ class BatchRunner:
         The lease guard removes the VM its lease names. A lease aborted before
         its info was read — the import cancelled during ImportVApp or while the
         lease was initializing — names none, and a server that keeps an aborted
-        import's VM (vcsim does) would keep it. The name was free before
-        ImportVApp (the conflict check), so a VM of that name in the folder now
-        is this import's. Shielded and bounded like all cleanup; never raises.
+        import's VM (vcsim does) would keep it; nor does a lost ImportVApp
+        answer name one. The name was free before ImportVApp (the conflict
+        check), so a VM of that name in the folder now is this import's.
+        Shielded and bounded like all cleanup; never raises.
         """
         with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
             try:
                 vm = await session.invoke(session.content.searchIndex, "FindChild",
                                           entity=placement.folder.ref, name=name)
-                if vm is None:
-                    return
+            except Exception as exc:
+                state.cleanup_errors.append(f"looking for a half-imported VM {name!r} in "
+                                            f"{placement.folder.path} failed: {exc}")
+                return
+            if vm is None:
+                return
+            try:
                 props = await session.retrieve(vm, ["runtime.powerState"])
                 if props["runtime.powerState"] == "poweredOn":
                     await session.wait_for_task(await session.invoke(vm, "PowerOff"))
@@ -453,7 +462,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
     back to the datacenter's default network, with a warning.
     """
     if descriptor is not None:
-        check_properties(descriptor, spec.properties, where=spec.name)
+        check_properties(descriptor, spec.properties, where=spec.name, hidden=spec.hidden)
     networks = map_networks(spec, snapshot, placement, descriptor, warnings)
     return ImportOptions(
         deployment=spec.deployment,
@@ -463,6 +472,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         network_mapping=networks,
         properties=dict(spec.properties),
         annotation=spec.annotation,
+        locale=spec.locale,
         power_on=spec.power_on,
         verify_manifest=settings.verify_manifest,
         keep_failed=settings.keep_failed,
