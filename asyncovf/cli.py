@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--options", metavar="FILE",
                       help="options document (JSON, as 'asyncovf spec' or govc import.spec "
                            "prints); explicit flags win")
+    opts.add_argument("--locale", help="locale for the descriptor's messages (e.g. de_DE)")
+    opts.add_argument("--hidden", action="store_true",
+                      help="allow setting properties the vendor did not mark user-configurable")
     opts.add_argument("--power-on", action="store_true", default=None,
                       help="power the VM on after the import")
     opts.add_argument("--no-verify-manifest", action="store_true",
@@ -149,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="add property types and labels, disks, hardware per deployment "
                            "option, EULAs and package facts")
     spec.add_argument("--deployment", help="show the document for this deployment option")
+    spec.add_argument("--hidden", action="store_true",
+                      help="also list properties the vendor did not mark user-configurable")
 
     run = commands.add_parser(
         "run", help="import every VM of a batch file", parents=[common, limits],
@@ -328,9 +333,11 @@ def _import_job(args: argparse.Namespace) -> JobSpec:
     """The single import as a batch entry, so it is validated exactly like one."""
     entry: dict[str, Any] = {"name": args.name, "source": args.source}
     for key in ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder",
-                "deployment", "disk_provisioning", "power_on"):
+                "deployment", "disk_provisioning", "power_on", "locale"):
         if getattr(args, key, None) is not None:
             entry[key] = getattr(args, key)
+    if args.hidden:
+        entry["hidden"] = True
     origin = "command line"
     if args.options:
         origin = args.options
@@ -402,7 +409,7 @@ async def _spec_command(args: argparse.Namespace) -> int:
         package = await open_package(args.source, max_descriptor_bytes=args.max_descriptor_size,
                                      http=_source_settings(args), measure_compressed=False)
         document = options_document(package.descriptor, package=package, verbose=args.verbose,
-                                    deployment=args.deployment)
+                                    deployment=args.deployment, hidden=args.hidden)
     except (AsyncOvfError, ValueError) as exc:
         _report_error(exc, args.debug)
         return EXIT_USAGE

@@ -31,13 +31,19 @@ def deployment_options(descriptor: Descriptor) -> list[str]:
 
 
 def property_mapping(descriptor: Descriptor, deployment: str | None, *,
-                     verbose: bool = False) -> list[dict[str, Any]]:
-    """Every property that applies to ``deployment``, with its default for it."""
+                     verbose: bool = False, hidden: bool = False) -> list[dict[str, Any]]:
+    """Every user-configurable property that applies to ``deployment``, with its default.
+
+    ``hidden`` adds the properties the vendor did not mark ``userConfigurable``
+    (govc's ``-hidden``): setting those is possible but rarely what you want.
+    """
     mapping: list[dict[str, Any]] = []
     seen: set[str] = set()
     for prop in descriptor.properties:
         # A vApp's VMs may share a key: vCenter maps by key, so list it once.
         if not prop.applies_to(deployment) or prop.key in seen:
+            continue
+        if not prop.user_configurable and not hidden:
             continue
         seen.add(prop.key)
         entry: dict[str, Any] = {"Key": prop.key, "Value": prop.default_for(deployment) or ""}
@@ -75,6 +81,7 @@ def options_document(
     *,
     package: Package | None = None,
     verbose: bool = False,
+    hidden: bool = False,
     deployment: str | None = None,
 ) -> dict[str, Any]:
     """The options document, keys in govc's order; ``verbose`` adds what an operator reviews."""
@@ -98,7 +105,8 @@ def options_document(
     if verbose:
         document["AllIPProtocolOptions"] = list(IP_PROTOCOLS)
     document["IPProtocol"] = IP_PROTOCOLS[0]
-    document["PropertyMapping"] = property_mapping(descriptor, chosen, verbose=verbose)
+    document["PropertyMapping"] = property_mapping(descriptor, chosen, verbose=verbose,
+                                                   hidden=hidden)
     document["NetworkMapping"] = [{"Name": name, "Network": ""} for name in descriptor.networks]
     document["Annotation"] = annotation
     document["MarkAsTemplate"] = False

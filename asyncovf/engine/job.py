@@ -134,6 +134,7 @@ class ImportOptions:
     network_mapping: dict[str, Any] = field(default_factory=dict)  # OVF name → network MOR
     properties: dict[str, str] = field(default_factory=dict)  # full property key → value
     annotation: str | None = None
+    locale: str | None = None  # CreateImportSpec's locale for the descriptor's messages
     power_on: bool = False
     verify_manifest: bool = True
     keep_failed: bool = False
@@ -319,7 +320,7 @@ async def create_import_spec(
     """CreateImportSpec; raise :class:`ImportSpecRejected` with vCenter's text on errors."""
     params = vim.OvfManager.CreateImportSpecParams(
         entityName=name,
-        locale="",
+        locale=options.locale or "",
         deploymentOption=options.deployment or package.descriptor.default_deployment or "",
     )
     if options.disk_provisioning:

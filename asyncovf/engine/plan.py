@@ -44,7 +44,7 @@ PLACEMENT_KEYS: Final = ("datacenter", "cluster", "resource_pool", "host", "data
 JOB_KEYS: Final = frozenset({
     "name", "count", "source", *PLACEMENT_KEYS, "deployment", "disk_provisioning",
     "ip_allocation_policy", "ip_protocol", "network_mapping", "properties", "power_on",
-    "annotation", "options",
+    "annotation", "options", "locale", "hidden",
 })
 TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
@@ -102,6 +102,9 @@ class JobSpec:
     properties: Mapping[str, str] = field(default_factory=dict)
     power_on: bool = False
     annotation: str | None = None
+    locale: str | None = None
+    #: May set properties the vendor did not mark userConfigurable (govc's -hidden).
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -383,7 +386,7 @@ def _expand(
         raise fail("source", "no source: set it here or in defaults")
     if "://" not in source:
         source = str((base / source).resolve()) if not Path(source).is_absolute() else source
-    for key in PLACEMENT_KEYS + ("deployment", "annotation"):
+    for key in PLACEMENT_KEYS + ("deployment", "annotation", "locale"):
         if values.get(key) is not None and not isinstance(values[key], str | int):
             raise fail(key, "must be a string")
     provisioning = values.get("disk_provisioning")
@@ -399,6 +402,9 @@ def _expand(
         power_on = power_on.lower() in ("true", "yes")
     if not isinstance(power_on, bool):
         raise fail("power_on", "must be true or false")
+    hidden = values.get("hidden", False)
+    if not isinstance(hidden, bool):
+        raise fail("hidden", "must be true or false")
     mappings: dict[str, dict[str, str]] = {}
     for key in ("network_mapping", "properties"):
         raw = values.get(key) or {}
@@ -435,6 +441,8 @@ def _expand(
             properties=properties,
             power_on=power_on,
             annotation=annotation,
+            locale=str(values["locale"]) if values.get("locale") else None,
+            hidden=hidden,
         )
 
 

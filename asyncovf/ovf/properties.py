@@ -35,8 +35,12 @@ class PropertyError(InputError):
 
 
 def check_properties(descriptor: Descriptor, values: Mapping[str, str], *,
-                     where: str = "") -> None:
-    """Raise :class:`PropertyError` for the first value the descriptor does not allow."""
+                     where: str = "", hidden: bool = False) -> None:
+    """Raise :class:`PropertyError` for the first value the descriptor does not allow.
+
+    A property the vendor did not mark ``userConfigurable`` is refused unless
+    ``hidden`` (govc's ``-hidden``): vCenter would silently keep the default.
+    """
     if not values:
         return
     declared = {prop.key: prop for prop in descriptor.entity.properties}
@@ -49,6 +53,9 @@ def check_properties(descriptor: Descriptor, values: Mapping[str, str], *,
             known = ", ".join(sorted(declared)) or "none"
             raise PropertyError(f"{prefix}property {key!r} is not in the descriptor "
                                 f"(its properties: {known})")
+        if not prop.user_configurable and not hidden:
+            raise PropertyError(f"{prefix}property {key!r} is not user-configurable; set "
+                                "hidden (--hidden) to set it anyway")
         problem = _problem(prop, str(value))
         if problem:
             raise PropertyError(f"{prefix}property {key!r} = {_shown(prop, value)}: {problem}")

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncovf.engine.plan import BatchPlan, load_batch
+from asyncovf.engine.plan import JOB_KEYS, BatchPlan, load_batch
 from asyncovf.engine.pool import BatchRunner, JobStatus, OnConflict, RunSettings
 from asyncovf.engine.run import open_sources
 from asyncovf.importer import ConnectionSettings
@@ -361,8 +361,5 @@ def test_cli_rejects_a_bad_batch_file_with_its_location(vcsim: Vcsim, tmp_path: 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert stderr.strip() == (f"asyncovf: error: {path}:4: vms[0].colour: unknown key; "
-                              "expected one of: annotation, cluster, count, datacenter, "
-                              "datastore, deployment, disk_provisioning, folder, host, "
-                              "ip_allocation_policy, ip_protocol, name, network_mapping, "
-                              "options, power_on, properties, resource_pool, source")
+                              f"expected one of: {', '.join(sorted(JOB_KEYS))}")
     assert vcsim.counters().calls("Login") == 0

@@ -24,6 +24,7 @@ PROPERTIES = """
       <Property ovf:key="subnet" ovf:type="ip:network" ovf:userConfigurable="true"/>
       <Property ovf:key="secret" ovf:type="password" ovf:password="true"
                 ovf:userConfigurable="true" ovf:qualifiers="MinLen(8)"/>
+      <Property ovf:key="build" ovf:type="string" ovf:value="2024"/>
     </ProductSection>
 """
 
@@ -65,7 +66,7 @@ def test_values_of_the_declared_types_and_qualifiers_pass(descriptor: Descriptor
         ("vami.secret.app", "short", "property 'vami.secret.app' = (hidden): shorter than "
                                      "MinLen(8)"),
         ("vami.nope.app", "1", "property 'vami.nope.app' is not in the descriptor (its "
-                               "properties: vami.debug.app, vami.hostname.app"),
+                               "properties: vami.build.app, vami.debug.app, vami.hostname.app"),
     ],
 )
 def test_a_value_the_descriptor_does_not_allow_names_the_property(
@@ -77,3 +78,10 @@ def test_a_value_the_descriptor_does_not_allow_names_the_property(
     assert message in str(caught.value)
     if key == "vami.secret.app":
         assert "'short'" not in str(caught.value)  # a password value is never echoed
+
+
+def test_a_property_the_vendor_hid_needs_hidden(descriptor: Descriptor) -> None:
+    with pytest.raises(PropertyError, match="property 'vami.build.app' is not "
+                                            "user-configurable; set hidden"):
+        check_properties(descriptor, {"vami.build.app": "2025"})
+    check_properties(descriptor, {"vami.build.app": "2025"}, hidden=True)

@@ -77,7 +77,7 @@ def document(relative: str, **kwargs: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("relative", sorted(PINNED))
 def test_pinned_spec_output(relative: str) -> None:
     name, deployment, options, properties, networks, annotation = PINNED[relative]
-    doc = document(relative)
+    doc = document(relative, hidden=True)
     assert [k for k in doc if k not in ("AllDeploymentOptions", "Deployment")] == GOVC_KEYS
     assert doc["Name"] == name
     assert doc.get("Deployment") == deployment
@@ -95,8 +95,19 @@ def test_pinned_spec_output(relative: str) -> None:
     assert not any(doc[k] for k in ("MarkAsTemplate", "PowerOn", "InjectOvfEnv", "WaitForIP"))
 
 
+def test_properties_the_vendor_hid_are_listed_only_with_hidden() -> None:
+    """govc's ``import.spec`` lists only userConfigurable properties unless -hidden."""
+    shown = {p["Key"] for p in document("configspec.ovf")["PropertyMapping"]}
+    everything = {p["Key"] for p in document("configspec.ovf", hidden=True)["PropertyMapping"]}
+    assert "BUILD_TIMESTAMP" in everything - shown
+    assert "network.hostname" in shown
+    descriptor = parse_descriptor((CORPUS / "configspec.ovf").read_bytes())
+    configurable = {p.key for p in descriptor.properties if p.user_configurable}
+    assert shown == configurable & everything
+
+
 def test_choosing_another_deployment_changes_properties_and_hardware() -> None:
-    doc = document("deployment-configs.ovf", deployment="small", verbose=True)
+    doc = document("deployment-configs.ovf", deployment="small", verbose=True, hidden=True)
     keys = [p["Key"] for p in doc["PropertyMapping"]]
     assert keys == ["hostname", "tier_small", "size_preset", "scratch_space_size_small"]
     hardware = doc["Hardware"]
