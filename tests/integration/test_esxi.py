@@ -1,0 +1,70 @@
+"""Importing straight to a standalone ESXi host: no vCenter, no clusters, no folders.
+
+vcsim in ESX mode is one host with an ``ha-datacenter``; placement needs no
+options at all, and the same pool, lease guard and uploads work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from asyncovf.engine.plan import load_batch
+from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.ovf.package import check_files, open_package
+from asyncovf.vsphere.inventory import PlacementRequest
+from tests.factory import DiskSpec, build_package
+from tests.integration.inspect import list_vms
+from tests.integration.test_batch import check_invariants, run_plan
+from tests.vcsim.harness import Vcsim, running_vcsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.fixture(scope="module")
+def esxi() -> Iterator[Vcsim]:
+    with running_vcsim(esx=True) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def connection(esxi: Vcsim) -> ConnectionSettings:
+    esxi.reset_counters()
+    return ConnectionSettings(server=esxi.url, username=esxi.username,
+                              password=esxi.password, ca_file=str(esxi.ca_file))
+
+
+async def test_a_single_import_needs_no_placement_on_a_host(
+    esxi: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    built = build_package(tmp_path, "host", disks=(DiskSpec(8, 100_000),))
+    package = await open_package(built.path)
+    check_files(package)
+    async with Importer(connection) as importer:
+        placement = await importer.resolve(PlacementRequest())
+        assert (placement.datacenter.name, placement.datastore.name) == ("ha-datacenter",
+                                                                         "LocalDS_0")
+        state = await importer.import_package(package, "on-esxi", placement)
+    assert state.vm and state.bytes_done == state.bytes_total
+    assert [vm.disks for vm in await list_vms(connection) if vm.name == "on-esxi"] == [1]
+    await anyio.to_thread.run_sync(check_invariants, esxi)
+
+
+async def test_a_batch_runs_against_a_host(
+    esxi: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon",
+                                                         disks=(DiskSpec(8, 64_000),)))
+    batch = tmp_path / "esxi.yaml"
+    batch.write_text("defaults:\n  source: ./photon.ova\nvms:\n"
+                     '  - name: "esx-{index}"\n    count: 6\n')
+    plan = await anyio.to_thread.run_sync(load_batch, batch)
+    runner = await run_plan(connection, plan, RunSettings(concurrency=3))
+    assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 6
+    names = {vm.name for vm in await list_vms(connection)}
+    assert {f"esx-{i}" for i in range(1, 7)} <= names
+    await anyio.to_thread.run_sync(check_invariants, esxi, runner)
