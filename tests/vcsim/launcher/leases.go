@@ -163,7 +163,13 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 				lease.rule = &copy
 			}
 			h.leases[lease.id] = lease
-			h.leasesOpen[lease.id] = true
+			if h.expiredSessions[lease.session] {
+				// The session expired while ImportVApp was under way: the lease
+				// ended with it, as expireSessions ends the ones it finds.
+				h.leasesEndedByServer++
+			} else {
+				h.leasesOpen[lease.id] = true
+			}
 		}
 	case (method == "HttpNfcLeaseComplete" || method == "HttpNfcLeaseAbort") && ok:
 		if lease := h.leaseFor(request); lease != nil {
