@@ -183,9 +183,9 @@ class Vcsim:
         the call out, then the answer is cut). ``nth``, ``times`` and ``probability`` count the
         calls that match ``method`` and ``vm``.
         ``lease``: for the next ``times`` leases (0 = all; ``vm``: only that
-        VM's; ``probability``: each with that chance): ``initializing_reads``, ``error_after_bytes`` (+ ``error_fault``),
-        ``expire_after_seconds`` (no progress for that long moves the lease to
-        error, as vCenter does).
+        VM's; ``probability``: each with that chance): ``initializing_reads``,
+        ``error_after_bytes`` (+ ``error_fault``), ``expire_after_seconds`` (no
+        progress for that long moves the lease to error, as vCenter does).
         ``seed`` seeds the launcher's generator for ``probability``.
         """
         nfc_rules = [dict(nfc)] if isinstance(nfc, Mapping) else [dict(r) for r in nfc or ()]
