@@ -52,7 +52,7 @@ NFC_FAULTS = {
     "http-500-after-bytes": ({"status": 500, "after_bytes": 50_000}, "status"),
     "reset-after-bytes": ({"reset": True, "after_bytes": 50_000}, "reset"),
     "reset-before-any-byte": ({"reset": True, "after_bytes": 0}, "reset"),
-    "stall-past-the-deadline": ({"stall_seconds": 5.0}, "stall"),
+    "stall-past-the-deadline": ({"stall_seconds": 2.0}, "stall"),
 }
 
 
