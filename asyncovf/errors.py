@@ -174,6 +174,42 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return next((e for e in leaves if not isinstance(e, cancelled)), leaves[0])
 
 
+def error_kind(error: BaseException) -> str:
+    """A short, stable category for ``error``: what a load tester counts and charts.
+
+    vCenter's faults are counted by their own name (``InvalidState``,
+    ``TaskInProgress``…) — that is what tells a platform team which part of
+    vCenter pushed back — prefixed ``lease:`` when a lease ended in one; our
+    own failures by the layer that failed (``manifest``, ``source``, ``upload``,
+    ``connection``, ``timeout``, ``input``).
+    """
+    if isinstance(error, BaseExceptionGroup):
+        error = first_error(error)
+    if isinstance(error, LeaseError):
+        return f"lease: {error.fault_type}" if error.fault_type else "lease"
+    if isinstance(error, VCenterError):
+        return error.fault_type or "vCenter"
+    if isinstance(error, ManifestError):
+        return "manifest"
+    if isinstance(error, InputError):
+        return "input"
+    if isinstance(error, SourceError):
+        return "source"
+    if isinstance(error, UntrustedTarget):
+        return "untrusted target"
+    if isinstance(error, TransferTimeout):
+        return "upload stalled"
+    if isinstance(error, TransferError):
+        return "upload"
+    if isinstance(error, RequestTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(error, TLSVerificationError):
+        return "TLS"
+    if isinstance(error, TransportError | OSError):
+        return "connection"
+    return type(error).__name__
+
+
 def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
@@ -201,5 +237,6 @@ __all__ = [
     "UntrustedTarget",
     "UsageError",
     "VCenterError",
+    "error_kind",
     "first_error",
 ]

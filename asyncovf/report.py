@@ -62,6 +62,7 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
                     for phase in PHASE_ORDER if phase in result.timings},
         "phases": phases,
         "error": result.error,
+        "error_kind": result.error_kind,
         "warnings": list(result.warnings),
         "cleanup_errors": list(result.cleanup_errors),
     }
@@ -97,21 +98,10 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
             "soap_retries": runner.soap_retries,
             "soap_calls": calls,
             "soap_calls_per_import": round(sum(calls.values()) / imported, 2) if imported else None,
-            "errors_by_kind": dict(Counter(_error_kind(r) for r in runner.results
-                                           if r.status is JobStatus.FAILED)),
+            "errors_by_kind": dict(Counter(r.error_kind or "other" for r in runner.results
+                                           if r.status is JobStatus.FAILED).most_common()),
         },
     }
-
-
-def _error_kind(result: JobResult) -> str:
-    error = result.error or ""
-    for marker, kind in (("job timeout", "timeout"), ("digest mismatch", "manifest"),
-                         ("already exists", "name conflict"), ("lease", "lease"),
-                         ("upload", "transfer"), ("not found", "placement"),
-                         ("not started", "session")):
-        if marker in error:
-            return kind
-    return "other"
 
 
 def write_report(path: str | os.PathLike[str], report: Mapping[str, Any]) -> None:

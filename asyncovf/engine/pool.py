@@ -34,6 +34,7 @@ from asyncovf.errors import (
     TransferError,
     UntrustedTarget,
     VCenterError,
+    error_kind,
 )
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.descriptor import Descriptor
@@ -106,6 +107,8 @@ class JobResult:
     bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: :func:`~asyncovf.errors.error_kind` of the error that ended the job.
+    error_kind: str | None = None
     warnings: list[str] = field(default_factory=list)
     cleanup_errors: list[str] = field(default_factory=list)
     #: Failed on bad input before anything was created on vCenter.
@@ -277,6 +280,7 @@ class BatchRunner:
                 result.status = (JobStatus.FAILED if reason.startswith("not started")
                                  else JobStatus.ABORTED)
                 result.error = reason
+                result.error_kind = "not started" if reason.startswith("not started") else None
             elif result.status is JobStatus.RUNNING:  # cancelled mid-job
                 result.status = JobStatus.ABORTED
                 result.error = result.error or "interrupted"
@@ -295,6 +299,7 @@ class BatchRunner:
         if result.spec.source in self.source_errors:
             result.status = JobStatus.FAILED
             result.error = self.source_errors[result.spec.source]
+            result.error_kind = "package"
             result.input_error = True
             result.finished = result.started
             self._notify(result)
@@ -307,6 +312,7 @@ class BatchRunner:
                 await self._attempts(session, result)
         except TimeoutError:
             result.status = JobStatus.FAILED
+            result.error_kind = "job timeout"
             result.error = (f"job timeout: not finished after {self.settings.job_timeout:g} s"
                             + (f" ({result.error})" if result.error else ""))
         except anyio.get_cancelled_exc_class():
@@ -347,6 +353,7 @@ class BatchRunner:
                     continue
                 result.absorb(state, attempt)
                 result.error = _error_text(exc)
+                result.error_kind = error_kind(exc)
                 if attempt <= self.settings.job_retries and _retryable(exc):
                     log.warning("%s: attempt %d failed (%s); retrying the job", spec.name,
                                 attempt, result.error)
@@ -356,7 +363,7 @@ class BatchRunner:
                 return
             result.absorb(state, attempt)
             result.status = status
-            result.error = None
+            result.error = result.error_kind = None
             return
 
     async def _attempt(self, session: VCenterSession, spec: JobSpec, package: Package,

@@ -54,6 +54,7 @@ async def test_a_lease_error_is_reported_with_the_servers_fault_when_retries_run
     assert (result.error or "").startswith(
         f"lease for '{result.name}' went to error (upload of appliance-disk1.vmdk rejected: "
         "HTTP 500 ): FileFault: injected FileFault after 100000 bytes")
+    assert result.error_kind == "lease: FileFault"
     await fault_run.check_invariants(runner)
 
 
