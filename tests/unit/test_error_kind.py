@@ -46,6 +46,7 @@ def test_each_error_has_its_kind(error: BaseException, kind: str) -> None:
     assert error_kind(error) == kind
 
 
+@pytest.mark.anyio
 async def test_a_group_is_counted_by_its_first_real_error() -> None:
     group = BaseExceptionGroup("upload", [TransferError("HTTP 500"), RequestTimeout("late")])
     assert error_kind(group) == "upload"
