@@ -6,8 +6,10 @@ at random (``--fault-rate`` each, seeded by ``--seed``):
 
 * SOAP: InvalidState on CreateImportSpec, TaskInProgress on ImportVApp,
   FileFault on FindChild, lost answers of lease reads (repeated by the
-  session) and of HttpNfcLeaseComplete (the lease is aborted, the job
-  retried), answers 2 s late on CreateImportSpec (past a 1 s call timeout);
+  session), of ImportVApp after vCenter carried it out (the worker logs out
+  and in again to end the lease it never learned, the VM is removed, the job
+  retried) and of HttpNfcLeaseComplete (the lease is aborted, the job
+  retried), answers 4.5 s late on CreateImportSpec (past the 3 s call timeout);
 * NFC: HTTP 500 after some bytes, connection resets, stalls (past a 1 s
   stall deadline);
 * leases: moved to error mid-upload.
@@ -17,7 +19,9 @@ still depends on how the workers interleave, so two runs with one seed are
 alike, not identical.
 
 Then it checks, on the server's side: every Login logged out, every
-ImportVApp completed or aborted, no lease open, and the inventory holding
+ImportVApp completed or aborted (or ended with the session the worker renewed
+after losing its answer — never more of those than renewals), no lease open,
+and the inventory holding
 exactly the VMs the run reports imported. It prints one JSON document (the
 invariants, job outcomes, retries, what was injected) and exits 1 if an
 invariant fails. Run:
@@ -52,8 +56,7 @@ from tests.integration.inspect import list_vms
 from tests.vcsim.harness import Counters, Vcsim, running_vcsim
 
 PREFIX = "soak"
-#: Short enough that late answers cost little, long enough that no real call
-#: hits it (a lost ImportVApp answer leaks its lease: a known product bug).
+#: Short enough that late answers cost little, long enough that no real call hits it.
 CALL_TIMEOUT = 3.0
 
 
@@ -65,6 +68,7 @@ def fault_rules(rate: float) -> dict[str, Any]:
             {"method": "CreateImportSpec", "delay_ms": int(CALL_TIMEOUT * 1500),
              "probability": rate},
             {"method": "ImportVApp", "fault": "TaskInProgress", "probability": rate},
+            {"method": "ImportVApp", "drop_after_call": True, "probability": rate},
             {"method": "FindChild", "fault": "FileFault", "probability": rate},
             {"method": "RetrievePropertiesEx", "drop": True, "probability": rate},
             {"method": "HttpNfcLeaseComplete", "drop": True, "probability": rate},
@@ -124,7 +128,11 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
     invariants = {
         "login_equals_logout": counters.ok("Login") == counters.ok("Logout"),
         "no_session_left": counters.sessions_live == 0,
-        "importvapp_equals_complete_plus_abort": counters.ok("ImportVApp") == completes + aborts,
+        "importvapp_equals_complete_plus_abort_plus_ended_with_session":
+            counters.ok("ImportVApp") == completes + aborts + counters.leases_ended_by_server
+            + counters.leases_ended_by_logout,
+        "leases_ended_by_logout_only_after_a_lost_answer":
+            counters.leases_ended_by_logout <= runner.sessions_renewed,
         "no_lease_open": counters.leases_open == 0,
         "inventory_equals_imported": in_inventory == imported,
         "runner_sessions_closed": runner.sessions_opened == runner.sessions_closed,
@@ -158,9 +166,11 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
         },
         "sessions": {"login": counters.ok("Login"), "logout": counters.ok("Logout"),
                      "live": counters.sessions_live, "relogins": runner.relogins,
+                     "renewed_after_a_lost_importvapp_answer": runner.sessions_renewed,
                      "soap_retries": runner.soap_retries},
         "leases": {"importvapp_ok": counters.ok("ImportVApp"), "complete_ok": completes,
                    "abort_ok": aborts, "open": counters.leases_open,
+                   "ended_with_a_renewed_session": counters.leases_ended_by_logout,
                    "created": counters.leases_created, "moved_to_error": counters.leases_in_error},
         "inventory": {"vms": len(in_inventory), "imported": len(imported),
                       "not_imported_but_present": sorted(in_inventory - imported)[:10],

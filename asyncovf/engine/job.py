@@ -29,6 +29,7 @@ from asyncovf.errors import (
     TransferError,
     TransferTimeout,
     UntrustedTarget,
+    VCenterError,
     first_error,
 )
 from asyncovf.ovf.content import open_content
@@ -99,6 +100,9 @@ class JobState:
     upload_retries: int = 0
     #: True once ImportVApp was sent: from then on a failure is not "input rejected".
     touched_vcenter: bool = False
+    #: ImportVApp was sent and its answer lost (connection dropped, call timed
+    #: out): a lease may exist that nobody can name. See BatchRunner.
+    import_unanswered: bool = False
     cleanup_errors: list[str] = field(default_factory=list)
     #: (phase, monotonic start time) for every phase entered: the report's timeline.
     history: list[tuple[str, float]] = field(default_factory=list)
@@ -249,14 +253,19 @@ async def _run(
     # one call finishes shielded (bounded by the call timeout); a pending
     # cancellation then hits the lease guard, which aborts the lease it now knows.
     state.touched_vcenter = True
-    with anyio.CancelScope(shield=True):
-        lease = await session.invoke(
-            placement.resource_pool.ref,
-            "ImportVApp",
-            spec=spec_result.importSpec,
-            folder=placement.folder.ref,
-            host=placement.host.ref if placement.host else None,
-        )
+    try:
+        with anyio.CancelScope(shield=True):
+            lease = await session.invoke(
+                placement.resource_pool.ref,
+                "ImportVApp",
+                spec=spec_result.importSpec,
+                folder=placement.folder.ref,
+                host=placement.host.ref if placement.host else None,
+            )
+    except Exception as exc:
+        # No answer (not a fault): vCenter may have created a lease we never learned.
+        state.import_unanswered = not isinstance(exc, VCenterError)
+        raise
 
     state.advance(Phase.LEASE_WAIT)
     notify()

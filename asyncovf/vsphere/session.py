@@ -86,10 +86,13 @@ class VCenterSession:
         self.retry = retry or RetryPolicy()
         self.relogins = 0
         self.retries = 0
+        #: Logouts and logins again by :meth:`renew`.
+        self.renewals = 0
         self._credentials = credentials
         self.client = SoapClient(endpoint, call_timeout=call_timeout, connections=connections)
         self._content: Any = None
         self._logged_in = False
+        self._closed = False
 
     def __repr__(self) -> str:
         state = "logged-in" if self._logged_in else "closed"
@@ -121,6 +124,7 @@ class VCenterSession:
 
     async def aclose(self) -> None:
         """Log out (bounded, shielded from cancellation), then close the pool."""
+        self._closed = True
         try:
             if self._logged_in:
                 self._logged_in = False
@@ -170,15 +174,42 @@ class VCenterSession:
                 try:
                     return await self.client.invoke(mo, method, **kwargs)
                 except NotAuthenticatedError:
-                    if relogged or method in ("Login", "Logout") or not self._logged_in:
+                    if (relogged or method in ("Login", "Logout") or self._content is None
+                            or self._closed):
                         raise
                     relogged = True
                     log.warning("session to %s expired; logging in again", self.endpoint.host)
                     self.client.forget_session()
                     await self._login()
+                    self._logged_in = True
                     self.relogins += 1
                     return await self.client.invoke(mo, method, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def renew(self) -> None:
+        """Log out and in again, ending everything the server keeps for this login.
+
+        vCenter scopes an HttpNfcLease to the session that created it (a lease's
+        id reads ``session[…]…``) and ends it when the session ends. When
+        ImportVApp's answer is lost the lease exists but we never learned its
+        reference, so ending the session is the one way to end that lease now
+        rather than at its ``leaseTimeout``. Logout is shielded and bounded as
+        in :meth:`aclose`; a failed Login raises, and the next call that meets
+        ``NotAuthenticated`` logs in again.
+        """
+        if self._content is None:
+            raise RuntimeError("VCenterSession used outside 'async with'")
+        if self._logged_in:
+            self._logged_in = False
+            with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True):
+                try:
+                    await self.client.invoke(self._content.sessionManager, "Logout")
+                except Exception as exc:
+                    log.warning("logout from %s failed: %s", self.endpoint.host, exc)
+        self.client.forget_session()
+        await self._login()
+        self._logged_in = True
+        self.renewals += 1
 
     def _note_retry(self, method: str, state: RetryCallState) -> None:
         self.retries += 1

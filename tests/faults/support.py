@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +70,15 @@ class FaultRun:
         assert counters.sessions_live == 0, "a session was not logged out"
         assert counters.ok("Login") == counters.ok("Logout") + counters.sessions_expired
         assert counters.leases_open == 0, "a lease is still open"
+        # A lease ends with the session that made it: a worker's Logout ending an
+        # open lease is a leak hidden by the Logout, unless the worker renewed its
+        # session because ImportVApp's answer was lost (asyncovf's only way to end
+        # a lease it never learned).
+        renewed = runner.sessions_renewed if runner is not None else 0
+        assert counters.leases_ended_by_logout <= renewed, "a lease was left to end at Logout"
         assert counters.ok("ImportVApp") == (
             counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
-            + counters.leases_ended_by_server)
+            + counters.leases_ended_by_server + counters.leases_ended_by_logout)
         names = {vm.name for vm in await list_vms(self.connection)
                  if vm.name.startswith(self.prefix)}
         if runner is not None:
@@ -78,6 +86,21 @@ class FaultRun:
             imported = {r.name for r in runner.results if r.status is JobStatus.IMPORTED}
         if imported is not None:
             assert names == imported, "a VM is in the inventory that no job reported imported"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str]:
+    """``asyncovf run BATCH ARGS`` as a user runs it: (exit status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
+    env.update(VSPHERE_SERVER=run.vcsim.url, VSPHERE_USER=run.vcsim.username,
+               VSPHERE_PASSWORD=run.vcsim.password)
+    result = await anyio.run_process(
+        [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
+         str(run.vcsim.ca_file), "--progress", "plain", *args],
+        env=env, cwd=ROOT, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 def job_name(run: FaultRun, index: int) -> str:

@@ -12,8 +12,6 @@ VMs the report calls imported are in the inventory.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +19,9 @@ import anyio
 import pytest
 
 from tests.factory import DiskSpec, build_package
-from tests.faults.support import FaultRun
+from tests.faults.support import FaultRun, run_cli
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
-    env.update(VSPHERE_SERVER=run.vcsim.url, VSPHERE_USER=run.vcsim.username,
-               VSPHERE_PASSWORD=run.vcsim.password)
-    result = await anyio.run_process(
-        [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
-         str(run.vcsim.ca_file), "--progress", "plain", *args],
-        env=env, cwd=ROOT, check=False)
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
-
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -51,7 +35,7 @@ async def test_a_yaml_syntax_error_names_the_file_and_line_and_opens_no_session(
 ) -> None:
     batch = write(tmp_path / "fleet.yaml",
                   "defaults:\n  source: ./appliance.ova\n  cluster: DC0_C0\nvms:\n"
-                  '  - name: "web-{index}"\n\tcount: 3\n')
+                  f'  - name: "{fault_run.prefix}-{{index}}"\n\tcount: 3\n')
     report = tmp_path / "report.json"
     status, stdout, stderr = await run_cli(fault_run, batch, "--report", str(report))
     assert status == 2
@@ -165,3 +149,65 @@ async def test_a_batch_whose_every_source_is_broken_creates_nothing_and_exits_2(
     counters = await fault_run.counters()
     assert counters.calls("CreateImportSpec") == 0 and counters.calls("ImportVApp") == 0
     await fault_run.check_invariants(imported=set())
+
+
+def corrupt_disk_bytes(directory: Path) -> None:
+    """An OVA whose tar is intact but whose disk no longer matches its manifest."""
+    good = build_package(directory, "appliance", disks=(DiskSpec(16, 64 * 1024),)).path
+    data = bytearray(good.read_bytes())
+    at = data.index(b"appliance-disk1.vmdk") + 512 + 40_000  # well inside the disk's data
+    data[at] ^= 0xFF
+    (directory / "corrupt.ova").write_bytes(bytes(data))
+
+
+async def test_a_disk_that_fails_its_digest_mid_upload_fails_its_job_alone(
+    fault_run: FaultRun, tmp_path: Path
+) -> None:
+    # Found only while streaming: the lease is taken, then aborted, and the VM removed.
+    await anyio.to_thread.run_sync(corrupt_disk_bytes, tmp_path)
+    prefix = fault_run.prefix
+    batch = write(tmp_path / "fleet.yaml",
+                  "defaults:\n  source: ./appliance.ova\n  cluster: DC0_C0\nvms:\n"
+                  f'  - name: "{prefix}-a{{index}}"\n    count: 2\n'
+                  f"  - name: {prefix}-bad\n    source: ./corrupt.ova\n"
+                  f'  - name: "{prefix}-b{{index}}"\n    count: 2\n')
+    report_path = tmp_path / "report.json"
+    status, _, stderr = await run_cli(fault_run, batch, "--concurrency", "2",
+                                      "--report", str(report_path))
+    assert status == 1, stderr
+    jobs = {job["name"]: job for job in json.loads(report_path.read_text())["jobs"]}
+    bad = jobs.pop(f"{prefix}-bad")
+    assert (bad["status"], bad["attempts"], bad["error_kind"]) == ("failed", 1, "manifest"), bad
+    assert "sha256 digest mismatch for appliance-disk1.vmdk" in bad["error"], bad["error"]
+    assert [(job["status"], job["attempts"]) for job in jobs.values()] == [("imported", 1)] * 4
+    counters = await fault_run.counters()
+    assert counters.ok("ImportVApp") == 5 and counters.ok("HttpNfcLeaseAbort") == 1
+    await fault_run.check_invariants(imported=set(jobs))
+
+
+async def test_job_timeout_from_the_command_line_ends_one_slow_upload_only(
+    fault_run: FaultRun, tmp_path: Path
+) -> None:
+    # One job's upload crawls (10 KB/s) past --job-timeout; its lease is aborted
+    # and its VM removed, the jobs around it import within the limit.
+    await anyio.to_thread.run_sync(make_sources, tmp_path)
+    prefix = fault_run.prefix
+    await fault_run.set_faults(nfc=[{"vm": f"{prefix}-slow", "throttle_bps": 10_000}])
+    batch = write(tmp_path / "fleet.yaml",
+                  "defaults:\n  source: ./appliance.ova\n  cluster: DC0_C0\nvms:\n"
+                  f'  - name: "{prefix}-a{{index}}"\n    count: 2\n'
+                  f"  - name: {prefix}-slow\n"
+                  f'  - name: "{prefix}-b{{index}}"\n    count: 2\n')
+    report_path = tmp_path / "report.json"
+    status, _, stderr = await run_cli(fault_run, batch, "--concurrency", "2", "--job-timeout",
+                                      "2", "--report", str(report_path))
+    assert status == 1, stderr
+    jobs = {job["name"]: job for job in json.loads(report_path.read_text())["jobs"]}
+    slow = jobs.pop(f"{prefix}-slow")
+    assert (slow["status"], slow["error_kind"]) == ("failed", "job timeout"), slow
+    assert slow["error"].startswith("job timeout: not finished after 2 s"), slow["error"]
+    assert [job["status"] for job in jobs.values()] == ["imported"] * 4
+    assert [phase["phase"] for phase in slow["phases"]][-2:] == ["upload", "abort"]
+    counters = await fault_run.counters()
+    assert counters.ok("HttpNfcLeaseAbort") == 1
+    await fault_run.check_invariants(imported=set(jobs))

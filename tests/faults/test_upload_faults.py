@@ -11,6 +11,7 @@ no lease open, only imported jobs' VMs in the inventory.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -227,24 +228,32 @@ async def test_a_dropped_soap_answer_on_one_job(fault_run: FaultRun, case: str) 
     await fault_run.check_invariants(runner)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (asyncovf/engine/job.py): when ImportVApp's answer is lost after vCenter "
-    "created the lease and the VM — the connection drops, or the call outlives the call "
-    "timeout — the job never learns the lease, so it is neither completed nor aborted "
-    "(vCenter holds it, and the VM it covers, until the lease times out)"))
-@pytest.mark.parametrize("rule", [{"drop_after_call": True},
-                                  {"delay_ms": 2500, "delay_after_call": True}],
+@pytest.mark.parametrize(("rule", "kind", "error"),
+                         [({"drop_after_call": True}, "connection", r"ImportVApp call to \S+ "
+                           r"failed: Response payload is not completed"),
+                          ({"delay_ms": 2500, "delay_after_call": True}, "timeout",
+                           r"ImportVApp to \S+ got no answer in 1\.5 s")],
                          ids=["dropped-after-the-call", "answer-later-than-the-call-timeout"])
-async def test_a_lost_importvapp_answer_leaves_nothing_behind(
-    fault_run: FaultRun, rule: dict[str, Any]
+async def test_a_lost_importvapp_answer_ends_its_lease_with_the_session_and_removes_the_vm(
+    fault_run: FaultRun, rule: dict[str, Any], kind: str, error: str
 ) -> None:
+    # vCenter carried ImportVApp out, so a lease and a VM exist that the job never
+    # learned. The worker logs out and in again (a lease ends with its session) and
+    # removes the VM by name; the job fails and the rest of the batch is untouched.
     fault_run.connection = dataclasses.replace(fault_run.connection, call_timeout=1.5)
     await fault_run.set_faults(soap=[{"method": "ImportVApp", "vm": job_name(fault_run, TARGET),
                                       "times": 1, **rule}])
     runner = await run_batch(fault_run, count=COUNT, settings=fast(job_retries=0))
     target, others = split(fault_run, runner)
     assert_unaffected(others)
-    assert target["status"] == "failed"
+    assert (target["status"], target["attempts"], target["error_kind"]) == \
+        ("failed", 1, kind), target
+    assert re.match(error, target["error"]), target["error"]
+    assert target["cleanup_errors"] == []
+    assert runner.sessions_renewed == 1
+    counters = await fault_run.settled()
+    assert counters.leases_ended_by_logout == 1  # the lease the answer would have named
+    assert counters.ok("HttpNfcLeaseAbort") == 0 and counters.ok("Destroy_Task") == 1
     await fault_run.check_invariants(runner)
 
 

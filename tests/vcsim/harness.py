@@ -86,6 +86,10 @@ class Counters:
     sessions_live: int = 0  # logged in and not out (expired ones excluded)
     sessions_expired: int = 0
     leases_ended_by_server: int = 0  # their session expired
+    #: Ended because the session that created them logged out while they were
+    #: open: expected only where the client lost ImportVApp's answer; anywhere
+    #: else, a leaked lease that the worker's final Logout happened to end.
+    leases_ended_by_logout: int = 0
     leases_in_error: int = 0  # moved to error by a lease rule (error_after_bytes, expiry)
     nfc_faults: Mapping[str, int] = field(default_factory=dict)  # applied, by kind
 
@@ -150,6 +154,7 @@ class Vcsim:
                         sessions_live=int(raw.get("sessions_live") or 0),
                         sessions_expired=int(raw.get("sessions_expired") or 0),
                         leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0),
+                        leases_ended_by_logout=int(raw.get("leases_ended_by_logout") or 0),
                         leases_in_error=int(raw.get("leases_in_error") or 0),
                         nfc_faults=nfc.get("faults") or {})
 

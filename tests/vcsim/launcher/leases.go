@@ -184,6 +184,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 	case method == "Logout" && ok:
 		if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
 			delete(h.liveSessions, cookie[1])
+			h.leasesEndedByLogout += h.endLeasesOfLocked(cookie[1])
 		}
 	case method == "RetrievePropertiesEx" && ok:
 		lease := h.leaseFor(request)
@@ -260,15 +261,25 @@ func (h *harness) expireSessions() int {
 		count++
 	}
 	h.sessionsExpired += count
-	// vCenter ends the leases of a session that ends (vcsim keeps them in the
-	// session, so they are gone for any other session too).
-	for id := range h.leasesOpen {
-		if lease := h.leases[id]; lease != nil && h.expiredSessions[lease.session] {
-			delete(h.leasesOpen, id)
-			h.leasesEndedByServer++
-		}
+	for cookie := range h.expiredSessions {
+		h.leasesEndedByServer += h.endLeasesOfLocked(cookie)
 	}
 	return count
+}
+
+// endLeasesOfLocked ends the open leases a session created, because the session
+// ended (Logout or expiry), and says how many. vCenter scopes an HttpNfcLease to its session (the
+// lease's id reads "session[…]…") and ends it with the session; vcsim keeps
+// leases in the session's own registry, so they are gone for anyone else too.
+func (h *harness) endLeasesOfLocked(cookie string) int {
+	ended := 0
+	for id := range h.leasesOpen {
+		if lease := h.leases[id]; lease != nil && lease.session == cookie {
+			delete(h.leasesOpen, id)
+			ended++
+		}
+	}
+	return ended
 }
 
 // leaseReader fails an NFC upload once its lease goes to error, as ESXi drops

@@ -121,6 +121,9 @@ type harness struct {
 	sessionsExpired int
 	// leases vCenter ended itself (their session expired)
 	leasesEndedByServer int
+	// Leases still open when the session that created them logged out: a
+	// client's only way to end a lease whose ImportVApp answer it never got.
+	leasesEndedByLogout int
 
 	thumbprint string // SHA-1 of the server certificate, as vSphere writes it (AA:BB:…)
 
@@ -182,6 +185,7 @@ func (h *harness) reset() {
 	}
 	h.sessionsExpired = 0
 	h.leasesEndedByServer = 0
+	h.leasesEndedByLogout = 0
 	h.nfcReqs = map[string]int{}
 	h.nfcBytes = 0
 	h.nfcMax = h.nfcNow
@@ -572,6 +576,7 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 		"sessions_live":          len(h.liveSessions),
 		"sessions_expired":       h.sessionsExpired,
 		"leases_ended_by_server": h.leasesEndedByServer,
+		"leases_ended_by_logout": h.leasesEndedByLogout,
 	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()
