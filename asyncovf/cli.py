@@ -27,7 +27,7 @@ from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.job import JobState
 from asyncovf.engine.limits import parse_bandwidth, parse_size
 from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch, parse_batch, parse_shard
-from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings, import_options
+from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings, import_options, parse_ramp
 from asyncovf.engine.run import make_runner, open_sources
 from asyncovf.errors import (
     AsyncOvfError,
@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     pool = run.add_argument_group("pool")
     pool.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
                       help="workers, each with its own session (default 8)")
+    pool.add_argument("--ramp", type=_ramp, metavar="SCHEDULE",
+                      help="load test: grow the workers over the run, e.g. 4:64 (doubling), "
+                           "4:64:4 (linear) or 4,8,16,64; overrides --concurrency")
+    pool.add_argument("--ramp-interval", type=_positive_float, default=30.0, metavar="SECONDS",
+                      help="time at each step of --ramp (default 30)")
     pool.add_argument("--max-per-host", type=_positive_int, metavar="N",
                       help="uploads in flight per ESXi host")
     pool.add_argument("--max-per-datastore", type=_positive_int, metavar="N",
@@ -204,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--report", metavar="FILE", help="write the JSON run report here")
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
+
+    report = commands.add_parser(
+        "report", help="draw a run report: timeline, in-flight, throughput, latency, errors",
+        parents=[debug],
+        description="Read the JSON that 'asyncovf run --report' wrote and draw what a load "
+                    "tester wants: every job's phases on a timeline, imports in flight and "
+                    "upload throughput over time, p50/p90/p99/max latency per phase, failed "
+                    "jobs by kind and, for a --ramp run, median latency per concurrency step. "
+                    "Charts need the report extra: pip install 'asyncovf[report]'.")
+    report.add_argument("results", metavar="RESULTS.json", help="a run report")
+    report.add_argument("--html", metavar="FILE", help="one self-contained HTML page")
+    report.add_argument("--png", metavar="FILE", help="all charts in one PNG")
+    report.add_argument("--json", metavar="FILE",
+                        help="the computed statistics as JSON ('-' for stdout)")
     return parser
 
 
@@ -216,6 +235,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be above 0")
+    return value
+
+
+def _ramp(text: str) -> tuple[int, ...]:
+    try:
+        return parse_ramp(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _non_negative_int(text: str) -> int:
@@ -291,6 +324,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return anyio.run(_run_command, args)
     if args.command == "spec":
         return anyio.run(_spec_command, args)
+    if args.command == "report":
+        return _report_command(args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover - parser.error exits
 
@@ -429,6 +464,35 @@ async def _spec_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report_command(args: argparse.Namespace) -> int:
+    """``asyncovf report RESULTS.json``: statistics always, pictures if matplotlib is there."""
+    from asyncovf.loadreport import analysis
+
+    if not (args.html or args.png or args.json):
+        args.json = "-"
+    try:
+        report = analysis.load_run_report(args.results)
+        if args.json:
+            text = json.dumps(analysis.statistics(report), indent=2) + "\n"
+            if args.json == "-":
+                sys.stdout.write(text)
+            else:
+                Path(args.json).write_text(text, encoding="utf-8")
+        if args.html or args.png:
+            from asyncovf.loadreport import charts
+
+            if args.html:
+                Path(args.html).write_text(charts.render_html(report), encoding="utf-8")
+                print(f"report: {args.html}", file=sys.stderr)
+            if args.png:
+                charts.write_png(report, args.png)
+                print(f"report: {args.png}", file=sys.stderr)
+    except (AsyncOvfError, OSError) as exc:
+        _report_error(exc, args.debug)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 async def _run_command(args: argparse.Namespace) -> int:
     """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
     try:
@@ -466,6 +530,8 @@ async def _run_command(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         create_folders=args.create_folders,
         parallel_disks=args.parallel_disks,
+        ramp=args.ramp or (),
+        ramp_interval=args.ramp_interval,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,

@@ -86,6 +86,10 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
             "shard": info.shard,
             "interrupted": info.interrupted,
             "dry_run": info.dry_run,
+            "ramp": ({"steps": list(runner.settings.ramp),
+                      "interval": runner.settings.ramp_interval}
+                     if runner.settings.ramp else None),
+            "concurrency_series": [[t, limit] for t, limit in runner.concurrency_series],
         },
         "jobs": [job_record(result, origin) for result in runner.results],
         "totals": {
@@ -95,6 +99,7 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
             "sessions_opened": runner.sessions_opened,
             "sessions_closed": runner.sessions_closed,
             "relogins": runner.relogins,
+            "sessions_renewed": runner.sessions_renewed,
             "soap_retries": runner.soap_retries,
             "soap_calls": calls,
             "soap_calls_per_import": round(sum(calls.values()) / imported, 2) if imported else None,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncovf.engine.job import ImportOptions, JobHooks, JobState, import_package
@@ -74,6 +75,37 @@ class NameConflict(InputError):
     """A VM of that name already exists where the import would put it."""
 
 
+def parse_ramp(text: str) -> tuple[int, ...]:
+    """A concurrency schedule from ``--ramp``: ``4:64`` doubles (4, 8, 16, 32, 64),
+    ``4:64:12`` adds 12 a step (4, 16, 28, 40, 52, 64), ``2,4,8,24`` is taken as given.
+
+    Steps go up: a load test looks for the concurrency where vCenter's latency
+    bends, so each step must add load. The last step is always the peak.
+    """
+    try:
+        if "," in text:
+            steps = tuple(int(part) for part in text.split(","))
+        else:
+            parts = [int(part) for part in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            first, last = parts[0], parts[1]
+            if first < 1 or last < first or (len(parts) == 3 and parts[2] < 1):
+                raise ValueError
+            steps_list = [first]
+            while steps_list[-1] < last:
+                grown = (steps_list[-1] + parts[2] if len(parts) == 3
+                         else steps_list[-1] * 2)
+                steps_list.append(min(grown, last))
+            steps = tuple(steps_list)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected FROM:TO (doubling), FROM:TO:STEP, or a list "
+                         "like 4,8,16,32") from None
+    if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"{text!r}: each step must be at least 1 and above the one before")
+    return steps
+
+
 @dataclass(frozen=True)
 class RunSettings:
     concurrency: int = 8
@@ -93,6 +125,19 @@ class RunSettings:
     chunk_size: int | None = None  # None: chosen by concurrency (limits.chunk_size_for)
     create_folders: bool = False
     parallel_disks: int = 1
+    #: A load test's concurrency schedule (non-decreasing): start with ``ramp[0]``
+    #: workers and add workers up to the next step every ``ramp_interval`` s.
+    #: Empty: ``concurrency`` workers from the start.
+    ramp: tuple[int, ...] = ()
+    ramp_interval: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.ramp:
+            if any(b < a for a, b in zip(self.ramp, self.ramp[1:], strict=False)) or \
+                    self.ramp[0] < 1:
+                raise ValueError(f"a ramp goes up from 1 or more: {self.ramp}")
+            # The pool is sized (memory, chunk size, stream buffer) for its peak.
+            object.__setattr__(self, "concurrency", self.ramp[-1])
 
 
 @dataclass
@@ -168,10 +213,16 @@ class BatchRunner:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.relogins = 0
+        #: Logouts and logins again to end a lease whose ImportVApp answer was lost.
+        self.sessions_renewed = 0
         self.soap_retries = 0
         self.worker_errors: list[str] = []
         self.started = time.monotonic()
         self.finished: float | None = None
+        #: (seconds from the start, workers allowed from then on): the report's record
+        #: of the concurrency a load test ran at.
+        self.concurrency_series: list[tuple[float, int]] = []
+        self._fed = anyio.Event()
         self._per_host = KeyedLimiter(settings.max_per_host)
         self._per_datastore = KeyedLimiter(settings.max_per_datastore)
         self._bandwidth = TokenBucket(settings.bandwidth) if settings.bandwidth else None
@@ -184,28 +235,58 @@ class BatchRunner:
         Whatever happens, :attr:`results` says what became of each job.
         """
         self.started = time.monotonic()
-        send, receive = anyio.create_memory_object_stream[JobResult](
-            max_buffer_size=self.settings.concurrency)
+        # No buffer: a job leaves the feed only when a worker takes it, so "fed"
+        # means every job is in a worker's hands (the ramp's cue to stop).
+        send, receive = anyio.create_memory_object_stream[JobResult](max_buffer_size=0)
+        steps = self.settings.ramp or (self.settings.concurrency,)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._feed, send)
                 async with receive:
-                    for number in range(1, min(self.settings.concurrency,
-                                                max(1, len(self.results))) + 1):
-                        group.start_soon(self._worker, number, receive.clone(),
-                                         name=f"worker {number}")
+                    self._add_workers(group, receive, steps[0])
+                    if len(steps) > 1:
+                        group.start_soon(self._ramp, group, receive.clone(), steps[1:],
+                                         name="ramp")
         finally:
             self.finished = time.monotonic()
             self._settle_unstarted()
         return self.results
 
+    def _add_workers(self, group: TaskGroup, jobs: MemoryObjectReceiveStream[JobResult],
+                     limit: int) -> None:
+        """Start workers up to ``limit`` (never more than there are jobs)."""
+        started = self.concurrency_series[-1][1] if self.concurrency_series else 0
+        self.concurrency_series.append((round(time.monotonic() - self.started, 6), limit))
+        for number in range(started + 1, min(limit, max(1, len(self.results))) + 1):
+            group.start_soon(self._worker, number, jobs.clone(), name=f"worker {number}")
+
+    async def _ramp(self, group: TaskGroup, jobs: MemoryObjectReceiveStream[JobResult],
+                    steps: tuple[int, ...]) -> None:
+        """Raise the number of workers one step every ``ramp_interval`` s.
+
+        Each new worker logs in when its step comes, so a ramp measures vCenter
+        at each concurrency, logins included. The ramp ends early once every
+        job has been handed to a worker: later steps would only log in and out.
+        """
+        async with jobs:
+            for limit in steps:
+                with anyio.move_on_after(self.settings.ramp_interval):
+                    await self._fed.wait()
+                if self._fed.is_set():
+                    return
+                log.info("ramp: %d workers", limit)
+                self._add_workers(group, jobs, limit)
+
     async def _feed(self, send: MemoryObjectSendStream[JobResult]) -> None:
         async with send:
-            for result in self.results:
-                try:
-                    await send.send(result)
-                except anyio.BrokenResourceError:
-                    return  # every worker is gone (e.g. none could log in)
+            try:
+                for result in self.results:
+                    try:
+                        await send.send(result)
+                    except anyio.BrokenResourceError:
+                        return  # every worker is gone (e.g. none could log in)
+            finally:
+                self._fed.set()
 
     async def _worker(self, number: int, jobs: MemoryObjectReceiveStream[JobResult]) -> None:
         async with jobs:
@@ -226,6 +307,7 @@ class BatchRunner:
                 self.sessions_closed += 1
                 self.soap_calls.update(session.client.calls)
                 self.relogins += session.relogins
+                self.sessions_renewed += session.renewals
                 self.soap_retries += session.retries
 
     async def _log_in(self, session: VCenterSession) -> None:
@@ -386,11 +468,37 @@ class BatchRunner:
             # The guard removes the VM its lease named (state.vm); this is for the others.
             # ImportVApp answered with a fault created nothing: no need to look.
             refused = isinstance(exc, VCenterError) and exc.method == "ImportVApp"
+            if state.import_unanswered:
+                await self._end_unknown_lease(session, state)
             if (state.touched_vcenter and state.vm is None and not refused
                     and not self.settings.keep_failed):
                 await self._remove_leftover(session, spec.name, placement, state)
             raise
         return JobStatus.IMPORTED
+
+    async def _end_unknown_lease(self, session: VCenterSession, state: JobState) -> None:
+        """ImportVApp's answer was lost: end the lease it may have created.
+
+        The call was sent and no answer came (the connection dropped, or the
+        answer outlived the call timeout), so vCenter may hold a lease we never
+        learned — and the vSphere API has no way to find a lease by its VM. A
+        lease belongs to the session that created it and ends with it, so the
+        worker logs out and in again (:meth:`VCenterSession.renew`) instead of
+        leaving the lease, and the VM it locks, until its ``leaseTimeout``.
+        Shielded and bounded like all cleanup; never raises but cancellation.
+        """
+        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
+            try:
+                await session.renew()
+            except Exception as exc:
+                state.cleanup_errors.append(f"ending the session to end a lease whose "
+                                            f"ImportVApp answer was lost failed: {exc}")
+                return
+            log.info("%s: ImportVApp's answer was lost; logged in again to end its lease",
+                     state.name)
+        if scope.cancelled_caught:
+            state.cleanup_errors.append("ending the session to end a lease whose ImportVApp "
+                                        "answer was lost timed out")
 
     async def _remove_leftover(self, session: VCenterSession, name: str, placement: Placement,
                                state: JobState) -> None:

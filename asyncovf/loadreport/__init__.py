@@ -1,0 +1,1 @@
+"""The load-test report: statistics (:mod:`.analysis`) and pictures (:mod:`.charts`)."""

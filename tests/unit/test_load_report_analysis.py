@@ -1,0 +1,140 @@
+"""The load-test statistics: pure functions of a run report, checked on hand-made runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncovf.engine.pool import parse_ramp
+from asyncovf.loadreport import analysis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def job(name: str, status: str, phases: list[tuple[str, float, float]], *, attempt: int = 1,
+        size: int = 0, kind: str | None = None) -> dict[str, Any]:
+    return {"name": name, "status": status, "bytes": size, "error_kind": kind,
+            "start": phases[0][1], "end": phases[-1][2],
+            "phases": [{"attempt": attempt, "phase": p, "start": s, "end": e}
+                       for p, s, e in phases]}
+
+
+def run(jobs: list[dict[str, Any]], seconds: float, series: Any = None) -> dict[str, Any]:
+    return {"version": 1, "run": {"seconds": seconds, "concurrency": 2,
+                                  "concurrency_series": series}, "jobs": jobs, "totals": {}}
+
+
+@pytest.mark.parametrize(("values", "p", "expected"), [
+    ([5.0], 99, 5.0), ([3.0, 1.0, 2.0], 50, 2.0), (list(map(float, range(1, 101))), 90, 90.0),
+    (list(map(float, range(1, 101))), 99, 99.0), ([1.0, 2.0], 50, 1.0), ([1.0, 2.0], 51, 2.0),
+])
+def test_percentiles_are_nearest_rank(values: list[float], p: float, expected: float) -> None:
+    assert analysis.percentile(values, p) == expected
+
+
+def test_phase_latencies_and_percentiles_count_every_attempt() -> None:
+    report = run([job("a", "imported", [("spec", 0, 1), ("upload", 1, 3)]),
+                  job("b", "failed", [("spec", 0, 2), ("upload", 2, 2.5), ("abort", 2.5, 3)])],
+                 3)
+    stats = {s.phase: s for s in analysis.phase_stats(report)}
+    assert list(stats) == ["spec", "upload", "abort"]
+    assert (stats["spec"].count, stats["spec"].p50, stats["spec"].max) == (2, 1, 2)
+    assert (stats["upload"].p50, stats["upload"].p99) == (0.5, 2)
+
+
+def test_in_flight_counts_a_handover_as_one_job_not_two() -> None:
+    report = run([job("a", "imported", [("spec", 0, 1)]), job("b", "imported", [("spec", 1, 2)]),
+                  job("c", "imported", [("spec", 0.5, 1.5)])], 2)
+    assert analysis.in_flight_series(report) == [(0.0, 1), (0.5, 2), (1.0, 2), (1.5, 1),
+                                                 (2.0, 0)]
+    assert analysis.max_in_flight(report) == 2
+
+
+def test_throughput_bins_add_up_to_the_bytes_uploaded() -> None:
+    mib = 2**20
+    report = run([job("a", "imported", [("upload", 0.0, 1.0)], size=3 * mib),
+                  job("b", "imported", [("upload", 0.3, 0.7)], size=mib),
+                  # a retried job: only its last attempt's upload carried its bytes
+                  {**job("c", "imported", [("upload", 0.0, 0.2)], size=mib),
+                   "phases": [{"attempt": 1, "phase": "upload", "start": 0.0, "end": 0.9},
+                              {"attempt": 2, "phase": "upload", "start": 0.9, "end": 1.0}]}],
+                 1.0)
+    width, bins = analysis.throughput_bins(report, 0.1)
+    assert width == 0.1 and len(bins) == 10
+    assert sum(bins) * width == pytest.approx(5.0)
+    assert bins[0] == pytest.approx(3.0)  # only 'a' (3 MiB over 1 s) in [0, 0.1)
+    assert bins[4] == pytest.approx(3.0 + 2.5)  # and 'b' (1 MiB over 0.4 s)
+    assert bins[9] == pytest.approx(3.0 + 10.0)  # and 'c's last attempt (1 MiB in 0.1 s)
+
+
+def test_steps_group_jobs_by_the_limit_in_force_when_they_started() -> None:
+    series = [[0, 2], [10, 4], [20, 8]]
+    report = run([job("a", "imported", [("upload", 1, 2)]), job("b", "imported",
+                                                                [("upload", 11, 14)]),
+                  job("c", "imported", [("upload", 12, 13)]), job("d", "imported",
+                                                                  [("upload", 21, 30)])],
+                 30, series)
+    assert analysis.limit_at(analysis.concurrency_series(report), 10) == 4
+    steps = analysis.step_stats(report)
+    assert [(s.limit, s.start, s.jobs, s.median["upload"]) for s in steps] == \
+        [(2, 0, 1, 1), (4, 10, 2, 1), (8, 20, 1, 9)]
+
+
+def test_errors_by_kind_count_failed_jobs_only() -> None:
+    report = run([job("a", "failed", [("upload", 0, 1)], kind="upload"),
+                  job("b", "failed", [("spec", 0, 1)], kind="InvalidState"),
+                  job("c", "failed", [("upload", 0, 1)], kind="upload"),
+                  job("d", "aborted", [("upload", 0, 1)], kind="upload")], 1)
+    assert analysis.errors_by_kind(report) == {"upload": 2, "InvalidState": 1}
+
+
+@pytest.mark.parametrize(("text", "steps"), [
+    ("4:64", (4, 8, 16, 32, 64)), ("3:20", (3, 6, 12, 20)), ("4:64:20", (4, 24, 44, 64)),
+    ("2,4,8,24", (2, 4, 8, 24)), ("5:5", (5,)),
+])
+def test_ramp_schedules(text: str, steps: tuple[int, ...]) -> None:
+    assert parse_ramp(text) == steps
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("8:4", "expected FROM:TO"), ("0:4", "expected FROM:TO"), ("4", "expected FROM:TO"),
+    ("a:b", "expected FROM:TO"), ("4,2", "above the one before"), ("0,2", "at least 1"),
+])
+def test_bad_ramp_schedules_say_what_is_expected(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_ramp(text)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"), ("{", "not JSON (line 1"), ('{"jobs": []}', "not an asyncovf run "
+                                                                       "report"),
+    ('{"version": 9, "run": {}, "jobs": [], "totals": {}}', "report version 9 is not supported"),
+])
+def test_the_report_command_refuses_what_is_not_a_run_report(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    html = tmp_path / "out.html"
+    done = subprocess.run([sys.executable, "-m", "asyncovf", "report", str(path), "--html",
+                           str(html)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"asyncovf: error: {path}: {message}"), done.stderr
+    assert not html.exists()
+
+
+def test_the_report_command_prints_statistics_without_any_chart_option(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(run([job("a", "imported", [("spec", 0, 1)])], 1)))
+    done = subprocess.run([sys.executable, "-m", "asyncovf", "report", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["phases"] == [{"phase": "spec", "count": 1, "p50": 1, "p90": 1, "p99": 1,
+                                "max": 1}]
