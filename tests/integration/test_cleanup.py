@@ -1,0 +1,256 @@
+"""``asyncovf cleanup`` against vcsim: exactly the run's VMs go, nothing else, ever.
+
+Every test checks what was removed *and* what must still be there (vcsim's own
+DC0_H0_VM0, a VM the report does not name, a renamed VM), and that every
+session the command opened was logged out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.importer import ConnectionSettings
+from asyncovf.report import RunInfo, build_report, write_report
+from asyncovf.vsphere.removal import power_off_and_destroy
+from asyncovf.vsphere.session import VCenterSession
+from tests.integration.inspect import list_vms
+from tests.integration.test_batch import make_batch, run_plan
+from tests.vcsim.harness import Counters, Vcsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parents[2]
+#: vcsim's own VM: no test created it, and no cleanup may remove it.
+BYSTANDER = "DC0_H0_VM0"
+
+
+@pytest.fixture
+def connection(vcsim: Vcsim) -> ConnectionSettings:
+    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
+                              password=vcsim.password, ca_file=str(vcsim.ca_file))
+
+
+async def cleanup(vcsim: Vcsim, *args: str) -> tuple[int, str, str]:
+    """Run ``asyncovf cleanup ARGS`` with the connection in VSPHERE_*; (status, out, err)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
+    env.update(VSPHERE_SERVER=vcsim.url, VSPHERE_USER=vcsim.username,
+               VSPHERE_PASSWORD=vcsim.password)
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "asyncovf", "cleanup", *args, "--ca-file", str(vcsim.ca_file)],
+            env=env, cwd=ROOT, check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def import_batch(connection: ConnectionSettings, tmp_path: Path, vms: str) -> BatchRunner:
+    plan = await make_batch(tmp_path, vms)
+    runner = await run_plan(connection, plan, RunSettings(concurrency=2))
+    assert {r.status for r in runner.results} == {JobStatus.IMPORTED}
+    return runner
+
+
+async def write_run_report(runner: BatchRunner, path: Path) -> dict[str, Any]:
+    report = build_report(runner, RunInfo(batch="batch.yaml", concurrency=2))
+    await anyio.to_thread.run_sync(write_report, path, report)
+    return json.loads(await anyio.Path(path).read_text())  # type: ignore[no-any-return]
+
+
+async def names_and_ids(connection: ConnectionSettings) -> dict[str, str]:
+    return {vm.name: vm.moid for vm in await list_vms(connection)}
+
+
+async def counters(vcsim: Vcsim) -> Counters:
+    return await anyio.to_thread.run_sync(vcsim.counters)
+
+
+async def reset(vcsim: Vcsim) -> None:
+    await anyio.to_thread.run_sync(vcsim.reset_counters)
+
+
+def assert_logged_out(seen: Counters) -> None:
+    assert seen.ok("Login") == seen.ok("Logout"), "a session was not logged out"
+    assert seen.sessions_live == 0
+
+
+async def test_cleanup_report_removes_exactly_the_vms_the_run_imported(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, (
+        '  - name: "clrep-{index}"\n    count: 2\n'
+        '  - name: clrep-on\n    power_on: true\n'))
+    report = tmp_path / "report.json"
+    await write_run_report(runner, report)
+    # Imported outside the report, with the same prefix: not the run's, so it stays.
+    await import_batch(connection, tmp_path / "other", "  - name: clrep-outsider\n")
+    before = await names_and_ids(connection)
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--report", str(report), "--concurrency", "2",
+                                     "--output", str(tmp_path / "cleanup.json"))
+
+    seen = await counters(vcsim)
+    assert status == 0, err
+    assert "3 VMs the run imported" in out
+    assert out.splitlines()[-1] == ("3 VMs targeted: 0 failed, 0 skipped, 0 interrupted, "
+                                    "3 removed, 0 already gone")
+    after = await names_and_ids(connection)
+    assert set(before) - set(after) == {"clrep-1", "clrep-2", "clrep-on"}
+    assert {"clrep-outsider", BYSTANDER} <= set(after)
+    document = json.loads(await anyio.Path(tmp_path / "cleanup.json").read_text())
+    assert {(v["name"], v["vm"], v["status"], v["powered_off"]) for v in document["vms"]} == {
+        ("clrep-1", before["clrep-1"], "removed", False),
+        ("clrep-2", before["clrep-2"], "removed", False),
+        ("clrep-on", before["clrep-on"], "removed", True),
+    }
+    assert document["totals"]["removed"] == 3
+    assert seen.ok("Login") == 2 == document["totals"]["sessions_closed"]  # one per worker
+    assert seen.ok("PowerOffVM_Task") == 1 and seen.ok("Destroy_Task") == 3
+    assert_logged_out(seen)
+
+
+async def test_cleanup_report_of_vms_already_gone_or_templates_succeeds(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, '  - name: "clgone-{index}"\n    count: 3\n')
+    report = await write_run_report(runner, tmp_path / "report.json")
+    vms = {job["name"]: job["vm"] for job in report["jobs"]}
+    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+        await power_off_and_destroy(session, session.client.mor("VirtualMachine",
+                                                                vms["clgone-1"]))
+        # A template cannot be powered off (or on): it is destroyed straight away.
+        await session.invoke(session.client.mor("VirtualMachine", vms["clgone-2"]),
+                             "MarkAsTemplate")
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"))
+
+    seen = await counters(vcsim)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert any(line.split()[:4] == ["already", "gone", vms["clgone-1"], "clgone-1"]
+               for line in lines), out
+    assert lines[-1] == ("3 VMs targeted: 0 failed, 0 skipped, 0 interrupted, 2 removed, "
+                         "1 already gone")
+    assert not {"clgone-1", "clgone-2", "clgone-3"} & set(await names_and_ids(connection))
+    assert seen.calls("PowerOffVM_Task") == 0 and seen.ok("Destroy_Task") == 2
+    assert_logged_out(seen)
+
+
+async def test_cleanup_skips_a_vm_whose_name_no_longer_matches_its_id(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, '  - name: "clname-{index}"\n    count: 2\n')
+    report = await write_run_report(runner, tmp_path / "report.json")
+    vms = {job["name"]: job["vm"] for job in report["jobs"]}
+    before = await names_and_ids(connection)
+    # The id of vcsim's own VM under a name of ours: an id now naming another VM.
+    report["jobs"].append({"name": "clname-impostor", "status": "imported",
+                           "vm": before[BYSTANDER]})
+    await anyio.Path(tmp_path / "report.json").write_text(json.dumps(report))
+    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+        await session.wait_for_task(await session.invoke(
+            session.client.mor("VirtualMachine", vms["clname-1"]), "Rename",
+            newName="clname-renamed"))
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+                                     "--output", str(tmp_path / "cleanup.json"))
+
+    seen = await counters(vcsim)
+    assert status == 1
+    assert "asyncovf: 2 of 3 VMs are not removed (see above)" in err
+    assert (f"skipped       {vms['clname-1']:<10}  clname-1         {vms['clname-1']} is now "
+            "named 'clname-renamed', not 'clname-1': renamed or another VM; left alone") in out
+    assert f"{before[BYSTANDER]} is now named {BYSTANDER!r}, not 'clname-impostor'" in out
+    after = await names_and_ids(connection)
+    assert after["clname-renamed"] == vms["clname-1"] and after[BYSTANDER] == before[BYSTANDER]
+    assert "clname-2" not in after
+    document = json.loads(await anyio.Path(tmp_path / "cleanup.json").read_text())
+    assert sorted(v["status"] for v in document["vms"]) == ["removed", "skipped", "skipped"]
+    assert seen.ok("Destroy_Task") == 1
+    assert_logged_out(seen)
+
+
+async def test_name_prefix_lists_without_yes_and_removes_with_it(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    await import_batch(connection, tmp_path, (
+        '  - name: "clpfx-{index}"\n    count: 2\n'
+        '  - name: clpfx-on\n    power_on: true\n'
+        '  - name: clpf-x\n'))
+    before = await names_and_ids(connection)
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--name-prefix", "clpfx-")
+
+    seen = await counters(vcsim)
+    assert status == 2
+    width = max(len(before[name]) for name in ("clpfx-1", "clpfx-2", "clpfx-on"))
+    assert out.splitlines() == [f"{before[name]:<{width}}  {name}"
+                                for name in ("clpfx-1", "clpfx-2", "clpfx-on")]
+    assert ("asyncovf: 3 VMs match --name-prefix 'clpfx-'; nothing was removed: add --yes to "
+            "power them off and destroy them") in err
+    assert seen.calls("Destroy_Task") == 0 and seen.calls("PowerOffVM_Task") == 0
+    assert_logged_out(seen)
+    assert await names_and_ids(connection) == before
+
+    status, out, err = await cleanup(vcsim, "--name-prefix", "clpfx-", "--dry-run")
+    assert status == 0 and "dry run: 3 VMs would be removed; nothing was removed" in out
+    status, out, err = await cleanup(vcsim, "--name-prefix", "clpfx-", "--folder", "nope")
+    assert status == 2 and "VM folder 'nope' not found" in err
+    assert await names_and_ids(connection) == before
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--name-prefix", "clpfx-", "--yes",
+                                     "--datacenter", "DC0")
+
+    seen = await counters(vcsim)
+    assert status == 0, err
+    assert out.splitlines()[-1].endswith("3 removed, 0 already gone")
+    assert seen.calls("Destroy_Task") == 3 and seen.ok("PowerOffVM_Task") == 1
+    assert_logged_out(seen)
+    after = await names_and_ids(connection)
+    assert set(before) - set(after) == {"clpfx-1", "clpfx-2", "clpfx-on"}
+    assert {"clpf-x", BYSTANDER} <= set(after)
+
+
+async def test_a_prefix_that_matches_nothing_removes_nothing(vcsim: Vcsim) -> None:
+    status, out, _ = await cleanup(vcsim, "--name-prefix", "no-such-vm-", "--yes")
+    assert (status, out) == (0, "nothing to remove: no VM's name starts with 'no-such-vm-'\n")
+    assert_logged_out(await counters(vcsim))
+
+
+@pytest.mark.parametrize(("content", "args", "message"), [
+    ('{"version": 1, "jobs": [', (), "report.json:1: not JSON (Expecting value), so not a run "
+                                     "report"),
+    ('{"vms": []}', (), "report.json: not an asyncovf run report (expected a JSON object "
+                        "with 'jobs'"),
+    ('{"version": 1, "jobs": [{"name": "x", "status": "imported"}]}', (),
+     "report.json: jobs[0] (x): status 'imported' but 'vm' is None"),
+    (None, (), "report.json: No such file or directory"),
+    ('{"version": 1, "jobs": []}', ("--folder", "vm"),
+     "--datacenter, --folder and --yes go with --name-prefix"),
+], ids=["not-json", "not-a-report", "imported-without-vm", "missing", "folder-with-report"])
+async def test_a_bad_report_exits_2_with_a_clear_message_and_touches_nothing(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, content: str | None,
+    args: tuple[str, ...], message: str
+) -> None:
+    path = tmp_path / "report.json"
+    if content is not None:
+        await anyio.Path(path).write_text(content)
+    before = await names_and_ids(connection)
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--report", str(path), *args)
+
+    assert status == 2
+    assert err.startswith("asyncovf: error: ") and message in err, err
+    assert (await counters(vcsim)).calls("Login") == 0, "vCenter was contacted"
+    assert await names_and_ids(connection) == before
