@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,17 @@ async def counters(vcsim: Vcsim) -> Counters:
 
 async def reset(vcsim: Vcsim) -> None:
     await anyio.to_thread.run_sync(vcsim.reset_counters)
+
+
+async def until(vcsim: Vcsim, condition: Callable[[Counters], bool],
+                within: float = 30.0) -> Counters:
+    """The simulator's counters, once ``condition`` holds for them."""
+    with anyio.fail_after(within):
+        while True:
+            seen = await counters(vcsim)
+            if condition(seen):
+                return seen
+            await anyio.sleep(0.05)
 
 
 def assert_logged_out(seen: Counters) -> None:
@@ -254,3 +267,69 @@ async def test_a_bad_report_exits_2_with_a_clear_message_and_touches_nothing(
     assert err.startswith("asyncovf: error: ") and message in err, err
     assert (await counters(vcsim)).calls("Login") == 0, "vCenter was contacted"
     assert await names_and_ids(connection) == before
+
+
+async def test_a_failed_removal_exits_1_and_the_other_vms_still_go(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, '  - name: "clfail-{index}"\n    count: 3\n')
+    report = await write_run_report(runner, tmp_path / "report.json")
+    vms = {job["name"]: job["vm"] for job in report["jobs"]}
+    await reset(vcsim)
+    # One worker takes the report's VMs in order: the first Destroy is clfail-1's.
+    await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
+        soap=[{"method": "Destroy_Task", "fault": "InvalidState", "nth": 1}]))
+
+    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+                                     "--concurrency", "1")
+
+    seen = await counters(vcsim)
+    assert status == 1
+    assert "asyncovf: 1 of 3 VMs are not removed (see above)" in err
+    assert out.splitlines()[1].startswith(f"failed        {vms['clfail-1']:<10}  clfail-1  ")
+    assert "InvalidState" in out.splitlines()[1]
+    assert out.splitlines()[-1] == ("3 VMs targeted: 1 failed, 0 skipped, 0 interrupted, "
+                                    "2 removed, 0 already gone")
+    assert_logged_out(seen)
+    remaining = {name for name in await names_and_ids(connection) if name.startswith("clfail")}
+    assert remaining == {"clfail-1"}
+
+
+async def test_sigint_mid_removal_exits_130_and_logs_every_session_out(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, '  - name: "clint-{index}"\n    count: 4\n')
+    await write_run_report(runner, tmp_path / "report.json")
+    await reset(vcsim)
+    await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
+        soap=[{"method": "Destroy_Task", "delay_ms": 4000}]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
+    env.update(VSPHERE_SERVER=vcsim.url, VSPHERE_USER=vcsim.username,
+               VSPHERE_PASSWORD=vcsim.password)
+    output = tmp_path / "cleanup.json"
+
+    async with await anyio.open_process(
+        [sys.executable, "-m", "asyncovf", "cleanup", "--report", str(tmp_path / "report.json"),
+         "--concurrency", "2", "--output", str(output), "--ca-file", str(vcsim.ca_file)],
+        env=env, cwd=ROOT,
+    ) as process:
+        await until(vcsim, lambda seen: seen.started("Destroy_Task") >= 2)
+        signalled = anyio.current_time()
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(15):
+            status = await process.wait()
+        took = anyio.current_time() - signalled
+        assert process.stdout is not None and process.stderr is not None
+        out = b"".join([chunk async for chunk in process.stdout]).decode()
+        err = b"".join([chunk async for chunk in process.stderr]).decode()
+
+    assert status == 130, err
+    assert took < 4, "the interrupt waited for the Destroy calls in flight"
+    assert "asyncovf: interrupted (SIGINT)" in err
+    assert "4 VMs targeted" in out
+    document = json.loads(await anyio.Path(output).read_text())
+    assert document["interrupted"] == "SIGINT"
+    assert {v["status"] for v in document["vms"]} == {"interrupted"}
+    # The delayed Destroy calls still end in vcsim, after the sessions were closed.
+    seen = await until(vcsim, lambda seen: seen.calls("Destroy_Task") >= 2)
+    assert seen.ok("Login") == 2 == seen.ok("Logout") and seen.sessions_live == 0
