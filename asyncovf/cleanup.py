@@ -263,7 +263,8 @@ class Cleaner:
         self.on_update = on_update
         self.sessions_opened = 0
         self.sessions_closed = 0
-        self.worker_errors: list[str] = []
+        #: Why workers could not log in: with no session at all, nothing was attempted.
+        self.login_errors: list[Exception] = []
 
     async def run(self) -> list[RemovalResult]:
         """Remove every target; raises the cancellation when interrupted.
@@ -301,7 +302,7 @@ class Cleaner:
             try:
                 await log_in_shielded(session)
             except Exception as exc:
-                self.worker_errors.append(f"worker {number}: {exc}")
+                self.login_errors.append(exc)
                 log.error("cleanup worker %d cannot log in: %s", number, exc)
                 return
             finally:
@@ -353,16 +354,20 @@ class Cleaner:
             result.seconds = round(time.monotonic() - started, 6)
 
     def _settle_unfinished(self) -> None:
-        not_started = "; ".join(self.worker_errors[:3])
+        """Say why a target was left: no worker could log in, or an interrupt."""
         for result in self.results:
             if result.status is not RemovalStatus.PENDING:
                 continue
-            if not_started and self.sessions_opened == 0:
+            if self.login_errors and self.sessions_opened == 0:
                 result.status = RemovalStatus.FAILED
-                result.detail = f"not attempted: {not_started}"
-            else:
+                result.detail = f"not attempted: cannot log in: {self.login_errors[0]}"
+            elif result.worker is None:
                 result.status = RemovalStatus.INTERRUPTED
-                result.detail = "interrupted before it was removed"
+                result.detail = "interrupted before its turn; not removed"
+            else:
+                # Destroy may have been sent: the server may still carry it out.
+                result.status = RemovalStatus.INTERRUPTED
+                result.detail = "interrupted mid-removal; it may be gone (run again to know)"
 
 
 # -- reporting ----------------------------------------------------------------------------------

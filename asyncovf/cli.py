@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="every VM whose name starts with PREFIX: lists them, and removes "
                             "them only with --yes")
     cleanup.add_argument("--yes", action="store_true",
-                         help="remove what --name-prefix lists")
+                         help="remove what --name-prefix lists (a --report acts without it)")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="list what would be removed; remove nothing")
     scope = cleanup.add_argument_group("scope of --name-prefix (paths, names or ids)")
@@ -590,8 +590,8 @@ async def _cleanup_command(args: argparse.Namespace) -> int:
     """
     targets: list[CleanupTarget] | None = None
     try:
-        if args.name_prefix is None and (args.datacenter or args.folder or args.yes):
-            raise UsageError("--datacenter, --folder and --yes go with --name-prefix; "
+        if args.name_prefix is None and (args.datacenter or args.folder):
+            raise UsageError("--datacenter and --folder scope --name-prefix; "
                              "a report names its VMs exactly")
         if args.name_prefix is not None and not args.name_prefix:
             raise UsageError("--name-prefix must not be empty: it would match every VM")
@@ -646,10 +646,15 @@ async def _cleanup_command(args: argparse.Namespace) -> int:
               "nothing was removed: add --yes to power them off and destroy them",
               file=sys.stderr)
         return EXIT_USAGE
-    print(cleanup_summary(cleaner.results))
     if args.output:
         await anyio.to_thread.run_sync(write_report, args.output, cleanup_document(
             cleaner, selection=selection, interrupted=outcome.signal_name))
+    if cleaner.login_errors and not cleaner.sessions_opened and not outcome.interrupted:
+        _report_error(cleaner.login_errors[0], args.debug)  # once, not once per VM
+        print(f"asyncovf: nothing was removed ({len(cleaner.results)} VMs targeted)",
+              file=sys.stderr)
+        return exit_code_for(cleaner.login_errors[0])
+    print(cleanup_summary(cleaner.results))
     if outcome.interrupted:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
         return EXIT_INTERRUPTED

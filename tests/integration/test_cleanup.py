@@ -39,11 +39,11 @@ def connection(vcsim: Vcsim) -> ConnectionSettings:
                               password=vcsim.password, ca_file=str(vcsim.ca_file))
 
 
-async def cleanup(vcsim: Vcsim, *args: str) -> tuple[int, str, str]:
+async def cleanup(vcsim: Vcsim, *args: str, password: str | None = None) -> tuple[int, str, str]:
     """Run ``asyncovf cleanup ARGS`` with the connection in VSPHERE_*; (status, out, err)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
     env.update(VSPHERE_SERVER=vcsim.url, VSPHERE_USER=vcsim.username,
-               VSPHERE_PASSWORD=vcsim.password)
+               VSPHERE_PASSWORD=vcsim.password if password is None else password)
     with anyio.fail_after(60):
         done = await anyio.run_process(
             [sys.executable, "-m", "asyncovf", "cleanup", *args, "--ca-file", str(vcsim.ca_file)],
@@ -249,7 +249,7 @@ async def test_a_prefix_that_matches_nothing_removes_nothing(vcsim: Vcsim) -> No
      "report.json: jobs[0] (x): status 'imported' but 'vm' is None"),
     (None, (), "report.json: No such file or directory"),
     ('{"version": 1, "jobs": []}', ("--folder", "vm"),
-     "--datacenter, --folder and --yes go with --name-prefix"),
+     "--datacenter and --folder scope --name-prefix; a report names its VMs exactly"),
 ], ids=["not-json", "not-a-report", "imported-without-vm", "missing", "folder-with-report"])
 async def test_a_bad_report_exits_2_with_a_clear_message_and_touches_nothing(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, content: str | None,
@@ -267,6 +267,24 @@ async def test_a_bad_report_exits_2_with_a_clear_message_and_touches_nothing(
     assert err.startswith("asyncovf: error: ") and message in err, err
     assert (await counters(vcsim)).calls("Login") == 0, "vCenter was contacted"
     assert await names_and_ids(connection) == before
+
+
+async def test_a_wrong_password_is_one_clear_error_and_removes_nothing(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    runner = await import_batch(connection, tmp_path, '  - name: "clpass-{index}"\n    count: 3\n')
+    await write_run_report(runner, tmp_path / "report.json")
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+                                     password="not-the-password")
+
+    seen = await counters(vcsim)
+    assert status == 2
+    assert err.count("asyncovf: error: ") == 1 and "not-the-password" not in err + out
+    assert "asyncovf: nothing was removed (3 VMs targeted)" in err
+    assert seen.calls("Destroy_Task") == 0 and seen.ok("Login") == 0
+    assert {"clpass-1", "clpass-2", "clpass-3"} <= set(await names_and_ids(connection))
 
 
 async def test_a_failed_removal_exits_1_and_the_other_vms_still_go(
