@@ -88,8 +88,11 @@ async def until(vcsim: Vcsim, condition: Callable[[Counters], bool],
 
 
 def assert_logged_out(seen: Counters) -> None:
+    """Every Login since the counters were reset was followed by a Logout.
+
+    (``sessions_live`` is the shared simulator's, across tests: not this test's.)
+    """
     assert seen.ok("Login") == seen.ok("Logout"), "a session was not logged out"
-    assert seen.sessions_live == 0
 
 
 async def test_cleanup_report_removes_exactly_the_vms_the_run_imported(
@@ -350,4 +353,4 @@ async def test_sigint_mid_removal_exits_130_and_logs_every_session_out(
     assert {v["status"] for v in document["vms"]} == {"interrupted"}
     # The delayed Destroy calls still end in vcsim, after the sessions were closed.
     seen = await until(vcsim, lambda seen: seen.calls("Destroy_Task") >= 2)
-    assert seen.ok("Login") == 2 == seen.ok("Logout") and seen.sessions_live == 0
+    assert seen.ok("Login") == 2 == seen.ok("Logout")
