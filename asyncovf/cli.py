@@ -23,6 +23,16 @@ from typing import Any, Final
 
 import anyio
 
+from asyncovf.cleanup import (
+    Cleaner,
+    CleanupSettings,
+    CleanupTarget,
+    cleanup_document,
+    list_by_prefix,
+    preview,
+    read_reports,
+)
+from asyncovf.cleanup import summary as cleanup_summary
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.job import JobState
 from asyncovf.engine.limits import parse_bandwidth, parse_size
@@ -223,6 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--png", metavar="FILE", help="all charts in one PNG")
     report.add_argument("--json", metavar="FILE",
                         help="the computed statistics as JSON ('-' for stdout)")
+
+    cleanup = commands.add_parser(
+        "cleanup", help="power off and destroy the VMs a run created", parents=[common],
+        description="Power off and destroy exactly the VMs a run created (the jobs its "
+                    "report says 'imported'), or every VM whose name starts with a prefix, "
+                    "with a bounded pool of workers. A VM is removed only if its id still "
+                    "carries the name it had; a VM already gone is reported, not an error.")
+    which = cleanup.add_mutually_exclusive_group(required=True)
+    which.add_argument("--report", metavar="FILE", action="append",
+                       help="a report of 'asyncovf run --report' (repeat for the shards of "
+                            "a run): remove its imported VMs; acts without --yes")
+    which.add_argument("--name-prefix", metavar="PREFIX",
+                       help="every VM whose name starts with PREFIX: lists them, and removes "
+                            "them only with --yes")
+    cleanup.add_argument("--yes", action="store_true",
+                         help="remove what --name-prefix lists (a --report acts without it)")
+    cleanup.add_argument("--dry-run", action="store_true",
+                         help="list what would be removed; remove nothing")
+    scope = cleanup.add_argument_group("scope of --name-prefix (paths, names or ids)")
+    scope.add_argument("--datacenter", help="only VMs in this datacenter")
+    scope.add_argument("--folder", help="only VMs in this VM folder (and below)")
+    _add_connection_options(cleanup)
+    cleanup.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
+                         help="workers, each with its own session (default 8)")
+    cleanup.add_argument("--output", metavar="FILE",
+                         help="write what was removed, already gone, skipped or failed as JSON")
     return parser
 
 
@@ -326,6 +362,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return anyio.run(_spec_command, args)
     if args.command == "report":
         return _report_command(args)
+    if args.command == "cleanup":
+        return anyio.run(_cleanup_command, args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover - parser.error exits
 
@@ -608,6 +646,93 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
     print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups, {problems} errors; "
           "nothing was created")
     return EXIT_USAGE if problems else EXIT_OK
+
+
+async def _cleanup_command(args: argparse.Namespace) -> int:
+    """``asyncovf cleanup``: 0 every target gone, 1 one is not, 2 bad input, 130 interrupted.
+
+    A report names its VMs exactly (id and name), so it acts at once; a name
+    prefix is broad, so it only lists until ``--yes`` is given.
+    """
+    targets: list[CleanupTarget] | None = None
+    try:
+        if args.name_prefix is None and (args.datacenter or args.folder):
+            raise UsageError("--datacenter and --folder scope --name-prefix; "
+                             "a report names its VMs exactly")
+        if args.name_prefix is not None and not args.name_prefix:
+            raise UsageError("--name-prefix must not be empty: it would match every VM")
+        if args.report:
+            selected = await anyio.to_thread.run_sync(read_reports, args.report)
+            targets = list(selected.targets)
+            print(f"{', '.join(args.report)}: {len(targets)} VMs the run imported"
+                  + (f"; {selected.left_alone} other jobs left alone"
+                     if selected.left_alone else ""))
+        connection = ConnectionSettings.from_options(
+            server=args.server, username=args.user, password=args.password,
+            insecure=args.insecure, ca_file=args.ca_file,
+        )
+    except AsyncOvfError as exc:
+        _report_error(exc, args.debug)
+        return EXIT_USAGE
+    selection: dict[str, Any] = (
+        {"reports": args.report} if args.report else
+        {"name_prefix": args.name_prefix, "datacenter": args.datacenter, "folder": args.folder})
+    act = not args.dry_run and (targets is not None or args.yes)
+    listed: list[CleanupTarget] = targets or []
+    cleaner: Cleaner | None = None
+
+    async def work() -> None:
+        nonlocal listed, cleaner
+        if targets is None:
+            listed = await list_by_prefix(connection, args.name_prefix,
+                                          datacenter=args.datacenter, folder=args.folder)
+        if act and listed:
+            cleaner = Cleaner(connection, listed, CleanupSettings(concurrency=args.concurrency))
+            await cleaner.run()
+
+    outcome = await run_until_signal(work, on_signal=lambda name: log.warning(
+        "%s: stopping: no new removals; logging out", name))
+    if cleaner is None:  # listed only, or nothing to remove
+        if outcome.interrupted:
+            print(f"asyncovf: interrupted ({outcome.signal_name}); nothing was removed",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if outcome.error is not None:
+            _report_error(outcome.error, args.debug)
+            return exit_code_for(outcome.error)
+        if not listed:
+            print("nothing to remove" + (f": no VM's name starts with {args.name_prefix!r}"
+                                         if targets is None else ""))
+            return EXIT_OK
+        print(preview(listed))
+        if args.dry_run:
+            print(f"dry run: {len(listed)} VMs would be removed; nothing was removed")
+            return EXIT_OK
+        print(f"asyncovf: {len(listed)} VMs match --name-prefix {args.name_prefix!r}; "
+              "nothing was removed: add --yes to power them off and destroy them",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.output:
+        await anyio.to_thread.run_sync(write_report, args.output, cleanup_document(
+            cleaner, selection=selection, interrupted=outcome.signal_name))
+    if cleaner.login_errors and not cleaner.sessions_opened and not outcome.interrupted:
+        _report_error(cleaner.login_errors[0], args.debug)  # once, not once per VM
+        print(f"asyncovf: nothing was removed ({len(cleaner.results)} VMs targeted)",
+              file=sys.stderr)
+        return exit_code_for(cleaner.login_errors[0])
+    print(cleanup_summary(cleaner.results))
+    if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.error is not None:
+        _report_error(outcome.error, args.debug)
+        return EXIT_FAILED
+    left = [r for r in cleaner.results if not r.gone]
+    if left:
+        print(f"asyncovf: {len(left)} of {len(cleaner.results)} VMs are not removed "
+              "(see above)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

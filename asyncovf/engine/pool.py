@@ -45,7 +45,8 @@ from asyncovf.vsphere.folders import ensure_vm_folder
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
 from asyncovf.vsphere.nfc import UploadTarget
-from asyncovf.vsphere.session import LOGOUT_TIMEOUT, RetryPolicy, VCenterSession
+from asyncovf.vsphere.removal import power_off_and_destroy
+from asyncovf.vsphere.session import RetryPolicy, VCenterSession, log_in_shielded
 
 log = logging.getLogger(__name__)
 
@@ -311,47 +312,14 @@ class BatchRunner:
                 self.soap_retries += session.retries
 
     async def _log_in(self, session: VCenterSession) -> None:
-        """Open ``session``; an interrupt mid-login lets the login end, then logs out.
-
-        A Login the server carries out must be followed by a Logout. Cancelled
-        mid-call, a login could still succeed on the server with nobody left to
-        log it out. So the login runs shielded — as long as it takes, each call
-        bounded by the call timeout — and an interrupt only bounds what is left
-        of it to :data:`LOGOUT_TIMEOUT`; a session it opened is closed at once.
-        """
-        shield = anyio.CancelScope(shield=True)
-        done = anyio.Event()
-        outcome: list[BaseException | None] = []
-
-        async def log_in() -> None:
-            with shield:
-                try:
-                    await session.__aenter__()
-                except BaseException as exc:  # handed to the worker, not to the task group
-                    outcome.append(exc)
-                else:
-                    outcome.append(None)
-                finally:
-                    done.set()
-
+        """Open ``session`` (see :func:`log_in_shielded`), counting what it opened and closed."""
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(log_in)
-                try:
-                    await done.wait()
-                except anyio.get_cancelled_exc_class():
-                    shield.deadline = min(shield.deadline,
-                                          anyio.current_time() + LOGOUT_TIMEOUT)
-                    raise
-        except anyio.get_cancelled_exc_class():
-            if outcome == [None]:  # logged in after all: log out before leaving
+            await log_in_shielded(session)
+        finally:
+            if session.opened:
                 self.sessions_opened += 1
-                await session.aclose()
-                self.sessions_closed += 1
-            raise
-        if outcome[0] is not None:
-            raise outcome[0]
-        self.sessions_opened += 1
+                if not session.logged_in:  # interrupted, and logged out already
+                    self.sessions_closed += 1
 
     def _settle_unstarted(self) -> None:
         reason = "interrupted before it started"
@@ -523,10 +491,7 @@ class BatchRunner:
             if vm is None:
                 return
             try:
-                props = await session.retrieve(vm, ["runtime.powerState"])
-                if props["runtime.powerState"] == "poweredOn":
-                    await session.wait_for_task(await session.invoke(vm, "PowerOff"))
-                await session.wait_for_task(await session.invoke(vm, "Destroy"))
+                await power_off_and_destroy(session, vm)
                 log.info("%s: removed the half-imported VM %s", name, vm._moId)
             except ManagedObjectNotFoundError:
                 return  # removed meanwhile (by the lease guard, or by vCenter)
@@ -559,10 +524,7 @@ class BatchRunner:
                                f"({existing._moId}); use --on-conflict skip or replace")
         log.info("%s: replacing existing VM %s", name, existing._moId)
         with anyio.fail_after(CLEANUP_TIMEOUT * 3):
-            props = await session.retrieve(existing, ["runtime.powerState"])
-            if props["runtime.powerState"] == "poweredOn":
-                await session.wait_for_task(await session.invoke(existing, "PowerOff"))
-            await session.wait_for_task(await session.invoke(existing, "Destroy"))
+            await power_off_and_destroy(session, existing)
         return False
 
 

@@ -34,6 +34,7 @@ from anyio.abc import TaskGroup
 from pyVmomi import vim, vmodl
 
 from asyncovf.errors import LeaseError, ManagedObjectNotFoundError, VCenterError
+from asyncovf.vsphere.removal import power_off_and_destroy
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
 
@@ -298,14 +299,9 @@ class LeaseGuard:
         if vm is None:
             return
         try:
-            props = await self.session.retrieve(vm, ["runtime.powerState"])
+            await power_off_and_destroy(self.session, vm)
         except ManagedObjectNotFoundError:
             return  # vCenter already removed it on abort
-        if props["runtime.powerState"] == vim.VirtualMachine.PowerState.poweredOn:
-            task = await self.session.invoke(vm, "PowerOff")
-            await self.session.wait_for_task(task)
-        task = await self.session.invoke(vm, "Destroy")
-        await self.session.wait_for_task(task)
         self.vm_removed = True
         log.info("removed half-imported VM %s (%s)", self.vm_name, vm._moId)
 

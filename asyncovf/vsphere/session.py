@@ -93,6 +93,8 @@ class VCenterSession:
         self._content: Any = None
         self._logged_in = False
         self._closed = False
+        #: Logged in at some point (stays true after Logout): for counting sessions.
+        self.opened = False
 
     def __repr__(self) -> str:
         state = "logged-in" if self._logged_in else "closed"
@@ -108,7 +110,7 @@ class VCenterSession:
             self.client.use_api_version(content.about.apiVersion)
             self._content = content
             await self._login()
-            self._logged_in = True
+            self._logged_in = self.opened = True
         except BaseException:
             await self.client.aclose()
             raise
@@ -147,6 +149,10 @@ class VCenterSession:
         if self._content is None:
             raise RuntimeError("VCenterSession used outside 'async with'")
         return self._content
+
+    @property
+    def logged_in(self) -> bool:
+        return self._logged_in
 
     @property
     def api_version(self) -> str:
@@ -290,5 +296,47 @@ class VCenterSession:
             delay = min(delay * 2, 1.0)
 
 
+async def log_in_shielded(session: VCenterSession) -> None:
+    """Open ``session``; an interrupt mid-login lets the login end, then logs out.
+
+    A Login the server carries out must be followed by a Logout. Cancelled
+    mid-call, a login could still succeed on the server with nobody left to
+    log it out. So the login runs shielded — as long as it takes, each call
+    bounded by the call timeout — and an interrupt only bounds what is left
+    of it to :data:`LOGOUT_TIMEOUT`; a session it opened is closed at once,
+    before the cancellation goes on (``session.opened`` tells it had logged in).
+    Every worker that owns a session opens it this way.
+    """
+    shield = anyio.CancelScope(shield=True)
+    done = anyio.Event()
+    outcome: list[BaseException | None] = []
+
+    async def log_in() -> None:
+        with shield:
+            try:
+                await session.__aenter__()
+            except BaseException as exc:  # handed to the caller, not to the task group
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+            finally:
+                done.set()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(log_in)
+            try:
+                await done.wait()
+            except anyio.get_cancelled_exc_class():
+                shield.deadline = min(shield.deadline, anyio.current_time() + LOGOUT_TIMEOUT)
+                raise
+    except anyio.get_cancelled_exc_class():
+        if outcome == [None]:  # logged in after all: log out before leaving
+            await session.aclose()
+        raise
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 __all__ = ["Credentials", "IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "VCenterSession",
-           "backoff"]
+           "backoff", "log_in_shielded"]

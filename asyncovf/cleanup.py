@@ -1,0 +1,444 @@
+"""``asyncovf cleanup``: remove exactly the VMs a run created, concurrently.
+
+What to remove is a list of :class:`CleanupTarget` — a VM's managed object id
+*and* the name it had — taken from run reports (the VMs of jobs reported
+``imported``; a ``skipped`` job's VM existed before the run and is left alone)
+or listed by name prefix. A target is removed only if its id still carries that
+name: a VM renamed since, or an id now naming another VM, is skipped and said
+so, never destroyed. A VM already gone is reported as such, not as an error.
+
+Removal runs like an import batch: a bounded pool of workers, each logging in
+once, owning its session and logging out on every path; each VM is powered off
+if it is on, then destroyed (:func:`~asyncovf.vsphere.removal.power_off_and_destroy`).
+Reading reports is pure (:func:`parse_report`) and tested without vCenter.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pyVmomi import vim, vmodl
+
+from asyncovf.errors import InputError, UsageError
+from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.inventory import load_snapshot
+from asyncovf.vsphere.removal import is_gone, power_off_and_destroy
+from asyncovf.vsphere.session import RetryPolicy, VCenterSession, log_in_shielded
+
+log = logging.getLogger(__name__)
+
+PC = vmodl.query.PropertyCollector
+
+#: The run report versions this module reads (asyncovf.report.REPORT_VERSION).
+REPORT_VERSIONS: Final = (1,)
+#: Job statuses a run report may hold; only ``imported`` VMs are the run's to remove.
+JOB_STATUSES: Final = frozenset({"imported", "skipped", "failed", "aborted"})
+CLEANUP_VERSION: Final = 1
+
+
+class RemovalStatus(enum.Enum):
+    PENDING = "pending"
+    REMOVED = "removed"
+    ALREADY_GONE = "already_gone"
+    SKIPPED = "skipped"  # the id no longer carries the name: not ours to remove
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class CleanupTarget:
+    """A VM to remove: its managed object id, the name it must still have, and why."""
+
+    vm: str
+    name: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class ReportTargets:
+    """What a run report asks to remove, and how many of its jobs it leaves alone."""
+
+    targets: tuple[CleanupTarget, ...]
+    left_alone: int = 0
+
+
+@dataclass
+class RemovalResult:
+    target: CleanupTarget
+    status: RemovalStatus = RemovalStatus.PENDING
+    detail: str | None = None
+    powered_off: bool = False
+    worker: int | None = None
+    seconds: float | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.status in (RemovalStatus.REMOVED, RemovalStatus.ALREADY_GONE)
+
+
+@dataclass(frozen=True)
+class CleanupSettings:
+    concurrency: int = 8
+    #: Bound on one VM's PowerOff and Destroy together.
+    remove_timeout: float = 300.0
+    soap_retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+# -- reports (pure) -------------------------------------------------------------------------
+
+
+def parse_report(data: Any, *, file: str) -> ReportTargets:
+    """The targets of one run report (``asyncovf run --report``), already decoded from JSON.
+
+    Raises :class:`InputError` naming the file and the job when the document is
+    not a run report, so that nothing is removed on a misread.
+    """
+    if not isinstance(data, dict) or "jobs" not in data:
+        raise InputError(f"{file}: not an asyncovf run report (expected a JSON object with "
+                         "'jobs', as 'asyncovf run --report' writes)")
+    version = data.get("version")
+    if version not in REPORT_VERSIONS:
+        raise InputError(f"{file}: report version {version!r}; this asyncovf reads version "
+                         + ", ".join(map(str, REPORT_VERSIONS)))
+    jobs = data["jobs"]
+    if not isinstance(jobs, list):
+        raise InputError(f"{file}: 'jobs' is {type(jobs).__name__}, expected a list")
+    targets: dict[str, CleanupTarget] = {}
+    left_alone = 0
+    for index, job in enumerate(jobs):
+        where = f"{file}: jobs[{index}]"
+        if not isinstance(job, dict):
+            raise InputError(f"{where}: expected an object, got {type(job).__name__}")
+        name, status, vm = job.get("name"), job.get("status"), job.get("vm")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{where}: 'name' missing or not a string")
+        where = f"{where} ({name})"
+        if status not in JOB_STATUSES:
+            raise InputError(f"{where}: status {status!r} is not one of "
+                             + ", ".join(sorted(JOB_STATUSES)))
+        if status != "imported":
+            left_alone += 1
+            continue
+        if not isinstance(vm, str) or not vm or vm != vm.strip() or " " in vm:
+            raise InputError(f"{where}: status 'imported' but 'vm' is {vm!r}, not a managed "
+                             "object id such as 'vm-123'")
+        known = targets.get(vm)
+        if known is not None and known.name != name:
+            raise InputError(f"{where}: {vm} is also {known.name!r} ({known.origin}); "
+                             "a VM has one name")
+        targets.setdefault(vm, CleanupTarget(vm=vm, name=name, origin=where))
+    return ReportTargets(tuple(targets.values()), left_alone)
+
+
+def read_report(path: str | Path) -> ReportTargets:
+    """Read and parse one report file (blocking: call it in a worker thread)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise InputError(f"--report {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--report {path}: not UTF-8 text, so not a run report") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run report") \
+            from None
+    return parse_report(data, file=str(path))
+
+
+def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
+    """Several reports (the shards of one run) as one list of targets."""
+    targets: dict[str, CleanupTarget] = {}
+    left_alone = 0
+    for path in paths:
+        report = read_report(path)
+        left_alone += report.left_alone
+        for target in report.targets:
+            known = targets.get(target.vm)
+            if known is not None and known.name != target.name:
+                raise InputError(f"{target.origin}: {target.vm} is also {known.name!r} "
+                                 f"({known.origin}); a VM has one name")
+            targets.setdefault(target.vm, target)
+    return ReportTargets(tuple(targets.values()), left_alone)
+
+
+def same_name(actual: str, expected: str) -> bool:
+    """``actual`` (as vCenter reads it back) is the name ``expected``.
+
+    vCenter escapes ``%``, ``/`` and ``\\`` in entity names (vSphere API
+    reference, ManagedEntity.name): ``a/b`` reads back as ``a%2fb``.
+    """
+    if actual == expected:
+        return True
+    unescaped = re.sub(r"%(2[fF]|5[cC]|25)",
+                       lambda m: {"2f": "/", "5c": "\\", "25": "%"}[m.group(1).lower()], actual)
+    return unescaped == expected
+
+
+# -- listing by name prefix -------------------------------------------------------------------
+
+
+async def find_by_prefix(session: VCenterSession, prefix: str, *,
+                         datacenter: str | None = None,
+                         folder: str | None = None) -> list[CleanupTarget]:
+    """Every VM (templates too) whose name starts with ``prefix``, sorted by name.
+
+    ``datacenter`` and ``folder`` (paths, names or ids, as for placement) scope
+    the search to that datacenter's VM folder or that folder, recursively.
+    """
+    if not prefix:
+        raise UsageError("--name-prefix must not be empty: it would match every VM")
+    container = session.content.rootFolder
+    scope = "the inventory"
+    if datacenter or folder:
+        snapshot = await load_snapshot(session)
+        dc = snapshot.find("datacenter", datacenter) if datacenter else None
+        if folder:
+            item = snapshot.find("vm-folder", folder, datacenter=dc, what="VM folder")
+            container, scope = item.ref, item.path
+        else:
+            assert dc is not None
+            container, scope = dc.props["vmFolder"], dc.path
+    view = await session.invoke(session.content.viewManager, "CreateContainerView",
+                                container=container, type=[vim.VirtualMachine], recursive=True)
+    try:
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[PC.TraversalSpec(
+                name="view", type=vim.view.ContainerView, path="view", skip=False)])],
+            propSet=[PC.PropertySpec(type=vim.VirtualMachine, all=False, pathSet=["name"])],
+        )
+        contents = await session.retrieve_contents([spec])
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            try:
+                await session.invoke(view, "Destroy")
+            except Exception as exc:  # Logout destroys it anyway
+                log.debug("destroying the container view failed: %s", exc)
+    origin = f"name prefix {prefix!r} in {scope}"
+    found = []
+    for content in contents:
+        name = next((p.val for p in content.propSet or () if p.name == "name"), None)
+        if isinstance(name, str) and name.startswith(prefix):
+            found.append(CleanupTarget(vm=content.obj._moId, name=name, origin=origin))
+    return sorted(found, key=lambda t: (t.name, t.vm))
+
+
+async def list_by_prefix(connection: ConnectionSettings, prefix: str, *,
+                         datacenter: str | None = None,
+                         folder: str | None = None) -> list[CleanupTarget]:
+    """:func:`find_by_prefix` in a session of its own."""
+    async with VCenterSession(connection.endpoint(), connection.credentials(),
+                              call_timeout=connection.call_timeout) as session:
+        return await find_by_prefix(session, prefix, datacenter=datacenter, folder=folder)
+
+
+# -- removing -----------------------------------------------------------------------------------
+
+UpdateCallback = Callable[[RemovalResult], None]
+
+
+class Cleaner:
+    """Remove targets with a bounded pool of workers; results are readable at any time."""
+
+    def __init__(self, connection: ConnectionSettings, targets: Iterable[CleanupTarget],
+                 settings: CleanupSettings | None = None, *,
+                 on_update: UpdateCallback | None = None) -> None:
+        self.connection = connection
+        self.settings = settings or CleanupSettings()
+        self.results = [RemovalResult(target) for target in targets]
+        self.on_update = on_update
+        self.sessions_opened = 0
+        self.sessions_closed = 0
+        #: Why workers could not log in: with no session at all, nothing was attempted.
+        self.login_errors: list[Exception] = []
+
+    async def run(self) -> list[RemovalResult]:
+        """Remove every target; raises the cancellation when interrupted.
+
+        Whatever happens, :attr:`results` says what became of each target.
+        """
+        send, receive = anyio.create_memory_object_stream[RemovalResult](
+            max_buffer_size=self.settings.concurrency)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._feed, send)
+                async with receive:
+                    for number in range(1, min(self.settings.concurrency,
+                                                max(1, len(self.results))) + 1):
+                        group.start_soon(self._worker, number, receive.clone(),
+                                         name=f"cleanup worker {number}")
+        finally:
+            self._settle_unfinished()
+        return self.results
+
+    async def _feed(self, send: MemoryObjectSendStream[RemovalResult]) -> None:
+        async with send:
+            for result in self.results:
+                try:
+                    await send.send(result)
+                except anyio.BrokenResourceError:
+                    return  # every worker is gone (e.g. none could log in)
+
+    async def _worker(self, number: int,
+                      results: MemoryObjectReceiveStream[RemovalResult]) -> None:
+        async with results:
+            session = VCenterSession(self.connection.endpoint(), self.connection.credentials(),
+                                     call_timeout=self.connection.call_timeout,
+                                     retry=self.settings.soap_retry)
+            try:
+                await log_in_shielded(session)
+            except Exception as exc:
+                self.login_errors.append(exc)
+                log.error("cleanup worker %d cannot log in: %s", number, exc)
+                return
+            finally:
+                if session.opened:
+                    self.sessions_opened += 1
+                    if not session.logged_in:  # interrupted, and logged out already
+                        self.sessions_closed += 1
+            try:
+                async for result in results:
+                    result.worker = number
+                    await self._remove(session, result)
+                    if self.on_update is not None:
+                        self.on_update(result)
+            finally:
+                await session.aclose()  # Logout is shielded and bounded inside
+                self.sessions_closed += 1
+
+    async def _remove(self, session: VCenterSession, result: RemovalResult) -> None:
+        target = result.target
+        vm = session.client.mor("VirtualMachine", target.vm)
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(self.settings.remove_timeout):
+                props = await session.retrieve(vm, ["name", "runtime.powerState"])
+                if not same_name(props["name"], target.name):
+                    result.status = RemovalStatus.SKIPPED
+                    result.detail = (f"{target.vm} is now named {props['name']!r}, not "
+                                     f"{target.name!r}: renamed or another VM; left alone")
+                    log.warning("%s: %s", target.name, result.detail)
+                    return
+                powered_on = props["runtime.powerState"] == vim.VirtualMachine.PowerState.poweredOn
+                await power_off_and_destroy(session, vm, powered_on=powered_on)
+            result.status = RemovalStatus.REMOVED
+            result.powered_off = powered_on
+            log.info("%s: removed %s%s", target.name, target.vm,
+                     " (powered off first)" if powered_on else "")
+        except TimeoutError:
+            result.status = RemovalStatus.FAILED
+            result.detail = f"not removed within {self.settings.remove_timeout:g} s"
+        except Exception as exc:
+            if is_gone(exc):
+                result.status = RemovalStatus.ALREADY_GONE
+                log.info("%s: %s was already gone", target.name, target.vm)
+            else:
+                result.status = RemovalStatus.FAILED
+                result.detail = str(exc) or type(exc).__name__
+                log.error("%s: removing %s failed: %s", target.name, target.vm, result.detail)
+        finally:
+            result.seconds = round(time.monotonic() - started, 6)
+
+    def _settle_unfinished(self) -> None:
+        """Say why a target was left: no worker could log in, or an interrupt."""
+        for result in self.results:
+            if result.status is not RemovalStatus.PENDING:
+                continue
+            if self.login_errors and self.sessions_opened == 0:
+                result.status = RemovalStatus.FAILED
+                result.detail = f"not attempted: cannot log in: {self.login_errors[0]}"
+            elif result.worker is None:
+                result.status = RemovalStatus.INTERRUPTED
+                result.detail = "interrupted before its turn; not removed"
+            else:
+                # Destroy may have been sent: the server may still carry it out.
+                result.status = RemovalStatus.INTERRUPTED
+                result.detail = "interrupted mid-removal; it may be gone (run again to know)"
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def counts(results: Sequence[RemovalResult]) -> dict[str, int]:
+    tally = Counter(r.status for r in results)
+    return {"targeted": len(results),
+            **{s.value: tally.get(s, 0) for s in RemovalStatus if s is not RemovalStatus.PENDING}}
+
+
+def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
+                     interrupted: str | None = None) -> dict[str, Any]:
+    """The ``--output`` JSON: every target's outcome, and the totals."""
+    return {
+        "version": CLEANUP_VERSION,
+        "selection": selection,
+        "interrupted": interrupted,
+        "vms": [{"vm": r.target.vm, "name": r.target.name, "status": r.status.value,
+                 "detail": r.detail, "powered_off": r.powered_off, "seconds": r.seconds,
+                 "origin": r.target.origin} for r in cleaner.results],
+        "totals": {**counts(cleaner.results), "sessions_opened": cleaner.sessions_opened,
+                   "sessions_closed": cleaner.sessions_closed},
+    }
+
+
+#: Problems first: they are what the operator has to act on.
+_ORDER: Final = (RemovalStatus.FAILED, RemovalStatus.SKIPPED, RemovalStatus.INTERRUPTED,
+                 RemovalStatus.PENDING, RemovalStatus.REMOVED, RemovalStatus.ALREADY_GONE)
+
+
+def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
+    """One line per VM (every problem, then up to ``limit`` others), then the totals."""
+    rows = sorted(results, key=lambda r: (_ORDER.index(r.status), r.target.name))
+    problems = [r for r in rows if not r.gone]
+    shown = problems + [r for r in rows if r.gone][:limit]
+    width = max([len(r.target.name) for r in shown] + [4])
+    lines = []
+    for r in shown:
+        note = r.detail or ("powered off first" if r.powered_off else "")
+        lines.append(f"{r.status.label:<12}  {r.target.vm:<10}  {r.target.name:<{width}}"
+                     + (f"  {note}" if note else ""))
+    if len(shown) < len(rows):
+        lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
+    total = counts(results)
+    lines.append(f"{total['targeted']} VMs targeted: " + ", ".join(
+        f"{total[s.value]} {s.label}" for s in _ORDER if s is not RemovalStatus.PENDING))
+    return "\n".join(lines)
+
+
+def preview(targets: Sequence[CleanupTarget]) -> str:
+    """What would be removed, one VM a line."""
+    width = max([len(t.vm) for t in targets] + [2])
+    return "\n".join(f"{t.vm:<{width}}  {t.name}" for t in targets)
+
+
+__all__ = [
+    "Cleaner",
+    "CleanupSettings",
+    "CleanupTarget",
+    "RemovalResult",
+    "RemovalStatus",
+    "ReportTargets",
+    "cleanup_document",
+    "counts",
+    "find_by_prefix",
+    "list_by_prefix",
+    "parse_report",
+    "preview",
+    "read_report",
+    "read_reports",
+    "same_name",
+    "summary",
+]
