@@ -47,14 +47,20 @@ GUEST_IP = "10.0.0.42"
 
 @pytest.fixture
 def run(vcsim: Vcsim, tmp_path: Path, request: pytest.FixtureRequest) -> FaultRun:
-    """The simulator, a connection, an appliance with vApp properties, a unique VM prefix."""
+    """The simulator, a connection, an appliance with vApp properties, a unique VM prefix.
+
+    The simulator's count of live sessions outlives its counter reset; an earlier
+    test may have left one (test_batch's session-expiry test does), so the
+    invariant is that this test leaves none of its own.
+    """
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
     path = build_package(tmp_path, "appliance", disks=(DiskSpec(16, 64 * 1024),),
                          product_section=APPLIANCE_PRODUCT_SECTION).path
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:28].strip("-")
     prefix = f"pi-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
-    return FaultRun(vcsim=vcsim, connection=connection, package_path=path, prefix=prefix)
+    return FaultRun(vcsim=vcsim, connection=connection, package_path=path, prefix=prefix,
+                    sessions_live_before=vcsim.counters().sessions_live)
 
 
 def job(run: FaultRun, **fields: Any) -> JobSpec:
