@@ -53,7 +53,7 @@ from asyncovf.ovf.package import Package, check_files, open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
-from asyncovf.spec import options_document
+from asyncovf.spec import IP_ALLOCATION_POLICIES, IP_PROTOCOLS, options_document
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -140,8 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--locale", help="locale for the descriptor's messages (e.g. de_DE)")
     opts.add_argument("--hidden", action="store_true",
                       help="allow setting properties the vendor did not mark user-configurable")
-    opts.add_argument("--power-on", action="store_true", default=None,
-                      help="power the VM on after the import")
+    opts.add_argument("--net", action="append", type=_key_value, metavar="OVFNETWORK=TARGET",
+                      help="map an OVF network to a port group, distributed port group or "
+                           "opaque network (repeatable)")
+    opts.add_argument("--prop", action="append", type=_key_value, metavar="KEY=VALUE",
+                      help="set a vApp property (full class.key.instance key; repeatable)")
+    opts.add_argument("--annotation", metavar="TEXT", help="the VM's annotation (notes)")
+    opts.add_argument("--ip-allocation-policy", choices=IP_ALLOCATION_POLICIES,
+                      help="how the appliance gets its IP addresses (default: vCenter's)")
+    opts.add_argument("--ip-protocol", choices=IP_PROTOCOLS, help="IPv4 or IPv6")
+    post = imp.add_argument_group(
+        "after the import (in this order; a failed step removes the VM)")
+    post.add_argument("--extra-config", action="append", type=_key_value, metavar="KEY=VALUE",
+                      help="add an extra config (.vmx) key (repeatable)")
+    post.add_argument("--inject-ovf-env", action="store_true", default=None,
+                      help="write the OVF environment (properties) into guestinfo.ovfEnv")
+    post.add_argument("--hardware-version", metavar="VERSION",
+                      help="upgrade the virtual hardware, e.g. vmx-19 or 19")
+    post.add_argument("--mark-as-template", action="store_true", default=None,
+                      help="turn the VM into a template (not with --power-on)")
+    post.add_argument("--power-on", action="store_true", default=None,
+                      help="power the VM on")
+    post.add_argument("--wait-for-ip", action="store_true", default=None,
+                      help="wait until the guest reports an IP address (needs --power-on)")
+    post.add_argument("--ip-timeout", type=_positive_float, metavar="SECONDS",
+                      help="how long --wait-for-ip waits (default 300)")
     opts.add_argument("--no-verify-manifest", action="store_true",
                       help="do not check the manifest's digests while uploading")
     opts.add_argument("--keep-failed", action="store_true",
@@ -273,13 +296,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be above 0")
-    return value
-
-
 def _ramp(text: str) -> tuple[int, ...]:
     try:
         return parse_ramp(text)
@@ -292,6 +308,24 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must not be negative")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (the value may contain ``=``, and may be empty)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value
 
 
 def _size(text: str) -> int:
@@ -406,9 +440,15 @@ def _import_job(args: argparse.Namespace) -> JobSpec:
     """The single import as a batch entry, so it is validated exactly like one."""
     entry: dict[str, Any] = {"name": args.name, "source": args.source}
     for key in ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder",
-                "deployment", "disk_provisioning", "power_on", "locale"):
+                "deployment", "disk_provisioning", "ip_allocation_policy", "ip_protocol",
+                "annotation", "locale", "power_on", "wait_for_ip", "ip_timeout",
+                "inject_ovf_env", "mark_as_template", "hardware_version"):
         if getattr(args, key, None) is not None:
             entry[key] = getattr(args, key)
+    for key, flag in (("network_mapping", "net"), ("properties", "prop"),
+                      ("extra_config", "extra_config")):
+        if getattr(args, flag):
+            entry[key] = dict(getattr(args, flag))
     if args.hidden:
         entry["hidden"] = True
     origin = "command line"
@@ -471,7 +511,8 @@ async def _import_command(args: argparse.Namespace) -> int:
         _report_error(outcome.error, args.debug)
         return exit_code_for(outcome.error, touched_vcenter=state.touched_vcenter)
     elapsed = time.monotonic() - started
-    print(f"imported {state.name} as {state.vm} "
+    address = f", IP address {state.ip_address}" if state.ip_address else ""
+    print(f"imported {state.name} as {state.vm}{address} "
           f"({state.bytes_done} bytes in {elapsed:.1f} s)")
     return EXIT_OK
 

@@ -8,6 +8,8 @@ Families, so callers can decide what to do without string matching:
   fault object and its type name), a lease in ``error``, a failed task.
 * :class:`TransportError` — the network between us and vCenter: connection
   refused, TLS verification, timeouts.
+* :class:`PostImportError` — a step after the import (power-on, wait for IP,
+  reconfigure…) failed; the VM was removed.
 * :class:`TransferError` — a file upload to an NFC device URL, or a read of a
   package from a web server (:class:`SourceError`).
 
@@ -105,6 +107,22 @@ class TaskError(VCenterError):
     """A vCenter task ended in ``error``."""
 
 
+class PostImportError(AsyncOvfError):
+    """A step after the import (extra config, OVF environment, hardware upgrade,
+    template, power-on, waiting for the IP) failed; the VM was removed unless
+    ``--keep-failed``. ``step`` is the step's phase name; the cause is chained.
+    """
+
+    def __init__(self, message: str, *, step: str, vm: str | None = None) -> None:
+        self.step = step
+        self.vm = vm
+        super().__init__(message)
+
+
+class WaitForIPTimeout(PostImportError):
+    """The guest reported no IP address in time. Permanent: a re-import would not help."""
+
+
 # --- transport ----------------------------------------------------------------
 
 
@@ -185,6 +203,11 @@ def error_kind(error: BaseException) -> str:
     """
     if isinstance(error, BaseExceptionGroup):
         error = first_error(error)
+    if isinstance(error, WaitForIPTimeout):
+        return f"{error.step}: timeout"
+    if isinstance(error, PostImportError):
+        cause = error.__cause__
+        return f"{error.step}: {error_kind(cause)}" if cause is not None else error.step
     if isinstance(error, LeaseError):
         return f"lease: {error.fault_type}" if error.fault_type else "lease"
     if isinstance(error, VCenterError):
@@ -227,6 +250,7 @@ __all__ = [
     "NotAuthenticatedError",
     "PackageError",
     "PlacementError",
+    "PostImportError",
     "RequestTimeout",
     "SourceError",
     "TLSVerificationError",
@@ -237,6 +261,7 @@ __all__ = [
     "UntrustedTarget",
     "UsageError",
     "VCenterError",
+    "WaitForIPTimeout",
     "error_kind",
     "first_error",
 ]

@@ -21,7 +21,9 @@ from typing import Any
 from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, totals
 
 REPORT_VERSION = 1
-PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "power_on", "abort")
+PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
+               "inject_ovf_env", "upgrade_hardware", "mark_as_template", "power_on",
+               "wait_for_ip", "abort")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
         "name": result.name,
         "status": result.status.value,
         "vm": result.vm,
+        "ip_address": result.ip_address,
         "source": result.spec.source,
         "attempts": result.attempts,
         "upload_retries": result.upload_retries,

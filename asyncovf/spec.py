@@ -114,6 +114,9 @@ def options_document(
     document["InjectOvfEnv"] = False
     document["WaitForIP"] = False
     document["Name"] = descriptor.entity.name
+    # Our extensions, after govc's keys (govc ignores keys it does not know).
+    document["ExtraConfig"] = []
+    document["HardwareVersion"] = ""
     if verbose:
         document["Disks"] = [
             {"Id": disk.disk_id, "CapacityBytes": disk.capacity_bytes,

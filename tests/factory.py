@@ -105,8 +105,13 @@ def ovf_descriptor(
     network: str = "VM Network",
     compression: str | None = None,
     chunk_size: int | None = None,
+    product_section: str = "",
 ) -> str:
-    """An OVF 1.x envelope; ``disks`` are (file name, file size, capacity MiB)."""
+    """An OVF 1.x envelope; ``disks`` are (file name, file size, capacity MiB).
+
+    ``product_section`` is inserted into the VirtualSystem as it is (e.g.
+    :data:`APPLIANCE_PRODUCT_SECTION`).
+    """
     extra = (f' ovf:compression="{compression}"' if compression else "") + (
         f' ovf:chunkSize="{chunk_size}"' if chunk_size else "")
     files = "\n".join(
@@ -194,8 +199,25 @@ def ovf_descriptor(
         <rasd:ResourceType>10</rasd:ResourceType>
       </Item>
     </VirtualHardwareSection>
-  </VirtualSystem>
+{product_section}  </VirtualSystem>
 </Envelope>
+"""
+
+
+#: Two user-configurable vApp properties with defaults and one hidden one, as
+#: appliances declare them: full keys ``appliance.hostname.web``,
+#: ``appliance.port.web`` and ``appliance.token.web``.
+APPLIANCE_PRODUCT_SECTION = """\
+    <ProductSection ovf:class="appliance" ovf:instance="web">
+      <Info>Appliance settings</Info>
+      <Product>Test appliance</Product>
+      <Vendor>asyncovf tests</Vendor>
+      <Version>1.0</Version>
+      <Property ovf:key="hostname" ovf:type="string" ovf:userConfigurable="true"
+                ovf:value="appliance.local"/>
+      <Property ovf:key="port" ovf:type="uint16" ovf:userConfigurable="true" ovf:value="8080"/>
+      <Property ovf:key="token" ovf:type="string" ovf:value="a&amp;b&lt;c&quot;"/>
+    </ProductSection>
 """
 
 
@@ -225,6 +247,7 @@ def build_package(
     compression: str | None = None,
     chunk_size: int | None = None,
     network: str = "VM Network",
+    product_section: str = "",
 ) -> BuiltPackage:
     """Write ``name.ova`` (or a ``name/`` OVF directory) into ``directory``.
 
@@ -255,7 +278,7 @@ def build_package(
     descriptor_name = f"{name}.ovf"
     descriptor = ovf_descriptor(name, disk_rows, cpus=cpus, memory_mb=memory_mb,
                                 compression=compression, chunk_size=chunk_size,
-                                network=network).encode()
+                                network=network, product_section=product_section).encode()
     members: list[tuple[str, bytes]] = [(descriptor_name, descriptor), *stored]
     if manifest:
         lines = []
@@ -283,5 +306,5 @@ def build_package(
                         contents=dict(contents))
 
 
-__all__ = ["BuiltPackage", "DiskSpec", "build_package", "ovf_descriptor",
-           "stream_optimized_vmdk"]
+__all__ = ["APPLIANCE_PRODUCT_SECTION", "BuiltPackage", "DiskSpec", "build_package",
+           "ovf_descriptor", "stream_optimized_vmdk"]

@@ -1,4 +1,6 @@
-"""One import, phase by phase: CreateImportSpec → ImportVApp → lease → uploads → Complete.
+"""One import, phase by phase: CreateImportSpec → ImportVApp → lease → uploads → Complete
+→ the post-import steps asked for (extra config → OVF environment → hardware upgrade →
+template → power-on → wait for IP).
 
 The phases are an enum with one transition table; an illegal transition raises,
 so a bug in the orchestration shows up as an error rather than as a report
@@ -13,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -24,8 +27,11 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from asyncovf.engine import postimport
 from asyncovf.errors import (
     ImportSpecRejected,
+    InputError,
+    PostImportError,
     TransferError,
     TransferTimeout,
     UntrustedTarget,
@@ -33,6 +39,7 @@ from asyncovf.errors import (
     first_error,
 )
 from asyncovf.ovf.content import open_content
+from asyncovf.ovf.environment import environment_properties, ovf_environment
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT, LeaseGuard
@@ -56,11 +63,22 @@ class Phase(enum.Enum):
     LEASE_WAIT = "lease_wait"
     UPLOAD = "upload"
     COMPLETE = "complete"
+    # The post-import steps, in the order they run (POST_IMPORT_STEPS).
+    EXTRA_CONFIG = "extra_config"
+    INJECT_OVF_ENV = "inject_ovf_env"
+    UPGRADE_HARDWARE = "upgrade_hardware"
+    MARK_AS_TEMPLATE = "mark_as_template"
     POWER_ON = "power_on"
+    WAIT_FOR_IP = "wait_for_ip"
     ABORT = "abort"
     IMPORTED = "imported"
     FAILED = "failed"
     ABORTED = "aborted"
+
+
+#: After HttpNfcLeaseComplete, in this order; each runs only when asked for.
+POST_IMPORT_STEPS: Final = (Phase.EXTRA_CONFIG, Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
+                            Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.WAIT_FOR_IP)
 
 
 _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
@@ -69,9 +87,23 @@ _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.IMPORT: frozenset({Phase.LEASE_WAIT, Phase.FAILED, Phase.ABORTED}),
     Phase.LEASE_WAIT: frozenset({Phase.UPLOAD, Phase.ABORT}),
     Phase.UPLOAD: frozenset({Phase.COMPLETE, Phase.ABORT}),
-    Phase.COMPLETE: frozenset({Phase.POWER_ON, Phase.IMPORTED, Phase.ABORT}),
-    # After Complete the lease is gone: a failed power-on removes the VM itself.
-    Phase.POWER_ON: frozenset({Phase.IMPORTED, Phase.FAILED, Phase.ABORTED}),
+    # After Complete the lease is gone: a failed or cancelled post-import step
+    # removes the VM itself (ABORT), then the job ends failed or aborted. Each
+    # step may be followed by any later one, except that a template is never
+    # powered on, and only a powered-on VM is waited for.
+    Phase.COMPLETE: frozenset({Phase.EXTRA_CONFIG, Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
+                               Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
+                               Phase.ABORT}),
+    Phase.EXTRA_CONFIG: frozenset({Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
+                                   Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
+                                   Phase.ABORT}),
+    Phase.INJECT_OVF_ENV: frozenset({Phase.UPGRADE_HARDWARE, Phase.MARK_AS_TEMPLATE,
+                                     Phase.POWER_ON, Phase.IMPORTED, Phase.ABORT}),
+    Phase.UPGRADE_HARDWARE: frozenset({Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
+                                       Phase.ABORT}),
+    Phase.MARK_AS_TEMPLATE: frozenset({Phase.IMPORTED, Phase.ABORT}),
+    Phase.POWER_ON: frozenset({Phase.WAIT_FOR_IP, Phase.IMPORTED, Phase.ABORT}),
+    Phase.WAIT_FOR_IP: frozenset({Phase.IMPORTED, Phase.ABORT}),
     Phase.ABORT: frozenset({Phase.FAILED, Phase.ABORTED}),
     Phase.IMPORTED: frozenset(),
     Phase.FAILED: frozenset(),
@@ -106,6 +138,8 @@ class JobState:
     cleanup_errors: list[str] = field(default_factory=list)
     #: (phase, monotonic start time) for every phase entered: the report's timeline.
     history: list[tuple[str, float]] = field(default_factory=list)
+    #: The guest's IP address, when the job waited for it (``wait_for_ip``).
+    ip_address: str | None = None
     _phase_started: float = field(default_factory=time.monotonic, repr=False)
 
     def __repr__(self) -> str:
@@ -139,7 +173,14 @@ class ImportOptions:
     properties: dict[str, str] = field(default_factory=dict)  # full property key → value
     annotation: str | None = None
     locale: str | None = None  # CreateImportSpec's locale for the descriptor's messages
+    # Post-import steps (POST_IMPORT_STEPS), each only when asked for.
+    extra_config: tuple[tuple[str, str], ...] = ()
+    inject_ovf_env: bool = False
+    hardware_version: str | None = None  # "vmx-19"
+    mark_as_template: bool = False
     power_on: bool = False
+    wait_for_ip: bool = False
+    ip_timeout: float = 300.0
     verify_manifest: bool = True
     keep_failed: bool = False
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -236,6 +277,7 @@ async def _run(
         if hooks.on_progress is not None:
             hooks.on_progress(state)
 
+    check_post_import(options, state.name)
     state.advance(Phase.SPEC)
     notify()
     spec_result = await create_import_spec(session, package, placement, state.name, options)
@@ -255,13 +297,9 @@ async def _run(
     state.touched_vcenter = True
     try:
         with anyio.CancelScope(shield=True):
-            lease = await session.invoke(
-                placement.resource_pool.ref,
-                "ImportVApp",
-                spec=spec_result.importSpec,
-                folder=placement.folder.ref,
-                host=placement.host.ref if placement.host else None,
-            )
+            lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
+                                         **import_vapp_arguments(placement,
+                                                                 spec_result.importSpec))
     except Exception as exc:
         # No answer (not a fault): vCenter may have created a lease we never learned.
         state.import_unanswered = not isinstance(exc, VCenterError)
@@ -295,28 +333,113 @@ async def _run(
         state.advance(Phase.ABORT)
         raise
 
-    if options.power_on and guard.entity is not None:
-        state.advance(Phase.POWER_ON)
-        notify()
-        await power_on_or_remove(session, guard.entity, state)
+    if guard.entity is not None:
+        await run_post_import(session, guard.entity, package, state, options, notify)
     state.advance(Phase.IMPORTED)
     notify()
 
 
-async def power_on_or_remove(session: VCenterSession, vm: Any, state: JobState) -> None:
-    """Power the new VM on; if that fails, remove it so nothing half-done is left."""
+def import_vapp_arguments(placement: Placement, import_spec: Any) -> dict[str, Any]:
+    """ImportVApp's arguments besides the pool it is called on.
+
+    vSphere API reference, ResourcePool.importVApp: ``folder`` is required when
+    the pool is a plain resource pool and must be left out when it is a vApp —
+    vCenter answers InvalidArgument otherwise (govc leaves it out too): a vApp
+    holds its VMs itself.
+    """
+    arguments: dict[str, Any] = {
+        "spec": import_spec,
+        "host": placement.host.ref if placement.host else None,
+    }
+    if not isinstance(placement.resource_pool.ref, vim.VirtualApp):
+        arguments["folder"] = placement.folder.ref
+    return arguments
+
+
+def check_post_import(options: ImportOptions, name: str) -> None:
+    """Reject contradictory post-import steps before anything is created."""
+    if options.mark_as_template and options.power_on:
+        raise InputError(f"{name}: power-on and mark-as-template contradict each other: "
+                         "a template cannot be powered on")
+    if options.wait_for_ip and not options.power_on:
+        raise InputError(f"{name}: wait-for-ip needs power-on: a VM that is off gets no IP "
+                         "address")
+
+
+PostImportStep = Callable[[], Awaitable[None]]
+
+
+def post_import_steps(session: VCenterSession, vm: Any, package: Package, state: JobState,
+                      options: ImportOptions) -> list[tuple[Phase, PostImportStep]]:
+    """The steps ``options`` ask for, in POST_IMPORT_STEPS order, each with its phase."""
+    steps: list[tuple[Phase, PostImportStep]] = []
+    if options.extra_config:
+        steps.append((Phase.EXTRA_CONFIG,
+                      partial(postimport.set_extra_config, session, vm, options.extra_config)))
+    if options.inject_ovf_env:
+        async def inject() -> None:
+            values = environment_properties(package.descriptor, options.deployment,
+                                            options.properties)
+            document = ovf_environment(values, esx_id=str(vm._moId),
+                                       platform=postimport.platform_of(session, options.locale))
+            await postimport.inject_ovf_env(session, vm, document)
+        steps.append((Phase.INJECT_OVF_ENV, inject))
+    if options.hardware_version:
+        steps.append((Phase.UPGRADE_HARDWARE,
+                      partial(postimport.upgrade_hardware, session, vm, options.hardware_version)))
+    if options.mark_as_template:
+        steps.append((Phase.MARK_AS_TEMPLATE, partial(postimport.mark_as_template, session, vm)))
+    if options.power_on:
+        steps.append((Phase.POWER_ON, partial(postimport.power_on, session, vm)))
+    if options.wait_for_ip:
+        async def wait() -> None:
+            state.ip_address = await postimport.wait_for_ip(
+                session, vm, within=options.ip_timeout, vm_name=state.name)
+        steps.append((Phase.WAIT_FOR_IP, wait))
+    return steps
+
+
+async def run_post_import(session: VCenterSession, vm: Any, package: Package, state: JobState,
+                          options: ImportOptions, notify: Callable[[], None]) -> None:
+    """Run the post-import steps, each as its phase; if one fails or is cancelled,
+    remove the VM (unless ``keep_failed``) and raise.
+
+    A failure is raised as :class:`PostImportError` naming the step (the cause
+    chained); a cancellation is re-raised unchanged once the VM is gone.
+    """
+    steps = post_import_steps(session, vm, package, state, options)
     try:
-        task = await session.invoke(vm, "PowerOn")
-        await session.wait_for_task(task)
+        for phase, step in steps:
+            state.advance(phase)
+            notify()
+            await step()
     except BaseException as exc:
-        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-            try:
-                task = await session.invoke(vm, "Destroy")
-                await session.wait_for_task(task)
-            except Exception as cleanup_error:
-                state.cleanup_errors.append(f"removing {state.name} after failed power-on: "
-                                            f"{cleanup_error}")
-        raise exc
+        failed = state.phase
+        state.advance(Phase.ABORT)
+        notify()
+        if not options.keep_failed:
+            await _remove_after_failed_step(session, vm, state, failed)
+        if isinstance(exc, Exception) and not isinstance(exc, PostImportError):
+            raise PostImportError(f"{state.name}: {failed.value} failed: {exc}",
+                                  step=failed.value, vm=state.name) from exc
+        raise
+
+
+async def _remove_after_failed_step(session: VCenterSession, vm: Any, state: JobState,
+                                    step: Phase) -> None:
+    """Power off and destroy the VM a post-import step failed on: shielded, bounded,
+    never raising (problems go to ``cleanup_errors``)."""
+    what = f"removing {state.name} after the failed {step.value} step"
+    started = anyio.current_time()
+    with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
+        try:
+            if await postimport.remove_vm(session, vm):
+                log.info("%s: removed the VM after the failed %s step", state.name, step.value)
+        except Exception as exc:
+            state.cleanup_errors.append(f"{what}: {exc}")
+    if scope.cancelled_caught:
+        state.cleanup_errors.append(f"{what} timed out after {CLEANUP_TIMEOUT:g} s")
+    state.timings["abort"] = state.timings.get("abort", 0.0) + anyio.current_time() - started
 
 
 async def create_import_spec(
@@ -492,10 +615,15 @@ __all__ = [
     "JobHooks",
     "is_transient_transfer",
     "JobState",
+    "POST_IMPORT_STEPS",
     "Phase",
     "TERMINAL",
+    "check_post_import",
     "create_import_spec",
     "import_package",
+    "import_vapp_arguments",
+    "post_import_steps",
+    "run_post_import",
     "upload_targets",
     "upload_verified",
 ]

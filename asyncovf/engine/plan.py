@@ -44,7 +44,8 @@ PLACEMENT_KEYS: Final = ("datacenter", "cluster", "resource_pool", "host", "data
 JOB_KEYS: Final = frozenset({
     "name", "count", "source", *PLACEMENT_KEYS, "deployment", "disk_provisioning",
     "ip_allocation_policy", "ip_protocol", "network_mapping", "properties", "power_on",
-    "annotation", "options", "locale", "hidden",
+    "annotation", "options", "locale", "hidden", "wait_for_ip", "ip_timeout", "inject_ovf_env",
+    "mark_as_template", "extra_config", "hardware_version",
 })
 TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
@@ -60,11 +61,18 @@ OPTION_KEYS: Final = {
     "PropertyMapping": "properties",
     "PowerOn": "power_on",
     "Annotation": "annotation",
+    "InjectOvfEnv": "inject_ovf_env",
+    "WaitForIP": "wait_for_ip",
+    "MarkAsTemplate": "mark_as_template",
+    # Our extensions (govc ignores keys it does not know).
+    "ExtraConfig": "extra_config",
+    "HardwareVersion": "hardware_version",
 }
-#: Keys of that document we accept but do not act on yet, when left at their defaults.
-OPTION_KEYS_DEFAULT_ONLY: Final = {
-    "InjectOvfEnv": False, "WaitForIP": False, "MarkAsTemplate": False,
-}
+#: Seconds to wait for the guest's IP address when no ``ip_timeout`` is given.
+DEFAULT_IP_TIMEOUT: Final = 300.0
+#: Yes/no cells of a CSV file (YAML has its own booleans).
+_CSV_BOOLEANS: Final = {"true": True, "yes": True, "1": True, "false": False, "no": False,
+                        "0": False, "": False}
 
 
 class BatchError(InputError):
@@ -105,6 +113,23 @@ class JobSpec:
     locale: str | None = None
     #: May set properties the vendor did not mark userConfigurable (govc's -hidden).
     hidden: bool = False
+    # Post-import steps, run in this order after the import completes.
+    extra_config: Mapping[str, str] = field(default_factory=dict)
+    inject_ovf_env: bool = False
+    hardware_version: str | None = None  # normalised: "vmx-19"
+    mark_as_template: bool = False
+    wait_for_ip: bool = False
+    ip_timeout: float = DEFAULT_IP_TIMEOUT
+
+
+def parse_hardware_version(value: Any) -> str:
+    """``vmx-19``, ``19`` or 19 → ``"vmx-19"``; ValueError with a usable message otherwise."""
+    text = str(value).strip().lower() if not isinstance(value, bool) else ""
+    number = text.removeprefix("vmx-")
+    if not number.isdigit() or not 3 <= int(number) <= 99:
+        raise ValueError(f"{value!r} is not a hardware version; expected vmx-NN or NN "
+                         "(e.g. vmx-19 or 19)")
+    return f"vmx-{int(number)}"
 
 
 @dataclass(frozen=True)
@@ -322,18 +347,15 @@ def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:
             target = OPTION_KEYS[key]
             if target == "network_mapping":
                 value = _pairs(value, "Name", "Network", file, line, f"{where}.options.{key}")
-            elif target == "properties":
+            elif target in ("properties", "extra_config"):
                 value = _pairs(value, "Key", "Value", file, line, f"{where}.options.{key}")
+            elif target == "hardware_version" and value in ("", None):
+                continue  # the document's "not asked for"
             if target == "name" or target in merged:
                 continue  # the VM name comes from the entry, never from a shared document
             merged[target] = value
         elif key in INFORMATIONAL_KEYS or key == "AllDeploymentOptions":
             continue  # what `asyncovf spec --verbose` adds to inform; nothing to apply
-        elif key in OPTION_KEYS_DEFAULT_ONLY:
-            default = OPTION_KEYS_DEFAULT_ONLY[key]
-            if default is not None and value not in (default, None):
-                raise BatchError(file, line, f"{where}.options.{key}",
-                                 "is not supported yet; leave it at its default")
         else:
             raise BatchError(file, line, f"{where}.options.{key}", "unknown options key")
     return merged
@@ -397,20 +419,45 @@ def _expand(
                          ("ip_protocol", IP_PROTOCOLS)):
         if values.get(key) is not None and values[key] not in allowed:
             raise fail(key, f"{values[key]!r} is not one of {', '.join(allowed)}")
-    power_on = values.get("power_on", False)
-    if isinstance(power_on, str) and power_on.lower() in ("true", "false", "yes", "no", ""):
-        power_on = power_on.lower() in ("true", "yes")
-    if not isinstance(power_on, bool):
-        raise fail("power_on", "must be true or false")
-    hidden = values.get("hidden", False)
-    if not isinstance(hidden, bool):
-        raise fail("hidden", "must be true or false")
+    def flag(key: str) -> bool:
+        value = values.get(key, False)
+        if isinstance(value, str) and value.strip().lower() in _CSV_BOOLEANS:
+            value = _CSV_BOOLEANS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise fail(key, "must be true or false")
+        return value
+
+    power_on, hidden = flag("power_on"), flag("hidden")
+    inject_ovf_env, mark_as_template = flag("inject_ovf_env"), flag("mark_as_template")
+    wait_for_ip = flag("wait_for_ip")
+    if mark_as_template and power_on:
+        raise fail("mark_as_template", "contradicts power_on: a template cannot be powered on; "
+                                       "set one of them to false")
+    if wait_for_ip and not power_on:
+        raise fail("wait_for_ip", "needs power_on: true (a VM that is off gets no IP address)")
+    ip_timeout = values.get("ip_timeout", DEFAULT_IP_TIMEOUT)
+    try:
+        ip_timeout = float(ip_timeout) if not isinstance(ip_timeout, bool) else -1.0
+    except (TypeError, ValueError):
+        ip_timeout = -1.0
+    if not ip_timeout > 0 or ip_timeout == float("inf"):
+        raise fail("ip_timeout", f"{values.get('ip_timeout')!r}: must be a positive number of "
+                                 "seconds")
+    hardware_version = None
+    if values.get("hardware_version") is not None:
+        try:
+            hardware_version = parse_hardware_version(values["hardware_version"])
+        except ValueError as exc:
+            raise fail("hardware_version", str(exc)) from None
     mappings: dict[str, dict[str, str]] = {}
-    for key in ("network_mapping", "properties"):
+    for key in ("network_mapping", "properties", "extra_config"):
         raw = values.get(key) or {}
         if not isinstance(raw, dict):
             raise fail(key, "must be a mapping of name: value")
-        mappings[key] = {str(k): "" if v is None else str(v) for k, v in raw.items()}
+        text = _vmx_text if key == "extra_config" else str
+        mappings[key] = {str(k): "" if v is None else text(v) for k, v in raw.items()}
+    if any(not k.strip() for k in mappings["extra_config"]):
+        raise fail("extra_config", "a key is empty")
 
     placement = PlacementRequest(**{
         key: str(values[key]) if values.get(key) is not None else None for key in PLACEMENT_KEYS
@@ -443,11 +490,25 @@ def _expand(
             annotation=annotation,
             locale=str(values["locale"]) if values.get("locale") else None,
             hidden=hidden,
+            extra_config=mappings["extra_config"],
+            inject_ovf_env=inject_ovf_env,
+            hardware_version=hardware_version,
+            mark_as_template=mark_as_template,
+            wait_for_ip=wait_for_ip,
+            ip_timeout=ip_timeout,
         )
 
 
+def _vmx_text(value: Any) -> str:
+    """An extra config value as a .vmx file writes it: YAML's true/false as TRUE/FALSE."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return str(value)
+
+
 def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
-    """Rows of a CSV file as VM entries; ``properties.K`` and ``network.N`` columns nest."""
+    """Rows of a CSV file as VM entries; ``properties.K``, ``network.N`` and
+    ``extra_config.K`` columns nest."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -470,6 +531,8 @@ def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
                 entry.setdefault("properties", {})[column.removeprefix("properties.")] = cell
             elif column.startswith("network."):
                 entry.setdefault("network_mapping", {})[column.removeprefix("network.")] = cell
+            elif column.startswith("extra_config."):
+                entry.setdefault("extra_config", {})[column.removeprefix("extra_config.")] = cell
             else:
                 entry[column] = cell
             entry.lines[column] = line
@@ -478,12 +541,14 @@ def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
 
 
 __all__ = [
+    "DEFAULT_IP_TIMEOUT",
     "BatchError",
     "BatchPlan",
     "Connection",
     "JobSpec",
     "load_batch",
     "parse_batch",
+    "parse_hardware_version",
     "parse_shard",
     "render",
 ]

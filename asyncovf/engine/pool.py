@@ -32,9 +32,11 @@ from asyncovf.engine.plan import JobSpec
 from asyncovf.errors import (
     InputError,
     ManagedObjectNotFoundError,
+    PostImportError,
     TransferError,
     UntrustedTarget,
     VCenterError,
+    WaitForIPTimeout,
     error_kind,
 )
 from asyncovf.importer import ConnectionSettings
@@ -163,6 +165,8 @@ class JobResult:
     started: float | None = None  # monotonic
     finished: float | None = None
     phases: list[tuple[int, str, float]] = field(default_factory=list)  # attempt, phase, start
+    #: The guest's IP address, when the job waited for it.
+    ip_address: str | None = None
     state: JobState | None = None  # the attempt in progress, for live display
 
     @property
@@ -181,6 +185,7 @@ class JobResult:
         self.warnings.extend(w for w in state.warnings if w not in self.warnings)
         self.cleanup_errors.extend(state.cleanup_errors)
         self.vm = state.vm or self.vm
+        self.ip_address = state.ip_address
         self.bytes = state.bytes_done
         self.upload_retries += state.upload_retries
 
@@ -550,7 +555,13 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         properties=dict(spec.properties),
         annotation=spec.annotation,
         locale=spec.locale,
+        extra_config=tuple(spec.extra_config.items()),
+        inject_ovf_env=spec.inject_ovf_env,
+        hardware_version=spec.hardware_version,
+        mark_as_template=spec.mark_as_template,
         power_on=spec.power_on,
+        wait_for_ip=spec.wait_for_ip,
+        ip_timeout=spec.ip_timeout,
         verify_manifest=settings.verify_manifest,
         keep_failed=settings.keep_failed,
         lease_ready_timeout=settings.lease_ready_timeout,
@@ -610,6 +621,10 @@ def _retryable(error: BaseException) -> bool:
     """A job is retried from scratch only for failures a new attempt can fix."""
     if isinstance(error, InputError):
         return False  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, WaitForIPTimeout):
+        return False  # the guest did not report an address: a new import would not either
+    if isinstance(error, PostImportError) and error.__cause__ is not None:
+        return _retryable(error.__cause__)  # a step's fault is as permanent as it is alone
     if isinstance(error, UntrustedTarget):
         return False  # a security refusal: the same request would go to the same place
     if isinstance(error, TransferError) and error.status is not None and error.status < 500:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from asyncovf.engine.plan import BatchError, load_batch, parse_shard, render
+from asyncovf.engine.plan import (
+    DEFAULT_IP_TIMEOUT,
+    BatchError,
+    JobSpec,
+    load_batch,
+    parse_batch,
+    parse_hardware_version,
+    parse_shard,
+    render,
+)
 from asyncovf.errors import InputError
+from asyncovf.ovf.descriptor import parse_descriptor
+from asyncovf.spec import options_document
+from tests.factory import ovf_descriptor
 
 SMALLEST = """\
 defaults:
@@ -84,6 +98,99 @@ vms:
     assert dict(one.properties) == {"vami.ip0": "10.1.1.1"}
 
 
+def test_post_import_keys_in_entries_and_defaults(tmp_path: Path) -> None:
+    plan = load_batch(write(tmp_path, """\
+defaults:
+  source: a.ova
+  power_on: true
+  wait_for_ip: true
+  ip_timeout: 30
+  inject_ovf_env: true
+  extra_config: {disk.EnableUUID: true, guestinfo.role: web}
+  hardware_version: 19
+vms:
+  - name: web
+  - name: tmpl
+    power_on: false
+    wait_for_ip: false
+    mark_as_template: true
+    hardware_version: vmx-15
+    extra_config: {guestinfo.role: template}
+"""))
+    web, tmpl = plan.jobs
+    assert (web.power_on, web.wait_for_ip, web.ip_timeout, web.inject_ovf_env,
+            web.mark_as_template, web.hardware_version) == (True, True, 30.0, True, False,
+                                                             "vmx-19")
+    assert dict(web.extra_config) == {"disk.EnableUUID": "TRUE", "guestinfo.role": "web"}
+    assert (tmpl.power_on, tmpl.wait_for_ip, tmpl.mark_as_template, tmpl.hardware_version) == (
+        False, False, True, "vmx-15")
+    assert dict(tmpl.extra_config) == {"guestinfo.role": "template"}  # replaces, not merges
+
+
+def test_post_import_defaults_ask_for_nothing(tmp_path: Path) -> None:
+    (job,) = load_batch(write(tmp_path, "vms: [{name: a, source: x}]\n")).jobs
+    assert (job.power_on, job.wait_for_ip, job.inject_ovf_env, job.mark_as_template,
+            job.hardware_version, dict(job.extra_config), job.ip_timeout) == (
+        False, False, False, False, None, {}, DEFAULT_IP_TIMEOUT)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("vmx-19", "vmx-19"), ("19", "vmx-19"), (19, "vmx-19"), ("VMX-07", "vmx-7"), (" 13 ", "vmx-13"),
+])
+def test_hardware_versions_are_normalised(given: object, expected: str) -> None:
+    assert parse_hardware_version(given) == expected
+
+
+@pytest.mark.parametrize("given", ["", "vmx-", "vmx-x", "2", "100", True, "19.5", "-19"])
+def test_bad_hardware_versions_are_refused(given: object) -> None:
+    with pytest.raises(ValueError, match="is not a hardware version"):
+        parse_hardware_version(given)
+
+
+def test_post_import_csv_columns(tmp_path: Path) -> None:
+    write(tmp_path, "name,source,power_on,wait_for_ip,ip_timeout,hardware_version,"
+                    "extra_config.guestinfo.role,mark_as_template\n"
+                    "c-1,a.ova,yes,true,12.5,17,db,\n"
+                    "c-2,a.ova,no,,,,,TRUE\n", name="rows.csv")
+    one, two = load_batch(tmp_path / "rows.csv").jobs
+    assert (one.power_on, one.wait_for_ip, one.ip_timeout, one.hardware_version) == (
+        True, True, 12.5, "vmx-17")
+    assert dict(one.extra_config) == {"guestinfo.role": "db"}
+    assert (two.power_on, two.mark_as_template, dict(two.extra_config)) == (False, True, {})
+
+
+def test_a_bad_csv_cell_names_the_file_row_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "name,source,hardware_version\nc-1,a.ova,seven\n", name="rows.csv")
+    with pytest.raises(BatchError) as caught:
+        load_batch(path)
+    assert str(caught.value) == (f"{path}:2: row 2.hardware_version: 'seven' is not a hardware "
+                                 "version; expected vmx-NN or NN (e.g. vmx-19 or 19)")
+
+
+def test_the_spec_document_round_trips_with_the_post_import_options(tmp_path: Path) -> None:
+    descriptor = parse_descriptor(ovf_descriptor("rt", [("rt-disk1.vmdk", 100, 16)]).encode())
+
+    def job_from(document: dict[str, Any]) -> JobSpec:
+        entry = {"name": "rt-1", "source": "rt.ova", "options": json.loads(json.dumps(document))}
+        (job,) = parse_batch({"vms": [entry]}, file="rt.json", base=tmp_path).jobs
+        return job
+
+    document = options_document(descriptor)
+    untouched = job_from(document)
+    assert (untouched.power_on, untouched.wait_for_ip, untouched.inject_ovf_env,
+            untouched.mark_as_template, untouched.hardware_version,
+            dict(untouched.extra_config)) == (False, False, False, False, None, {})
+    document.update(PowerOn=True, WaitForIP=True, InjectOvfEnv=True, HardwareVersion="19",
+                    ExtraConfig=[{"Key": "guestinfo.a", "Value": "1"},
+                                 {"Key": "disk.EnableUUID", "Value": "TRUE"}])
+    edited = job_from(document)
+    assert (edited.power_on, edited.wait_for_ip, edited.inject_ovf_env,
+            edited.hardware_version) == (True, True, True, "vmx-19")
+    assert list(edited.extra_config.items()) == [("guestinfo.a", "1"), ("disk.EnableUUID", "TRUE")]
+    document.update(PowerOn=False, WaitForIP=False, MarkAsTemplate=True)
+    assert job_from(document).mark_as_template
+
+
 def test_csv_rows_are_vm_entries(tmp_path: Path) -> None:
     write(tmp_path, "name,source,datastore,properties.hostname,network.VM Network\n"
                     "csv-1,a.ova,LocalDS_0,h1,DC0_DVPG0\n"
@@ -126,11 +233,35 @@ def test_a_csv_file_alone_is_a_batch(tmp_path: Path) -> None:
         ("connection: {server: vc, insecure: maybe}\nvms: [{name: a, source: x}]\n",
          ":1: connection.insecure: must be true or false"),
         ("defaults:\n  options: {WaitForIP: true}\nvms: [{name: a, source: x}]\n",
-         ":2: defaults.options.WaitForIP: is not supported yet"),
+         ":3: vms[0].wait_for_ip: needs power_on: true"),
+        ("vms:\n  - name: a\n    source: x\n    power_on: true\n    mark_as_template: true\n",
+         ":5: vms[0].mark_as_template: contradicts power_on: a template cannot be powered on"),
+        ("vms:\n  - name: a\n    source: x\n    hardware_version: banana\n",
+         ":4: vms[0].hardware_version: 'banana' is not a hardware version; expected vmx-NN"),
+        ("vms:\n  - name: a\n    source: x\n    hardware_version: vmx-1000\n",
+         ":4: vms[0].hardware_version: 'vmx-1000' is not a hardware version"),
+        ("vms:\n  - name: a\n    source: x\n    power_on: true\n    wait_for_ip: true\n"
+         "    ip_timeout: -5\n", ":6: vms[0].ip_timeout: -5: must be a positive number"),
+        ("vms:\n  - name: a\n    source: x\n    ip_timeout: soon\n",
+         ":4: vms[0].ip_timeout: 'soon': must be a positive number"),
+        ("vms:\n  - name: a\n    source: x\n    inject_ovf_env: maybe\n",
+         ":4: vms[0].inject_ovf_env: must be true or false"),
+        ("vms:\n  - name: a\n    source: x\n    extra_config: [a, b]\n",
+         ":4: vms[0].extra_config: must be a mapping of name: value"),
+        ("vms:\n  - name: a\n    source: x\n    extra_config: {'': x}\n",
+         ":4: vms[0].extra_config: a key is empty"),
+        ("defaults:\n  options: {ExtraConfig: 7}\nvms: [{name: a, source: x}]\n",
+         ":2: defaults.options.ExtraConfig: must be a list of {Key, Value}"),
+        ("defaults:\n  options: {PowerOn: true, MarkAsTemplate: true}\n"
+         "vms: [{name: a, source: x}]\n", ":3: vms[0].mark_as_template: contradicts power_on"),
     ],
     ids=["unknown-key", "count-zero", "count-without-placeholder", "no-source", "duplicate-name",
          "name-in-defaults", "bad-provisioning", "attribute-access", "duplicate-yaml-key",
-         "yaml-syntax", "no-vms", "bad-connection", "unsupported-option"],
+         "yaml-syntax", "no-vms", "bad-connection", "wait-for-ip-without-power-on",
+         "template-and-power-on", "bad-hardware-version", "huge-hardware-version",
+         "negative-ip-timeout", "word-ip-timeout", "bad-flag", "extra-config-list",
+         "extra-config-empty-key", "options-extra-config-not-a-list",
+         "options-template-and-power-on"],
 )
 def test_errors_name_the_file_the_line_and_the_field(
     tmp_path: Path, text: str, located: str

@@ -67,6 +67,7 @@ PINNED: dict[str, tuple[str, str | None, list[str], dict[str, str], list[str], s
 GOVC_KEYS = ["DiskProvisioning", "IPAllocationPolicy", "IPProtocol", "PropertyMapping",
              "NetworkMapping", "Annotation", "MarkAsTemplate", "PowerOn", "InjectOvfEnv",
              "WaitForIP", "Name"]
+EXTENSION_KEYS = ["ExtraConfig", "HardwareVersion"]  # ours, after govc's
 
 
 def document(relative: str, **kwargs: Any) -> dict[str, Any]:
@@ -78,7 +79,8 @@ def document(relative: str, **kwargs: Any) -> dict[str, Any]:
 def test_pinned_spec_output(relative: str) -> None:
     name, deployment, options, properties, networks, annotation = PINNED[relative]
     doc = document(relative, hidden=True)
-    assert [k for k in doc if k not in ("AllDeploymentOptions", "Deployment")] == GOVC_KEYS
+    assert [k for k in doc if k not in ("AllDeploymentOptions", "Deployment")] == \
+        GOVC_KEYS + EXTENSION_KEYS
     assert doc["Name"] == name
     assert doc.get("Deployment") == deployment
     assert doc.get("AllDeploymentOptions", []) == options
@@ -92,7 +94,8 @@ def test_pinned_spec_output(relative: str) -> None:
     assert doc["Annotation"].startswith(annotation)
     assert (doc["DiskProvisioning"], doc["IPAllocationPolicy"], doc["IPProtocol"]) == (
         "flat", "dhcpPolicy", "IPv4")
-    assert not any(doc[k] for k in ("MarkAsTemplate", "PowerOn", "InjectOvfEnv", "WaitForIP"))
+    assert not any(doc[k] for k in ("MarkAsTemplate", "PowerOn", "InjectOvfEnv", "WaitForIP",
+                                    "ExtraConfig", "HardwareVersion"))
 
 
 def test_properties_the_vendor_hid_are_listed_only_with_hidden() -> None:
