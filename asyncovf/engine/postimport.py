@@ -22,6 +22,7 @@ from pyVmomi import vim
 
 from asyncovf.errors import ManagedObjectNotFoundError, WaitForIPTimeout
 from asyncovf.ovf.environment import GUESTINFO_KEY, Platform
+from asyncovf.vsphere.removal import power_off_and_destroy
 from asyncovf.vsphere.session import VCenterSession
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,7 @@ async def remove_vm(session: VCenterSession, vm: Any) -> bool:
     The caller bounds and shields this (it is cleanup).
     """
     try:
-        props = await session.retrieve(vm, ["runtime.powerState"])
-        if props["runtime.powerState"] == vim.VirtualMachine.PowerState.poweredOn:
-            await _run_task(session, vm, "PowerOff")
-        await _run_task(session, vm, "Destroy")
+        await power_off_and_destroy(session, vm)
     except ManagedObjectNotFoundError:
         return False
     return True

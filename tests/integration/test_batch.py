@@ -161,6 +161,12 @@ async def test_session_expiry_is_recovered_by_logging_in_again(
     runner = await run_plan(connection, plan, RunSettings(concurrency=1))
     assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 3
     assert runner.relogins == 1 and all(r.attempts == 1 for r in runner.results)
+    # The injected NotAuthenticated ended that session on the server, as vCenter's does:
+    # nothing is left logged in, and every session we opened was logged out or expired.
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert (counters.sessions_expired, counters.sessions_live) == (1, 0)
+    assert counters.ok("Login") == counters.ok("Logout") + 1
+    assert runner.sessions_opened == runner.sessions_closed
 
 
 async def test_skip_resumes_a_half_finished_batch(

@@ -267,6 +267,23 @@ func (h *harness) expireSessions() int {
 	return count
 }
 
+// expireSession ends the session a request came with, as vCenter's own expiry
+// would: it answers NotAuthenticated from now on and its leases end with it.
+func (h *harness) expireSession(r *http.Request) {
+	cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie"))
+	if cookie == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.liveSessions[cookie[1]] {
+		delete(h.liveSessions, cookie[1])
+		h.expiredSessions[cookie[1]] = true
+		h.sessionsExpired++
+		h.leasesEndedByServer += h.endLeasesOfLocked(cookie[1])
+	}
+}
+
 // endLeasesOfLocked ends the open leases a session created, because the session
 // ended (Logout or expiry), and says how many. vCenter scopes an HttpNfcLease to its session (the
 // lease's id reads "session[…]…") and ends it with the session; vcsim keeps

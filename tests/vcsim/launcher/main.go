@@ -416,6 +416,10 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 					pause(time.Duration(rule.DelayMs)*time.Millisecond, reset)
 				}
 				if rule.Fault != "" {
+					if rule.Fault == "NotAuthenticated" {
+						// As on vCenter: the session is gone, not just this call.
+						h.expireSession(r)
+					}
 					h.count(method, true)
 					writeFault(w, rule.Fault)
 					return
