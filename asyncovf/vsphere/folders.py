@@ -62,7 +62,7 @@ async def ensure_vm_folder(session: VCenterSession, cache: InventoryCache,
             except VCenterError as exc:
                 if exc.fault_type != "DuplicateName":
                     raise
-            snapshot = await cache.refresh(session, seen=snapshot)
+            snapshot = await cache.refresh_after_change(session)
             child = next((f for f in snapshot.items("vm-folder", datacenter)
                           if f.parent == parent.moid and f.name == name), None)
             if child is None:

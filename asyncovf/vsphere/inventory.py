@@ -378,6 +378,17 @@ class InventoryCache:
             self._refreshing = None
             done.set()
 
+    async def refresh_after_change(self, session: VCenterSession) -> InventorySnapshot:
+        """A snapshot read after the caller's own change to the inventory (CreateFolder).
+
+        :meth:`refresh` may hand back a snapshot, or share a refresh, that
+        another worker started before the change, and so lacks it. Wait for a
+        refresh under way, then refresh: sharing only one that starts from now.
+        """
+        if self._refreshing is not None:
+            await self._refreshing.wait()
+        return await self.refresh(session, seen=self._snapshot)
+
     async def resolve(self, session: VCenterSession, request: PlacementRequest) -> Placement:
         """Resolve a placement; on a miss refresh once (someone may have just created it)."""
         snapshot = await self.get(session)

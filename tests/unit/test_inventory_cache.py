@@ -103,3 +103,28 @@ async def test_a_miss_refreshes_once_then_reports_the_placement_error(
     with pytest.raises(PlacementError, match="no datacenter in inventory"):
         await cache.resolve(None, PlacementRequest())  # type: ignore[arg-type]
     assert loader.loads == 2
+
+
+async def test_a_refresh_after_a_change_never_shares_one_started_before_it(
+    loader: SlowLoader,
+) -> None:
+    # A worker that missed a folder is refreshing when another creates the folder:
+    # the creator must get a snapshot read after its CreateFolder, not that one.
+    before, after = InventorySnapshot([]), InventorySnapshot([])
+    loader.snapshots = [InventorySnapshot([]), before, after]
+    cache = InventoryCache()
+    first = await cache.get(session=None)  # type: ignore[arg-type]
+    got: list[InventorySnapshot] = []
+
+    async def miss() -> None:
+        await cache.refresh(session=None, seen=first)  # type: ignore[arg-type]
+
+    async def create_then_refresh() -> None:
+        await anyio.sleep(0.01)  # the CreateFolder, while the other refresh is under way
+        got.append(await cache.refresh_after_change(session=None))  # type: ignore[arg-type]
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(miss)
+        group.start_soon(create_then_refresh)
+    assert len(got) == 1 and got[0] is after
+    assert loader.loads == 3 and cache.snapshot is after
