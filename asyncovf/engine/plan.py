@@ -45,7 +45,7 @@ JOB_KEYS: Final = frozenset({
     "name", "count", "source", *PLACEMENT_KEYS, "deployment", "disk_provisioning",
     "ip_allocation_policy", "ip_protocol", "network_mapping", "properties", "power_on",
     "annotation", "options", "locale", "hidden", "wait_for_ip", "ip_timeout", "inject_ovf_env",
-    "mark_as_template", "extra_config", "hardware_version",
+    "mark_as_template", "extra_config", "hardware_version", "create_folders", "parallel_disks",
 })
 TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
@@ -120,6 +120,10 @@ class JobSpec:
     mark_as_template: bool = False
     wait_for_ip: bool = False
     ip_timeout: float = DEFAULT_IP_TIMEOUT
+    # Run-wide settings a job may override; None: the run's (``run --create-folders``,
+    # ``--parallel-disks``).
+    create_folders: bool | None = None
+    parallel_disks: int | None = None
 
 
 def parse_hardware_version(value: Any) -> str:
@@ -428,6 +432,16 @@ def _expand(
         return value
 
     power_on, hidden = flag("power_on"), flag("hidden")
+    create_folders = flag("create_folders") if values.get("create_folders") is not None \
+        else None
+    parallel_disks = values.get("parallel_disks")
+    if parallel_disks is not None:
+        if isinstance(parallel_disks, str) and parallel_disks.strip().isdigit():
+            parallel_disks = int(parallel_disks)
+        if not isinstance(parallel_disks, int) or isinstance(parallel_disks, bool) \
+                or parallel_disks < 1:
+            raise fail("parallel_disks", f"{values['parallel_disks']!r}: must be a positive "
+                                         "integer (disks uploaded at once)")
     inject_ovf_env, mark_as_template = flag("inject_ovf_env"), flag("mark_as_template")
     wait_for_ip = flag("wait_for_ip")
     if mark_as_template and power_on:
@@ -496,6 +510,8 @@ def _expand(
             mark_as_template=mark_as_template,
             wait_for_ip=wait_for_ip,
             ip_timeout=ip_timeout,
+            create_folders=create_folders,
+            parallel_disks=parallel_disks,
         )
 
 

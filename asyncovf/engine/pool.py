@@ -423,7 +423,9 @@ class BatchRunner:
 
     async def _attempt(self, session: VCenterSession, spec: JobSpec, package: Package,
                        state: JobState, result: JobResult) -> JobStatus:
-        if self.settings.create_folders:
+        create_folders = (spec.create_folders if spec.create_folders is not None
+                          else self.settings.create_folders)
+        if create_folders:
             await ensure_vm_folder(session, self.inventory, spec.placement)
         placement = await self.inventory.resolve(session, spec.placement)
         snapshot = self.inventory.snapshot
@@ -569,7 +571,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         upload_attempts=settings.upload_attempts,
         upload_initial_wait=settings.upload_initial_wait,
         chunk_size=settings.chunk_size or chunk_size_for(settings.concurrency),
-        parallel_disks=settings.parallel_disks,
+        parallel_disks=spec.parallel_disks or settings.parallel_disks,
         esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
     )
 

@@ -112,6 +112,42 @@ async def test_a_missing_folder_without_create_folders_fails_before_import(
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 
+async def folder_exists(connection: ConnectionSettings, path: str) -> bool:
+    async with Importer(connection) as importer:
+        snapshot = await importer.inventory()
+    return any(item.path.endswith(f"/{path}") for item in snapshot.items("vm-folder"))
+
+
+@pytest.mark.parametrize(("case", "run_flag", "defaults", "asks", "does_not_ask"), [
+    (1, False, "", "    create_folders: true\n", ""),
+    (2, True, "", "", "    create_folders: false\n"),
+    (3, False, "  create_folders: true\n", "", "    create_folders: false\n"),
+], ids=["entry-key", "entry-overrides-run-flag", "defaults-key"])
+async def test_create_folders_as_a_batch_key_applies_to_the_entries_that_ask(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, case: int, run_flag: bool,
+    defaults: str, asks: str, does_not_ask: str,
+) -> None:
+    plan = await make_batch(
+        tmp_path,
+        f"  - name: keyfold-{case}\n    folder: vm/keyed{case}/wave\n{asks}"
+        f"  - name: nokeyfold-{case}\n    folder: vm/unkeyed{case}\n{does_not_ask}",
+        extra_defaults=defaults)
+    runner = await run_plan(connection, plan,
+                            RunSettings(concurrency=2, create_folders=run_flag))
+    asked, refused = runner.results
+    assert asked.status is JobStatus.IMPORTED, asked.error
+    assert refused.status is JobStatus.FAILED and refused.input_error
+    assert (refused.error or "").startswith(f"VM folder 'vm/unkeyed{case}' not found; choices: ")
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.ok("CreateFolder") == 2  # keyed, then keyed/wave: nothing for the other
+    assert counters.calls("ImportVApp") == 1
+    assert await vms_named(connection, f"nokeyfold-{case}") == []
+    assert len(await vms_named(connection, f"keyfold-{case}")) == 1
+    assert await folder_exists(connection, f"vm/keyed{case}/wave")
+    assert not await folder_exists(connection, f"vm/unkeyed{case}")
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
 @pytest.mark.parametrize("parallel", [1, 3])
 async def test_parallel_disks_upload_a_vms_disks_at_once_within_the_bound(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, parallel: int

@@ -159,6 +159,44 @@ def test_post_import_csv_columns(tmp_path: Path) -> None:
     assert (two.power_on, two.mark_as_template, dict(two.extra_config)) == (False, True, {})
 
 
+def test_create_folders_and_parallel_disks_are_keys_that_override_the_run_flags(
+    tmp_path: Path,
+) -> None:
+    plan = load_batch(write(tmp_path, """\
+defaults:
+  source: a.ova
+  create_folders: true
+  parallel_disks: 3
+vms:
+  - name: inherits
+  - name: overrides
+    create_folders: false
+    parallel_disks: 1
+"""))
+    inherits, overrides = plan.jobs
+    assert (inherits.create_folders, inherits.parallel_disks) == (True, 3)
+    assert (overrides.create_folders, overrides.parallel_disks) == (False, 1)
+    (unset,) = load_batch(write(tmp_path, "vms: [{name: a, source: x}]\n")).jobs
+    assert (unset.create_folders, unset.parallel_disks) == (None, None)  # the run's flags
+
+
+def test_create_folders_and_parallel_disks_csv_columns(tmp_path: Path) -> None:
+    write(tmp_path, "name,source,create_folders,parallel_disks\n"
+                    "c-1,a.ova,yes,4\n"
+                    "c-2,a.ova,,\n", name="rows.csv")
+    one, two = load_batch(tmp_path / "rows.csv").jobs
+    assert (one.create_folders, one.parallel_disks) == (True, 4)
+    assert (two.create_folders, two.parallel_disks) == (None, None)
+
+
+def test_a_bad_parallel_disks_cell_names_the_file_row_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "name,source,parallel_disks\nc-1,a.ova,0\n", name="rows.csv")
+    with pytest.raises(BatchError) as caught:
+        load_batch(path)
+    assert str(caught.value) == (f"{path}:2: row 2.parallel_disks: '0': must be a positive "
+                                 "integer (disks uploaded at once)")
+
+
 def test_a_bad_csv_cell_names_the_file_row_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "name,source,hardware_version\nc-1,a.ova,seven\n", name="rows.csv")
     with pytest.raises(BatchError) as caught:
@@ -254,6 +292,16 @@ def test_a_csv_file_alone_is_a_batch(tmp_path: Path) -> None:
          ":2: defaults.options.ExtraConfig: must be a list of {Key, Value}"),
         ("defaults:\n  options: {PowerOn: true, MarkAsTemplate: true}\n"
          "vms: [{name: a, source: x}]\n", ":3: vms[0].mark_as_template: contradicts power_on"),
+        ("vms:\n  - name: a\n    source: x\n    create_folders: maybe\n",
+         ":4: vms[0].create_folders: must be true or false"),
+        ("defaults:\n  source: x\n  create_folders: 1\nvms: [{name: a}]\n",
+         ":4: vms[0].create_folders: must be true or false"),
+        ("vms:\n  - name: a\n    source: x\n    parallel_disks: 0\n",
+         ":4: vms[0].parallel_disks: 0: must be a positive integer"),
+        ("vms:\n  - name: a\n    source: x\n    parallel_disks: two\n",
+         ":4: vms[0].parallel_disks: 'two': must be a positive integer"),
+        ("vms:\n  - name: a\n    source: x\n    parallel_disks: true\n",
+         ":4: vms[0].parallel_disks: True: must be a positive integer"),
     ],
     ids=["unknown-key", "count-zero", "count-without-placeholder", "no-source", "duplicate-name",
          "name-in-defaults", "bad-provisioning", "attribute-access", "duplicate-yaml-key",
@@ -261,7 +309,9 @@ def test_a_csv_file_alone_is_a_batch(tmp_path: Path) -> None:
          "template-and-power-on", "bad-hardware-version", "huge-hardware-version",
          "negative-ip-timeout", "word-ip-timeout", "bad-flag", "extra-config-list",
          "extra-config-empty-key", "options-extra-config-not-a-list",
-         "options-template-and-power-on"],
+         "options-template-and-power-on", "bad-create-folders",
+         "create-folders-number-in-defaults", "parallel-disks-zero", "parallel-disks-word",
+         "parallel-disks-boolean"],
 )
 def test_errors_name_the_file_the_line_and_the_field(
     tmp_path: Path, text: str, located: str
