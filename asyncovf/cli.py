@@ -37,7 +37,14 @@ from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.job import JobState
 from asyncovf.engine.limits import parse_bandwidth, parse_size
 from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch, parse_batch, parse_shard
-from asyncovf.engine.pool import JobStatus, OnConflict, RunSettings, import_options, parse_ramp
+from asyncovf.engine.pool import (
+    JobStatus,
+    OnConflict,
+    RunSettings,
+    check_job,
+    import_options,
+    parse_ramp,
+)
 from asyncovf.engine.run import make_runner, open_sources
 from asyncovf.errors import (
     AsyncOvfError,
@@ -483,6 +490,7 @@ async def _import_command(args: argparse.Namespace) -> int:
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
+        check_job(job, package.descriptor)  # before logging in: refused on the descriptor
         settings = RunSettings(verify_manifest=not args.no_verify_manifest,
                                keep_failed=args.keep_failed,
                                parallel_disks=args.parallel_disks,

@@ -30,6 +30,17 @@ def deployment_options(descriptor: Descriptor) -> list[str]:
     return ([default] if default else []) + [i for i in ids if i != default]
 
 
+def check_deployment(descriptor: Descriptor, deployment: str | None) -> None:
+    """Raise ValueError, listing the choices, unless the descriptor defines ``deployment``.
+
+    None (the descriptor's default) is always valid.
+    """
+    options = deployment_options(descriptor)
+    if deployment is not None and deployment not in options:
+        raise ValueError(f"deployment option {deployment!r} not in the descriptor; "
+                         f"choices: {', '.join(options) or 'none'}")
+
+
 def property_mapping(descriptor: Descriptor, deployment: str | None, *,
                      verbose: bool = False, hidden: bool = False) -> list[dict[str, Any]]:
     """Every user-configurable property that applies to ``deployment``, with its default.
@@ -86,9 +97,7 @@ def options_document(
 ) -> dict[str, Any]:
     """The options document, keys in govc's order; ``verbose`` adds what an operator reviews."""
     options = deployment_options(descriptor)
-    if deployment is not None and deployment not in options:
-        raise ValueError(f"deployment option {deployment!r} not in the descriptor; "
-                         f"choices: {', '.join(options) or 'none'}")
+    check_deployment(descriptor, deployment)
     chosen = deployment or (options[0] if options else None)
     annotation = "\n".join(a for s in descriptor.entity.walk() if (a := s.annotation))
 
@@ -170,6 +179,7 @@ __all__ = [
     "INFORMATIONAL_KEYS",
     "IP_ALLOCATION_POLICIES",
     "IP_PROTOCOLS",
+    "check_deployment",
     "deployment_options",
     "options_document",
     "property_mapping",

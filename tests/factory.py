@@ -106,11 +106,13 @@ def ovf_descriptor(
     compression: str | None = None,
     chunk_size: int | None = None,
     product_section: str = "",
+    envelope_sections: str = "",
 ) -> str:
     """An OVF 1.x envelope; ``disks`` are (file name, file size, capacity MiB).
 
     ``product_section`` is inserted into the VirtualSystem as it is (e.g.
-    :data:`APPLIANCE_PRODUCT_SECTION`).
+    :data:`APPLIANCE_PRODUCT_SECTION`); ``envelope_sections`` into the Envelope
+    before it (e.g. :data:`DEPLOYMENT_OPTION_SECTION`).
     """
     extra = (f' ovf:compression="{compression}"' if compression else "") + (
         f' ovf:chunkSize="{chunk_size}"' if chunk_size else "")
@@ -153,7 +155,7 @@ def ovf_descriptor(
       <Description>The {network} network</Description>
     </Network>
   </NetworkSection>
-  <VirtualSystem ovf:id="{name}">
+{envelope_sections}  <VirtualSystem ovf:id="{name}">
     <Info>A virtual machine</Info>
     <Name>{name}</Name>
     <OperatingSystemSection ovf:id="36" vmw:osType="otherLinux64Guest">
@@ -204,6 +206,23 @@ def ovf_descriptor(
 """
 
 
+#: Two deployment options, ``small`` (the default) and ``large``, for
+#: ``envelope_sections``.
+DEPLOYMENT_OPTION_SECTION = """\
+  <DeploymentOptionSection>
+    <Info>Deployment sizes</Info>
+    <Configuration ovf:id="small" ovf:default="true">
+      <Label>Small</Label>
+      <Description>For tests</Description>
+    </Configuration>
+    <Configuration ovf:id="large">
+      <Label>Large</Label>
+      <Description>For tests</Description>
+    </Configuration>
+  </DeploymentOptionSection>
+"""
+
+
 #: Two user-configurable vApp properties with defaults and one hidden one, as
 #: appliances declare them: full keys ``appliance.hostname.web``,
 #: ``appliance.port.web`` and ``appliance.token.web``.
@@ -248,6 +267,7 @@ def build_package(
     chunk_size: int | None = None,
     network: str = "VM Network",
     product_section: str = "",
+    envelope_sections: str = "",
 ) -> BuiltPackage:
     """Write ``name.ova`` (or a ``name/`` OVF directory) into ``directory``.
 
@@ -278,7 +298,8 @@ def build_package(
     descriptor_name = f"{name}.ovf"
     descriptor = ovf_descriptor(name, disk_rows, cpus=cpus, memory_mb=memory_mb,
                                 compression=compression, chunk_size=chunk_size,
-                                network=network, product_section=product_section).encode()
+                                network=network, product_section=product_section,
+                                envelope_sections=envelope_sections).encode()
     members: list[tuple[str, bytes]] = [(descriptor_name, descriptor), *stored]
     if manifest:
         lines = []
@@ -306,5 +327,5 @@ def build_package(
                         contents=dict(contents))
 
 
-__all__ = ["APPLIANCE_PRODUCT_SECTION", "BuiltPackage", "DiskSpec", "build_package",
-           "ovf_descriptor", "stream_optimized_vmdk"]
+__all__ = ["APPLIANCE_PRODUCT_SECTION", "DEPLOYMENT_OPTION_SECTION", "BuiltPackage", "DiskSpec",
+           "build_package", "ovf_descriptor", "stream_optimized_vmdk"]

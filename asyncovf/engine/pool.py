@@ -43,6 +43,7 @@ from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.descriptor import Descriptor
 from asyncovf.ovf.package import Package
 from asyncovf.ovf.properties import check_properties
+from asyncovf.spec import check_deployment
 from asyncovf.vsphere.folders import ensure_vm_folder
 from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placement
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
@@ -359,6 +360,17 @@ class BatchRunner:
             result.finished = result.started
             self._notify(result)
             return
+        try:
+            check_job(result.spec, self.packages[result.spec.source].descriptor)
+        except InputError as exc:
+            # Refused on the descriptor alone: no attempt, nothing sent to vCenter.
+            result.status = JobStatus.FAILED
+            result.error = str(exc)
+            result.error_kind = error_kind(exc)
+            result.input_error = True
+            result.finished = result.started
+            self._notify(result)
+            return
         self._notify(result)
         timeout = (anyio.fail_after(self.settings.job_timeout) if self.settings.job_timeout
                    else nullcontext())
@@ -535,6 +547,17 @@ class BatchRunner:
         return False
 
 
+def check_job(spec: JobSpec, descriptor: Descriptor) -> None:
+    """Refuse, as an :class:`InputError`, a job the descriptor alone shows to be wrong.
+
+    Pure: a job that fails here is failed before anything reaches vCenter.
+    """
+    try:
+        check_deployment(descriptor, spec.deployment)
+    except ValueError as exc:
+        raise InputError(f"{spec.name}: {exc}") from None
+
+
 def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placement,
                    settings: RunSettings, *, descriptor: Descriptor | None = None,
                    warnings: list[str] | None = None) -> ImportOptions:
@@ -546,6 +569,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
     back to the datacenter's default network, with a warning.
     """
     if descriptor is not None:
+        check_job(spec, descriptor)
         check_properties(descriptor, spec.properties, where=spec.name, hidden=spec.hidden)
     networks = map_networks(spec, snapshot, placement, descriptor, warnings)
     return ImportOptions(
@@ -660,6 +684,7 @@ __all__ = [
     "NameConflict",
     "OnConflict",
     "RunSettings",
+    "check_job",
     "import_options",
     "totals",
 ]

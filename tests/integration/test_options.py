@@ -10,7 +10,7 @@ import pytest
 
 from asyncovf.engine.pool import JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings, Importer
-from tests.factory import DiskSpec, build_package
+from tests.factory import DEPLOYMENT_OPTION_SECTION, DiskSpec, build_package
 from tests.integration.inspect import list_vms, vms_named
 from tests.integration.test_batch import check_invariants, make_batch, run_plan
 from tests.vcsim.harness import Vcsim
@@ -145,6 +145,31 @@ async def test_create_folders_as_a_batch_key_applies_to_the_entries_that_ask(
     assert len(await vms_named(connection, f"keyfold-{case}")) == 1
     assert await folder_exists(connection, f"vm/keyed{case}/wave")
     assert not await folder_exists(connection, f"vm/unkeyed{case}")
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
+async def test_a_deployment_the_descriptor_lacks_fails_its_job_before_vcenter(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    plan = await make_batch(tmp_path, (
+        "  - name: dep-default\n"
+        "  - name: dep-huge\n    deployment: huge\n"
+        "  - name: dep-large\n    deployment: large\n"))
+    await anyio.to_thread.run_sync(lambda: build_package(
+        tmp_path, "photon", disks=(DiskSpec(16, 64 * 1024),),
+        envelope_sections=DEPLOYMENT_OPTION_SECTION))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=2, job_retries=2))
+    by_name = {r.name: r for r in runner.results}
+    for name in ("dep-default", "dep-large"):
+        assert by_name[name].status is JobStatus.IMPORTED, by_name[name].error
+    huge = by_name["dep-huge"]
+    assert huge.status is JobStatus.FAILED and huge.input_error
+    assert (huge.attempts, huge.error_kind) == (0, "input")
+    assert huge.error == ("dep-huge: deployment option 'huge' not in the descriptor; "
+                          "choices: small, large")
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.calls("CreateImportSpec") == counters.calls("ImportVApp") == 2
+    assert await vms_named(connection, "dep-huge") == []
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 

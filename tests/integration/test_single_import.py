@@ -19,7 +19,7 @@ from asyncovf.errors import ManifestError
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.ovf.package import check_files, open_package
 from asyncovf.vsphere.inventory import PlacementRequest
-from tests.factory import DiskSpec, build_package
+from tests.factory import DEPLOYMENT_OPTION_SECTION, DiskSpec, build_package
 from tests.integration.inspect import vms_named
 from tests.vcsim.harness import Vcsim
 
@@ -139,6 +139,22 @@ def test_cli_refuses_a_disk_shorter_than_its_ovf_size_before_touching_vcenter(
     counters = vcsim.counters()
     assert counters.calls("ImportVApp") == 0 and counters.calls("Login") == 0
     assert anyio.run(vms_named, connection, "short-vm") == []
+    assert_nothing_leaked(vcsim)
+
+
+def test_cli_refuses_a_deployment_the_descriptor_lacks_before_logging_in(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    built = build_package(tmp_path, "sized", envelope_sections=DEPLOYMENT_OPTION_SECTION)
+    result = run_cli(vcsim, str(built.path), "--name", "sized-vm", "--cluster", "DC0_C0",
+                     "--deployment", "huge")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "sized-vm: deployment option 'huge' not in the descriptor; choices: small, large")
+    counters = vcsim.counters()
+    assert counters.calls("Login") == counters.calls("CreateImportSpec") == 0
+    assert counters.calls("ImportVApp") == 0
+    assert anyio.run(vms_named, connection, "sized-vm") == []
     assert_nothing_leaked(vcsim)
 
 
