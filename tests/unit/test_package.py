@@ -166,5 +166,11 @@ def test_malformed_manifest_lines_are_named(text: str, message: str) -> None:
 def test_manifest_accepts_the_spellings_vcenter_rejects() -> None:
     digest = "a" * 64
     manifest = parse_manifest(f"SHA2-256(a.vmdk)= {digest}\nSHA256 (b.vmdk)= {digest}\n"
+                              f"sha256(c.vmdk)= {digest}\nSHA1(d.vmdk)= {'b' * 40}\n"
+                              f"SHA512(e.vmdk)= {'C' * 128}\nsha2-512(f.vmdk)= {'d' * 128}\n"
                               .encode())
-    assert {e.algorithm for e in manifest.entries.values()} == {"sha256"}
+    assert {name: (e.algorithm, e.hexdigest) for name, e in manifest.entries.items()} == {
+        "a.vmdk": ("sha256", digest), "b.vmdk": ("sha256", digest),
+        "c.vmdk": ("sha256", digest), "d.vmdk": ("sha1", "b" * 40),
+        "e.vmdk": ("sha512", "c" * 128), "f.vmdk": ("sha512", "d" * 128),
+    }
