@@ -173,22 +173,26 @@ async def test_a_deployment_the_descriptor_lacks_fails_its_job_before_vcenter(
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 
-@pytest.mark.parametrize("parallel", [1, 3])
+@pytest.mark.parametrize(("parallel", "by_key"), [(1, False), (3, False), (3, True)],
+                         ids=["run-1", "run-3", "batch-key-3"])
 async def test_parallel_disks_upload_a_vms_disks_at_once_within_the_bound(
-    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, parallel: int
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path, parallel: int, by_key: bool
 ) -> None:
     disks = (DiskSpec(8, 200_000), DiskSpec(8, 200_000), DiskSpec(8, 200_000),
              DiskSpec(8, 200_000))
-    plan = await make_batch(tmp_path, f"  - name: par-{parallel}\n")
+    name = f"par-{parallel}" + ("-key" if by_key else "")
+    # The batch key overrides the run's setting (1 here).
+    key = f"    parallel_disks: {parallel}\n" if by_key else ""
+    plan = await make_batch(tmp_path, f"  - name: {name}\n{key}")
     await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon", disks=disks))
     # Slow each upload down so that uploads which may overlap do overlap.
     await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
         nfc={"throttle_bps": 1_000_000, "times": 0}))
-    runner = await run_plan(connection, plan, RunSettings(concurrency=1,
-                                                          parallel_disks=parallel))
+    runner = await run_plan(connection, plan, RunSettings(
+        concurrency=1, parallel_disks=1 if by_key else parallel))
     (result,) = runner.results
     assert result.status is JobStatus.IMPORTED, result.error
-    (vm,) = await vms_named(connection, f"par-{parallel}")
+    (vm,) = await vms_named(connection, name)
     assert vm.disks == 4
     counters = await anyio.to_thread.run_sync(vcsim.counters)
     assert counters.nfc_max_in_flight == parallel
