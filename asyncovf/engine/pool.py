@@ -53,6 +53,9 @@ from asyncovf.vsphere.session import RetryPolicy, VCenterSession, log_in_shielde
 
 log = logging.getLogger(__name__)
 
+#: Tries to find and remove a VM a failed import left behind (cleanup is bounded too).
+LEFTOVER_ATTEMPTS: Final = 4
+
 #: vCenter faults that retrying cannot fix.
 PERMANENT_FAULTS: Final = frozenset({
     "DuplicateName", "FileAlreadyExists", "InvalidName", "InvalidDatastorePath", "NoPermission",
@@ -499,25 +502,36 @@ class BatchRunner:
         check), so a VM of that name in the folder now is this import's.
         Shielded and bounded like all cleanup; never raises.
         """
+        problem = ""
         with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
-            try:
-                vm = await session.invoke(session.content.searchIndex, "FindChild",
-                                          entity=placement.folder.ref, name=name)
-            except Exception as exc:
-                state.cleanup_errors.append(f"looking for a half-imported VM {name!r} in "
-                                            f"{placement.folder.path} failed: {exc}")
-                return
-            if vm is None:
-                return
-            try:
-                await power_off_and_destroy(session, vm)
+            # A failed look-up or removal is tried again: giving up leaves a VM
+            # that no job reports (and that blocks the name for the next attempt).
+            for attempt in range(LEFTOVER_ATTEMPTS):
+                if attempt:
+                    await anyio.sleep(0.2 * 2 ** (attempt - 1))
+                try:
+                    vm = await session.invoke(session.content.searchIndex, "FindChild",
+                                              entity=placement.folder.ref, name=name)
+                except Exception as exc:
+                    problem = (f"looking for a half-imported VM {name!r} in "
+                               f"{placement.folder.path} failed: {exc}")
+                    continue
+                if vm is None:
+                    return
+                try:
+                    await power_off_and_destroy(session, vm)
+                except ManagedObjectNotFoundError:
+                    return  # removed meanwhile (by the lease guard, or by vCenter)
+                except Exception as exc:
+                    problem = f"removing half-imported VM {name!r} failed: {exc}"
+                    continue
                 log.info("%s: removed the half-imported VM %s", name, vm._moId)
-            except ManagedObjectNotFoundError:
-                return  # removed meanwhile (by the lease guard, or by vCenter)
-            except Exception as exc:
-                state.cleanup_errors.append(f"removing half-imported VM {name!r} failed: {exc}")
+                return
         if scope.cancelled_caught:
-            state.cleanup_errors.append(f"removing half-imported VM {name!r} timed out")
+            problem = f"removing half-imported VM {name!r} timed out" + (
+                f" ({problem})" if problem else "")
+        if problem:
+            state.cleanup_errors.append(problem)
 
     def _upload_slot(self, placement: Placement) -> Callable[[UploadTarget],
                                                              AbstractAsyncContextManager[None]]:

@@ -257,6 +257,22 @@ async def test_a_lost_importvapp_answer_ends_its_lease_with_the_session_and_remo
     await fault_run.check_invariants(runner)
 
 
+async def test_a_failed_search_for_the_leftover_vm_is_tried_again(fault_run: FaultRun) -> None:
+    # After a lost ImportVApp answer the VM is found by name; the first search
+    # (the job's second FindChild: the first was the name check) fails.
+    target = job_name(fault_run, TARGET)
+    await fault_run.set_faults(soap=[
+        {"method": "ImportVApp", "vm": target, "times": 1, "drop_after_call": True},
+        {"method": "FindChild", "vm": target, "nth": 2, "fault": "FileFault"}])
+    runner = await run_batch(fault_run, count=COUNT, settings=fast(job_retries=0))
+    target_job, others = split(fault_run, runner)
+    assert_unaffected(others)
+    assert (target_job["status"], target_job["cleanup_errors"]) == ("failed", []), target_job
+    counters = await fault_run.settled()
+    assert counters.faults("FindChild") == 1 and counters.ok("Destroy_Task") == 1
+    await fault_run.check_invariants(runner)
+
+
 # -- SOAP: late answers ----------------------------------------------------------------------
 
 async def test_a_late_answer_within_the_call_timeout_is_waited_for(
