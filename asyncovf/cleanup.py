@@ -34,7 +34,7 @@ from asyncovf.errors import InputError, UsageError
 from asyncovf.importer import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.removal import is_gone, power_off_and_destroy
-from asyncovf.vsphere.session import RetryPolicy, VCenterSession, log_in_shielded
+from asyncovf.vsphere.session import RetryPolicy, SessionTally, VCenterSession
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +261,17 @@ class Cleaner:
         self.settings = settings or CleanupSettings()
         self.results = [RemovalResult(target) for target in targets]
         self.on_update = on_update
-        self.sessions_opened = 0
-        self.sessions_closed = 0
+        self.sessions = SessionTally()
         #: Why workers could not log in: with no session at all, nothing was attempted.
         self.login_errors: list[Exception] = []
+
+    @property
+    def sessions_opened(self) -> int:
+        return self.sessions.opened
+
+    @property
+    def sessions_closed(self) -> int:
+        return self.sessions.closed
 
     async def run(self) -> list[RemovalResult]:
         """Remove every target; raises the cancellation when interrupted.
@@ -300,16 +307,11 @@ class Cleaner:
                                      call_timeout=self.connection.call_timeout,
                                      retry=self.settings.soap_retry)
             try:
-                await log_in_shielded(session)
+                await self.sessions.log_in(session)
             except Exception as exc:
                 self.login_errors.append(exc)
                 log.error("cleanup worker %d cannot log in: %s", number, exc)
                 return
-            finally:
-                if session.opened:
-                    self.sessions_opened += 1
-                    if not session.logged_in:  # interrupted, and logged out already
-                        self.sessions_closed += 1
             try:
                 async for result in results:
                     result.worker = number
@@ -317,8 +319,7 @@ class Cleaner:
                     if self.on_update is not None:
                         self.on_update(result)
             finally:
-                await session.aclose()  # Logout is shielded and bounded inside
-                self.sessions_closed += 1
+                await self.sessions.log_out(session)  # Logout is shielded and bounded inside
 
     async def _remove(self, session: VCenterSession, result: RemovalResult) -> None:
         target = result.target

@@ -49,7 +49,7 @@ from asyncovf.vsphere.inventory import InventoryCache, InventorySnapshot, Placem
 from asyncovf.vsphere.lease import CLEANUP_TIMEOUT
 from asyncovf.vsphere.nfc import UploadTarget
 from asyncovf.vsphere.removal import power_off_and_destroy
-from asyncovf.vsphere.session import RetryPolicy, VCenterSession, log_in_shielded
+from asyncovf.vsphere.session import RetryPolicy, SessionTally, VCenterSession
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,17 @@ def parse_ramp(text: str) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"{text!r}: expected FROM:TO (doubling), FROM:TO:STEP, or a list "
                          "like 4,8,16,32") from None
-    if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-        raise ValueError(f"{text!r}: each step must be at least 1 and above the one before")
+    try:
+        check_ramp(steps)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
     return steps
+
+
+def check_ramp(steps: tuple[int, ...]) -> None:
+    """A ramp's steps: at least one, the first at least 1, each above the one before."""
+    if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("each step must be at least 1 and above the one before")
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ class RunSettings:
     chunk_size: int | None = None  # None: chosen by concurrency (limits.chunk_size_for)
     create_folders: bool = False
     parallel_disks: int = 1
-    #: A load test's concurrency schedule (non-decreasing): start with ``ramp[0]``
+    #: A load test's concurrency schedule (:func:`check_ramp`): start with ``ramp[0]``
     #: workers and add workers up to the next step every ``ramp_interval`` s.
     #: Empty: ``concurrency`` workers from the start.
     ramp: tuple[int, ...] = ()
@@ -140,9 +148,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.ramp:
-            if any(b < a for a, b in zip(self.ramp, self.ramp[1:], strict=False)) or \
-                    self.ramp[0] < 1:
-                raise ValueError(f"a ramp goes up from 1 or more: {self.ramp}")
+            check_ramp(self.ramp)
             # The pool is sized (memory, chunk size, stream buffer) for its peak.
             object.__setattr__(self, "concurrency", self.ramp[-1])
 
@@ -220,8 +226,7 @@ class BatchRunner:
         self.inventory = inventory or InventoryCache()
         self.on_update = on_update
         self.soap_calls: Counter[str] = Counter()
-        self.sessions_opened = 0
-        self.sessions_closed = 0
+        self.sessions = SessionTally()
         self.relogins = 0
         #: Logouts and logins again to end a lease whose ImportVApp answer was lost.
         self.sessions_renewed = 0
@@ -304,7 +309,7 @@ class BatchRunner:
                                      call_timeout=self.connection.call_timeout,
                                      retry=self.settings.soap_retry)
             try:
-                await self._log_in(session)
+                await self.sessions.log_in(session)
             except Exception as exc:
                 self.worker_errors.append(f"worker {number}: {exc}")
                 log.error("worker %d cannot log in: %s", number, exc)
@@ -313,22 +318,19 @@ class BatchRunner:
                 async for result in jobs:
                     await self._run_job(session, result, number)
             finally:
-                await session.aclose()
-                self.sessions_closed += 1
+                await self.sessions.log_out(session)
                 self.soap_calls.update(session.client.calls)
                 self.relogins += session.relogins
                 self.sessions_renewed += session.renewals
                 self.soap_retries += session.retries
 
-    async def _log_in(self, session: VCenterSession) -> None:
-        """Open ``session`` (see :func:`log_in_shielded`), counting what it opened and closed."""
-        try:
-            await log_in_shielded(session)
-        finally:
-            if session.opened:
-                self.sessions_opened += 1
-                if not session.logged_in:  # interrupted, and logged out already
-                    self.sessions_closed += 1
+    @property
+    def sessions_opened(self) -> int:
+        return self.sessions.opened
+
+    @property
+    def sessions_closed(self) -> int:
+        return self.sessions.closed
 
     def _settle_unstarted(self) -> None:
         reason = "interrupted before it started"
@@ -355,21 +357,11 @@ class BatchRunner:
         result.status = JobStatus.RUNNING
         result.worker = worker
         result.started = time.monotonic()
-        if result.spec.source in self.source_errors:
+        refusal = self._refusal(result.spec)
+        if refusal is not None:
+            # Refused on its source or descriptor alone: no attempt, nothing sent to vCenter.
             result.status = JobStatus.FAILED
-            result.error = self.source_errors[result.spec.source]
-            result.error_kind = "package"
-            result.input_error = True
-            result.finished = result.started
-            self._notify(result)
-            return
-        try:
-            check_job(result.spec, self.packages[result.spec.source].descriptor)
-        except InputError as exc:
-            # Refused on the descriptor alone: no attempt, nothing sent to vCenter.
-            result.status = JobStatus.FAILED
-            result.error = str(exc)
-            result.error_kind = error_kind(exc)
+            result.error, result.error_kind = refusal
             result.input_error = True
             result.finished = result.started
             self._notify(result)
@@ -394,6 +386,16 @@ class BatchRunner:
         result.finished = time.monotonic()
         result.state = None
         self._notify(result)
+
+    def _refusal(self, spec: JobSpec) -> tuple[str, str] | None:
+        """(error, kind) when the job's source failed to open or its descriptor rules it out."""
+        if spec.source in self.source_errors:
+            return self.source_errors[spec.source], "package"
+        try:
+            check_job(spec, self.packages[spec.source].descriptor)
+        except InputError as exc:
+            return str(exc), error_kind(exc)
+        return None
 
     async def _attempts(self, session: VCenterSession, result: JobResult) -> None:
         spec = result.spec

@@ -128,18 +128,23 @@ class VCenterSession:
         """Log out (bounded, shielded from cancellation), then close the pool."""
         self._closed = True
         try:
-            if self._logged_in:
-                self._logged_in = False
-                with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True) as scope:
-                    try:
-                        await self.client.invoke(self._content.sessionManager, "Logout")
-                    except Exception as exc:  # a failed goodbye must not mask the real error
-                        log.warning("logout from %s failed: %s", self.endpoint.host, exc)
-                if scope.cancelled_caught:
-                    log.warning("logout from %s timed out after %s s",
-                                self.endpoint.host, LOGOUT_TIMEOUT)
+            await self._log_out()
         finally:
             await self.client.aclose()
+
+    async def _log_out(self) -> None:
+        """Logout if logged in: bounded, shielded from cancellation, never raising."""
+        if not self._logged_in:
+            return
+        self._logged_in = False
+        with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True) as scope:
+            try:
+                await self.client.invoke(self._content.sessionManager, "Logout")
+            except Exception as exc:  # a failed goodbye must not mask the real error
+                log.warning("logout from %s failed: %s", self.endpoint.host, exc)
+        if scope.cancelled_caught:
+            log.warning("logout from %s timed out after %s s", self.endpoint.host,
+                        LOGOUT_TIMEOUT)
 
     # -- accessors ---------------------------------------------------------------
 
@@ -199,19 +204,13 @@ class VCenterSession:
         id reads ``session[…]…``) and ends it when the session ends. When
         ImportVApp's answer is lost the lease exists but we never learned its
         reference, so ending the session is the one way to end that lease now
-        rather than at its ``leaseTimeout``. Logout is shielded and bounded as
-        in :meth:`aclose`; a failed Login raises, and the next call that meets
+        rather than at its ``leaseTimeout``. Logout is :meth:`aclose`'s (shielded,
+        bounded); a failed Login raises, and the next call that meets
         ``NotAuthenticated`` logs in again.
         """
         if self._content is None:
             raise RuntimeError("VCenterSession used outside 'async with'")
-        if self._logged_in:
-            self._logged_in = False
-            with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True):
-                try:
-                    await self.client.invoke(self._content.sessionManager, "Logout")
-                except Exception as exc:
-                    log.warning("logout from %s failed: %s", self.endpoint.host, exc)
+        await self._log_out()
         self.client.forget_session()
         await self._login()
         self._logged_in = True
@@ -338,5 +337,35 @@ async def log_in_shielded(session: VCenterSession) -> None:
         raise outcome[0]
 
 
-__all__ = ["Credentials", "IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "VCenterSession",
-           "backoff", "log_in_shielded"]
+@dataclass
+class SessionTally:
+    """The sessions a pool of workers opened and closed: equal once the pool is done.
+
+    Both pools (the import engine's and ``asyncovf cleanup``'s) open and close
+    every worker's session through it, so the one subtle case — an interrupted
+    login that got through, and was logged out at once — is counted one way.
+    """
+
+    opened: int = 0
+    closed: int = 0
+
+    async def log_in(self, session: VCenterSession) -> None:
+        """:func:`log_in_shielded`, counted."""
+        try:
+            await log_in_shielded(session)
+        finally:
+            if session.opened:
+                self.opened += 1
+                if not session.logged_in:  # interrupted, and logged out already
+                    self.closed += 1
+
+    async def log_out(self, session: VCenterSession) -> None:
+        """``session.aclose()`` (shielded, bounded Logout), counted."""
+        try:
+            await session.aclose()
+        finally:
+            self.closed += 1
+
+
+__all__ = ["Credentials", "IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "SessionTally",
+           "VCenterSession", "backoff", "log_in_shielded"]
