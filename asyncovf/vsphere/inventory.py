@@ -10,7 +10,7 @@ unique, and managed object ids (``datastore-11``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -319,6 +319,14 @@ def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> Invent
     return InventorySnapshot(items)
 
 
+@dataclass(eq=False)
+class _Refresh:
+    """One load under way, and what its waiters share when it ends."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    snapshot: InventorySnapshot | None = None
+    #: Why the load failed, for the callers that waited for this one load only.
+    error: Exception | None = None
 
 
 class InventoryCache:
@@ -333,8 +341,7 @@ class InventoryCache:
 
     def __init__(self, snapshot: InventorySnapshot | None = None) -> None:
         self._snapshot = snapshot
-        self._refreshing: anyio.Event | None = None
-        self._failure: BaseException | None = None
+        self._refreshing: _Refresh | None = None
         self.refreshes = 0
 
     @property
@@ -355,28 +362,44 @@ class InventoryCache:
 
         ``seen`` is the snapshot the caller found wanting: if it was already
         replaced meanwhile, the newer one is returned without another round trip.
+
+        A shared refresh that fails with an error hands that error to the
+        callers that waited for it (they asked for the same load), and to no
+        later caller: the next call loads again. A shared refresh that was
+        cancelled — its worker's own job timeout, say — is not the waiters'
+        cancellation: they go round again, and the first of them loads while
+        the others share that load.
         """
-        current = self._snapshot
-        if current is not None and current is not seen:
-            return current
-        if self._refreshing is not None:
-            await self._refreshing.wait()
-            if self._snapshot is None:
-                raise self._failure or PlacementError("inventory refresh failed")
-            return self._snapshot
-        done = self._refreshing = anyio.Event()
+        while True:
+            current = self._snapshot
+            if current is not None and current is not seen:
+                return current
+            under_way = self._refreshing
+            if under_way is None:
+                return await self._load(session)
+            await under_way.done.wait()
+            if under_way.snapshot is not None:
+                return under_way.snapshot
+            if under_way.error is not None:
+                raise under_way.error
+
+    async def _load(self, session: VCenterSession) -> InventorySnapshot:
+        """Load with ``session``, as the refresh the others wait for."""
+        refresh = self._refreshing = _Refresh()
         try:
             snapshot = await load_snapshot(session)
-            self._snapshot = snapshot
-            self._failure = None
+            self._snapshot = refresh.snapshot = snapshot
             self.refreshes += 1
             return snapshot
-        except BaseException as exc:
-            self._failure = exc
+        except Exception as exc:
+            refresh.error = exc
             raise
         finally:
+            # On every exit (a cancellation too) the waiters wake; they read
+            # the outcome from ``refresh``, never from the cache, so a later
+            # load cannot be mistaken for this one.
             self._refreshing = None
-            done.set()
+            refresh.done.set()
 
     async def refresh_after_change(self, session: VCenterSession) -> InventorySnapshot:
         """A snapshot read after the caller's own change to the inventory (CreateFolder).
@@ -385,8 +408,9 @@ class InventoryCache:
         another worker started before the change, and so lacks it. Wait for a
         refresh under way, then refresh: sharing only one that starts from now.
         """
-        if self._refreshing is not None:
-            await self._refreshing.wait()
+        under_way = self._refreshing
+        if under_way is not None:
+            await under_way.done.wait()
         return await self.refresh(session, seen=self._snapshot)
 
     async def resolve(self, session: VCenterSession, request: PlacementRequest) -> Placement:
