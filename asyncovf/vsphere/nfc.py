@@ -15,6 +15,7 @@ disk on a slow link would trip.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -50,16 +51,44 @@ def check_device_host(url: str, vcenter_host: str, esxi_hosts: frozenset[str]) -
 
     A lease's URLs come from vCenter, but they decide where disk contents go:
     a tampered or misconfigured answer must not make us send them elsewhere.
+    Hosts are compared in a canonical form (:func:`_canonical_host`), so an
+    IPv6 address matches however it is spelled: bracketed in a URL, bare in
+    the inventory, compressed or not.
     """
-    host = (urlsplit(url).hostname or "").lower()
-    allowed = {(urlsplit(f"//{vcenter_host}").hostname or "").lower()}
-    allowed |= {h.lower() for h in esxi_hosts}
-    if host not in allowed:
+    host = urlsplit(url).hostname or ""
+    allowed = {_canonical_host(urlsplit(f"//{vcenter_host}").hostname or "")}
+    allowed |= {_canonical_host(h) for h in esxi_hosts}
+    if not host or _canonical_host(host) not in allowed:
         raise UntrustedTarget(
             f"refusing to upload to {host or url!r}: the device URL names neither vCenter "
             "nor an ESXi host of its inventory",
             url=url,
         )
+
+
+def _canonical_host(host: str) -> str:
+    """One spelling per host: IP addresses in their compressed form, names in lower case.
+
+    ``FD00:0:0::1``, ``fd00::1`` and ``[fd00::1]`` are the same host; the
+    inventory names an ESXi host by whatever was typed when it was added.
+    """
+    text = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return text.lower()
+
+
+def _split_netloc(netloc: str) -> tuple[str, str]:
+    """``host[:port]`` → (host as written in URLs, port or ""); IPv6 keeps its brackets."""
+    if netloc.startswith("["):
+        end = netloc.find("]") + 1
+        if end == 0:
+            raise ValueError(f"unterminated IPv6 address in {netloc!r}")
+        host, rest = netloc[:end], netloc[end:]
+        return host, rest.removeprefix(":")
+    host, colon, port = netloc.rpartition(":")
+    return (host, port) if colon else (netloc, "")
 
 
 def _normalize_thumbprint(text: str) -> str:
@@ -100,14 +129,18 @@ def device_url(raw_url: str, vcenter_host: str) -> str:
     """Replace the ``*`` host vCenter (and vcsim) put in NFC URLs with the vCenter host.
 
     vSphere reference, HttpNfcLeaseDeviceUrl.url: "the host part may be '*'",
-    meaning "the host you are talking to".
+    meaning "the host you are talking to". ``vcenter_host`` is ``host[:port]``
+    as in URLs (:attr:`Endpoint.host`), an IPv6 address in brackets. The port
+    is the device URL's when it names one (``*:443``), else vCenter's.
     """
     parts = urlsplit(raw_url)
-    if parts.hostname == "*" or parts.netloc.startswith("*"):
-        port_suffix = parts.netloc[1:] if parts.netloc.startswith("*:") else ""
-        host = vcenter_host if not port_suffix else vcenter_host.split(":")[0] + port_suffix
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return raw_url
+    star, device_port = _split_netloc(parts.netloc)
+    if star != "*":
+        return raw_url
+    host, vcenter_port = _split_netloc(vcenter_host)
+    port = device_port or vcenter_port
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 async def upload(

@@ -1,23 +1,32 @@
-"""What an upload sends: method, headers and body, per kind of file item.
+"""What an upload sends: method, headers and body, per kind of file item; and where.
 
 vCenter takes disks as a POST of a streamVmdk body, and files the import
 *creates* (nvram, ISO, other non-disk items) as a PUT with ``Overwrite: t`` —
 a POST of those gets 405, a bug other tools shipped. Both need a
 Content-Length: the NFC server does not take chunked bodies.
+
+Device URLs name ``*`` for "the host you are talking to" (vSphere reference,
+HttpNfcLeaseDeviceUrl.url); that host may be an IPv6 address, which URLs
+write in brackets.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from asyncovf.errors import TransferError
-from asyncovf.vsphere.nfc import STREAM_VMDK, UploadTarget, upload
-
-pytestmark = pytest.mark.anyio
+from asyncovf.errors import TransferError, UntrustedTarget
+from asyncovf.vsphere.nfc import (
+    STREAM_VMDK,
+    UploadTarget,
+    check_device_host,
+    device_url,
+    upload,
+)
 
 
 async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
@@ -55,6 +64,7 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str],
      ("vm.nvram", False, True, "PUT", "application/octet-stream"),
      ("tools.iso", False, True, "PUT", "application/octet-stream")],
 )
+@pytest.mark.anyio
 async def test_each_kind_of_file_item_is_sent_the_way_vcenter_takes_it(
     recorder: tuple[str, list[tuple[str, dict[str, str], bytes]]], name: str, is_disk: bool,
     create: bool, method: str, content_type: str,
@@ -72,6 +82,7 @@ async def test_each_kind_of_file_item_is_sent_the_way_vcenter_takes_it(
     assert headers["Cookie"] == "vmware_soap_session=abc"
 
 
+@pytest.mark.anyio
 async def test_a_source_shorter_than_announced_is_an_error_not_a_short_file(
     recorder: tuple[str, list[tuple[str, dict[str, str], bytes]]]
 ) -> None:
@@ -80,3 +91,72 @@ async def test_a_source_shorter_than_announced_is_an_error_not_a_short_file(
         with pytest.raises(TransferError, match="disk-0.vmdk"):
             await upload(http, UploadTarget("disk-0.vmdk", f"{base}/disk-0.vmdk", 5000, True),
                          chunks(b"x" * 4000))
+
+
+@pytest.mark.parametrize(
+    ("raw", "vcenter", "expected"),
+    [
+        ("https://*/nfc/52ab/disk-0.vmdk", "vc.example.com",
+         "https://vc.example.com/nfc/52ab/disk-0.vmdk"),
+        ("https://*/nfc/52ab/disk-0.vmdk", "vc.example.com:8443",
+         "https://vc.example.com:8443/nfc/52ab/disk-0.vmdk"),
+        ("https://*:443/nfc/52ab/disk-0.vmdk", "vc.example.com:8443",
+         "https://vc.example.com:443/nfc/52ab/disk-0.vmdk"),
+        ("https://*/nfc/52ab/disk-0.vmdk", "10.0.0.5", "https://10.0.0.5/nfc/52ab/disk-0.vmdk"),
+        ("https://*:902/nfc/52ab/disk-0.vmdk", "10.0.0.5:443",
+         "https://10.0.0.5:902/nfc/52ab/disk-0.vmdk"),
+        ("https://*/nfc/52ab/disk-0.vmdk", "[fd00::1]", "https://[fd00::1]/nfc/52ab/disk-0.vmdk"),
+        ("https://*/nfc/52ab/disk-0.vmdk", "[fd00::1]:8443",
+         "https://[fd00::1]:8443/nfc/52ab/disk-0.vmdk"),
+        ("https://*:443/nfc/52ab/disk-0.vmdk", "[fd00::1]:8443",
+         "https://[fd00::1]:443/nfc/52ab/disk-0.vmdk"),
+        ("https://*:443/nfc/52ab/disk-0.vmdk?x=1", "[fd00::1]",
+         "https://[fd00::1]:443/nfc/52ab/disk-0.vmdk?x=1"),
+        # A device URL that names its host is left alone.
+        ("https://esx1.example.com/nfc/52ab/disk-0.vmdk", "[fd00::1]",
+         "https://esx1.example.com/nfc/52ab/disk-0.vmdk"),
+        ("https://[fd00::7]:443/nfc/52ab/disk-0.vmdk", "vc.example.com",
+         "https://[fd00::7]:443/nfc/52ab/disk-0.vmdk"),
+    ],
+)
+def test_a_star_device_host_becomes_vcenters_host_and_the_url_stays_valid(
+    raw: str, vcenter: str, expected: str
+) -> None:
+    url = device_url(raw, vcenter)
+    assert url == expected
+    assert urlsplit(url).hostname  # parses: no "[fd00:443" mangling
+
+
+@pytest.mark.parametrize(
+    ("url", "vcenter", "esxi_hosts"),
+    [
+        ("https://vc.example.com/nfc/1/d.vmdk", "VC.example.com:443", frozenset()),
+        ("https://ESX1.example.com/nfc/1/d.vmdk", "vc", frozenset({"esx1.example.com"})),
+        ("https://10.0.0.5:443/nfc/1/d.vmdk", "10.0.0.5", frozenset()),
+        ("https://[fd00::1]:443/nfc/1/d.vmdk", "[fd00::1]:443", frozenset()),
+        ("https://[FD00:0:0::1]/nfc/1/d.vmdk", "[fd00::1]", frozenset()),
+        ("https://[fd00::7]/nfc/1/d.vmdk", "[fd00::1]", frozenset({"fd00:0::7"})),
+        ("https://[fd00::7]/nfc/1/d.vmdk", "vc", frozenset({"[FD00::7]"})),
+    ],
+)
+def test_device_hosts_of_vcenter_or_its_esxi_hosts_are_accepted_however_spelled(
+    url: str, vcenter: str, esxi_hosts: frozenset[str]
+) -> None:
+    check_device_host(url, vcenter, esxi_hosts)
+
+
+@pytest.mark.parametrize(
+    ("url", "vcenter", "esxi_hosts"),
+    [
+        ("https://disks.attacker.example/nfc/1/d.vmdk", "vc", frozenset({"esx1"})),
+        ("https://[fd00::2]/nfc/1/d.vmdk", "[fd00::1]:443", frozenset({"fd00::3"})),
+        # Not the same host as vCenter's fd00:: (a truncated "[fd00:443" once was).
+        ("https://[fd00::443]/nfc/1/d.vmdk", "[fd00::1]:443", frozenset()),
+        ("https://10.0.0.6/nfc/1/d.vmdk", "10.0.0.5", frozenset({"10.0.0.7"})),
+    ],
+)
+def test_device_hosts_elsewhere_are_refused(
+    url: str, vcenter: str, esxi_hosts: frozenset[str]
+) -> None:
+    with pytest.raises(UntrustedTarget, match="refusing to upload to"):
+        check_device_host(url, vcenter, esxi_hosts)
