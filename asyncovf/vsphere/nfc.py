@@ -27,7 +27,7 @@ import anyio
 from anyio.streams.tls import TLSAttribute
 
 from asyncovf.errors import TransferError, TransferTimeout, TransportError, UntrustedTarget
-from asyncovf.vsphere.soap import translate_transport_errors
+from asyncovf.vsphere.soap import build_pinning_context, translate_transport_errors
 
 STREAM_VMDK: Final = "application/x-vnd.vmware-streamVmdk"
 DEFAULT_STALL_TIMEOUT: Final = 120.0
@@ -95,18 +95,23 @@ def _normalize_thumbprint(text: str) -> str:
     return text.replace(":", "").strip().lower()
 
 
-async def pin_certificate(url: str, thumbprint: str) -> aiohttp.Fingerprint:
+async def pin_certificate(
+    url: str, thumbprint: str, *, context: ssl.SSLContext | None = None
+) -> aiohttp.Fingerprint:
     """Check the host's certificate against the lease's SHA-1 thumbprint; pin it.
 
     vSphere gives SHA-1 thumbprints; aiohttp pins SHA-256 fingerprints. So we
     fetch the certificate once, compare its SHA-1, and return a SHA-256 pin
     that the upload's own connection must then present: the same certificate.
+
+    ``context`` should be :meth:`Endpoint.pinning_context` (verification off:
+    authenticity comes from the thumbprint instead), built once and shared;
+    without it, a fresh one is built for this call, in a worker thread.
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # authenticity comes from the thumbprint instead
+    if context is None:
+        context = await anyio.to_thread.run_sync(build_pinning_context)
     with translate_transport_errors(f"{host}:{port}", "TLS handshake"):
         stream = await anyio.connect_tcp(host, port, tls=True, ssl_context=context,
                                          tls_hostname=host)

@@ -7,16 +7,23 @@ system — requests are serialized by ``SoapStubAdapter.SerializeRequest`` and
 answers parsed by ``SoapResponseDeserializer`` — and POST the bytes ourselves.
 
 One :class:`SoapClient` is one vCenter session's transport: one aiohttp
-``ClientSession`` (connection pool, TLS context) and one ``vmware_soap_session``
-cookie. It is never shared between workers.
+``ClientSession`` (connection pool) and one ``vmware_soap_session`` cookie. It
+is never shared between workers.
+
+TLS contexts are another matter: building one with ``ssl.create_default_context``
+reads the CA files (tens of milliseconds of blocking I/O and parsing), and a
+batch opens a session per worker and renews them. So an :class:`Endpoint` owns
+its contexts, each built once, in a worker thread, and every client of that
+Endpoint shares them (an ``SSLContext`` is safe to share between connections).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
 from typing import Any, Final
@@ -51,13 +58,73 @@ _FAULT_ERRORS: Final[dict[str, type[VCenterError]]] = {
 _USER_AGENT: Final = "asyncovf/0.1 (pyVmomi serializer; aiohttp transport)"
 
 
+def _verifying_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+    """vCenter's context: verify by default, ``--insecure`` opts out explicitly. Blocking."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def build_pinning_context() -> ssl.SSLContext:
+    """The context for hosts a lease names with an ``sslThumbprint``. Blocking.
+
+    No CA and no host name check: authenticity comes from the thumbprint,
+    which :func:`asyncovf.vsphere.nfc.pin_certificate` compares.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _ContextCache:
+    """TLS contexts by name, each built once, however many tasks ask at the same time.
+
+    Building happens under a thread lock in a worker thread (:meth:`get_async`),
+    so concurrent first callers wait for one build, never on the event loop.
+    It holds no loop-bound primitive, so an Endpoint may outlive an event loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: dict[str, ssl.SSLContext] = {}
+
+    def get(self, name: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """The context ``name``, built by ``build`` the first time (blocking then)."""
+        context = self._built.get(name)
+        if context is None:
+            with self._lock:
+                context = self._built.get(name)
+                if context is None:
+                    context = self._built[name] = build()
+        return context
+
+    async def get_async(self, name: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """Like :meth:`get`; a context not built yet is built in a worker thread."""
+        context = self._built.get(name)
+        if context is None:
+            context = await anyio.to_thread.run_sync(self.get, name, build)
+        return context
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where vCenter's SOAP service lives, and how to trust it."""
+    """Where vCenter's SOAP service lives, and how to trust it.
+
+    An Endpoint is a value (equal when url, insecure and ca_file are equal),
+    but it also carries a cache of the TLS contexts built for it, outside
+    equality and ``repr``. Sharing contexts means sharing the Endpoint object,
+    so whatever opens many sessions to one vCenter should hand them all the
+    same Endpoint rather than parse a new one for each.
+    """
 
     url: str
     insecure: bool = False
     ca_file: str | None = None
+    _contexts: _ContextCache = field(default_factory=_ContextCache, init=False, repr=False,
+                                     compare=False)
 
     @classmethod
     def parse(cls, server: str, *, insecure: bool = False, ca_file: str | None = None) -> Endpoint:
@@ -88,14 +155,30 @@ class Endpoint:
         return urlsplit(self.url).hostname or ""
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """TLS settings for aiohttp: verify by default, ``--insecure`` opts out explicitly."""
+        """TLS settings for aiohttp: verify by default, ``--insecure`` opts out explicitly.
+
+        Blocking the first time (it reads the CA files); async code uses
+        :meth:`tls_context`. Both return the same cached context.
+        """
         if urlsplit(self.url).scheme == "http":
             return False
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return self._contexts.get("vcenter", self._build_verifying)
+
+    async def tls_context(self) -> ssl.SSLContext | bool:
+        """:meth:`ssl_context`, built in a worker thread the first time."""
+        if urlsplit(self.url).scheme == "http":
+            return False
+        return await self._contexts.get_async("vcenter", self._build_verifying)
+
+    async def pinning_context(self) -> ssl.SSLContext:
+        """The context for hosts pinned by thumbprint (:func:`build_pinning_context`).
+
+        Built once, in a worker thread, and shared by every pinned upload.
+        """
+        return await self._contexts.get_async("pinning", build_pinning_context)
+
+    def _build_verifying(self) -> ssl.SSLContext:
+        return _verifying_context(self.ca_file, self.insecure)
 
 
 class _NoSyncStub(SoapAdapter.SoapStubAdapter):
@@ -196,7 +279,8 @@ class SoapClient:
 
     async def __aenter__(self) -> SoapClient:
         connector = aiohttp.TCPConnector(
-            limit=self._connections, ssl=self.endpoint.ssl_context(), enable_cleanup_closed=True
+            limit=self._connections, ssl=await self.endpoint.tls_context(),
+            enable_cleanup_closed=True,
         )
         # We keep the session cookie ourselves: aiohttp's default jar silently
         # drops cookies from IP-address hosts such as 127.0.0.1.
@@ -347,6 +431,7 @@ __all__ = [
     "Endpoint",
     "SESSION_COOKIE",
     "SoapClient",
+    "build_pinning_context",
     "describe_fault",
     "fault_error",
     "pick_api_version",
