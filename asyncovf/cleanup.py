@@ -7,8 +7,10 @@ or listed by name prefix. A target is removed only if its id still carries that
 name: a VM renamed since, or an id now naming another VM, is skipped and said
 so, never destroyed. A VM already gone is reported as such, not as an error.
 
-Removal runs like an import batch: a bounded pool of workers, each logging in
-once, owning its session and logging out on every path; each VM is powered off
+Removal runs through the import engine's worker pool
+(:class:`~asyncovf.engine.workers.WorkerPool`): a bounded number of workers,
+each logging in once, owning its session and logging out on every path, taking
+the targets in order; each VM is powered off
 if it is on, then destroyed (:func:`~asyncovf.vsphere.removal.power_off_and_destroy`).
 Reading reports is pure (:func:`parse_report`) and tested without vCenter.
 """
@@ -27,14 +29,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pyVmomi import vim, vmodl
 
+from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import InputError, UsageError
 from asyncovf.importer import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.removal import is_gone, power_off_and_destroy
-from asyncovf.vsphere.session import RetryPolicy, SessionTally, VCenterSession
+from asyncovf.vsphere.session import RetryPolicy, VCenterSession
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +254,8 @@ UpdateCallback = Callable[[RemovalResult], None]
 
 
 class Cleaner:
-    """Remove targets with a bounded pool of workers; results are readable at any time."""
+    """Remove targets with a :class:`~asyncovf.engine.workers.WorkerPool`; results are
+    readable at any time."""
 
     def __init__(self, connection: ConnectionSettings, targets: Iterable[CleanupTarget],
                  settings: CleanupSettings | None = None, *,
@@ -261,65 +264,41 @@ class Cleaner:
         self.settings = settings or CleanupSettings()
         self.results = [RemovalResult(target) for target in targets]
         self.on_update = on_update
-        self.sessions = SessionTally()
-        #: Why workers could not log in: with no session at all, nothing was attempted.
-        self.login_errors: list[Exception] = []
+        self.pool = WorkerPool(self.results, new_session=self._new_session,
+                               handle=self._handle, settle=self._settle,
+                               steps=(self.settings.concurrency,), name="cleanup worker")
 
     @property
     def sessions_opened(self) -> int:
-        return self.sessions.opened
+        return self.pool.sessions_opened
 
     @property
     def sessions_closed(self) -> int:
-        return self.sessions.closed
+        return self.pool.sessions_closed
+
+    @property
+    def login_errors(self) -> list[Exception]:
+        """Why workers could not log in: with no session at all, nothing was attempted."""
+        return [failure.error for failure in self.pool.login_errors]
 
     async def run(self) -> list[RemovalResult]:
         """Remove every target; raises the cancellation when interrupted.
 
         Whatever happens, :attr:`results` says what became of each target.
         """
-        send, receive = anyio.create_memory_object_stream[RemovalResult](
-            max_buffer_size=self.settings.concurrency)
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._feed, send)
-                async with receive:
-                    for number in range(1, min(self.settings.concurrency,
-                                                max(1, len(self.results))) + 1):
-                        group.start_soon(self._worker, number, receive.clone(),
-                                         name=f"cleanup worker {number}")
-        finally:
-            self._settle_unfinished()
+        await self.pool.run()
         return self.results
 
-    async def _feed(self, send: MemoryObjectSendStream[RemovalResult]) -> None:
-        async with send:
-            for result in self.results:
-                try:
-                    await send.send(result)
-                except anyio.BrokenResourceError:
-                    return  # every worker is gone (e.g. none could log in)
+    def _new_session(self) -> VCenterSession:
+        return VCenterSession(self.connection.endpoint(), self.connection.credentials(),
+                              call_timeout=self.connection.call_timeout,
+                              retry=self.settings.soap_retry)
 
-    async def _worker(self, number: int,
-                      results: MemoryObjectReceiveStream[RemovalResult]) -> None:
-        async with results:
-            session = VCenterSession(self.connection.endpoint(), self.connection.credentials(),
-                                     call_timeout=self.connection.call_timeout,
-                                     retry=self.settings.soap_retry)
-            try:
-                await self.sessions.log_in(session)
-            except Exception as exc:
-                self.login_errors.append(exc)
-                log.error("cleanup worker %d cannot log in: %s", number, exc)
-                return
-            try:
-                async for result in results:
-                    result.worker = number
-                    await self._remove(session, result)
-                    if self.on_update is not None:
-                        self.on_update(result)
-            finally:
-                await self.sessions.log_out(session)  # Logout is shielded and bounded inside
+    async def _handle(self, session: VCenterSession, result: RemovalResult, worker: int) -> None:
+        result.worker = worker
+        await self._remove(session, result)
+        if self.on_update is not None:
+            self.on_update(result)
 
     async def _remove(self, session: VCenterSession, result: RemovalResult) -> None:
         target = result.target
@@ -354,21 +333,20 @@ class Cleaner:
         finally:
             result.seconds = round(time.monotonic() - started, 6)
 
-    def _settle_unfinished(self) -> None:
+    def _settle(self, result: RemovalResult, why: Unfinished) -> None:
         """Say why a target was left: no worker could log in, or an interrupt."""
-        for result in self.results:
-            if result.status is not RemovalStatus.PENDING:
-                continue
-            if self.login_errors and self.sessions_opened == 0:
-                result.status = RemovalStatus.FAILED
-                result.detail = f"not attempted: cannot log in: {self.login_errors[0]}"
-            elif result.worker is None:
-                result.status = RemovalStatus.INTERRUPTED
-                result.detail = "interrupted before its turn; not removed"
-            else:
-                # Destroy may have been sent: the server may still carry it out.
-                result.status = RemovalStatus.INTERRUPTED
-                result.detail = "interrupted mid-removal; it may be gone (run again to know)"
+        if result.status is not RemovalStatus.PENDING:
+            return
+        if why is Unfinished.NO_SESSION:
+            result.status = RemovalStatus.FAILED
+            result.detail = f"not attempted: cannot log in: {self.login_errors[0]}"
+        elif why is Unfinished.NOT_STARTED:
+            result.status = RemovalStatus.INTERRUPTED
+            result.detail = "interrupted before its turn; not removed"
+        else:
+            # Destroy may have been sent: the server may still carry it out.
+            result.status = RemovalStatus.INTERRUPTED
+            result.detail = "interrupted mid-removal; it may be gone (run again to know)"
 
 
 # -- reporting ----------------------------------------------------------------------------------
