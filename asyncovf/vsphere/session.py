@@ -35,13 +35,32 @@ log = logging.getLogger(__name__)
 LOGOUT_TIMEOUT: Final = 10.0
 
 
-#: Methods that may be sent again when their answer was lost: reads, and
-#: calls whose repetition is harmless. (vSphere API reference: none of these
-#: create or destroy anything.)
+#: Methods that may be sent again when their answer was lost (pyVmomi names).
+#: A lost answer may mean the call was carried out, so a method belongs here
+#: only if carrying it out twice leaves the server as once. Per the vSphere API
+#: reference:
+#:
+#: * ``RetrieveContent`` (RetrieveServiceContent), ``FindChild`` and
+#:   ``FindByInventoryPath`` (SearchIndex) only read.
+#: * ``RetrievePropertiesEx`` only reads. When it pages, the server keeps the
+#:   rest of a lost answer's results for the session until it ends (Logout).
+#: * ``CreateImportSpec`` (OvfManager) computes an import spec from the
+#:   descriptor and returns it; it creates nothing on the server.
+#: * ``Progress`` (HttpNfcLeaseProgress) sets the lease's percentage and keeps
+#:   it alive: sending the same percentage twice is sending it once.
+#: * ``Abort`` (HttpNfcLeaseAbort) ends the lease; a second one finds it ended
+#:   and is refused with InvalidState, which is not retried.
+#:
+#: Left out on purpose: ``ContinueRetrievePropertiesEx`` — "each token may be
+#: passed to ContinueRetrievePropertiesEx only once" (RetrieveResult.token), so
+#: a lost page is read again by starting over (:meth:`VCenterSession.retrieve_contents`);
+#: ``CreateContainerView`` — it creates a view that lives until DestroyView or
+#: the end of the session, so a resent call would leak one; and anything that
+#: creates, destroys or changes (Login, ImportVApp, CreateFolder, Destroy,
+#: DestroyView, PowerOff, Complete, ...).
 IDEMPOTENT_METHODS: Final = frozenset({
-    "RetrieveContent", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx",
-    "CreateImportSpec", "FindChild", "FindByInventoryPath", "Progress", "Abort",
-    "CreateContainerView",
+    "RetrieveContent", "RetrievePropertiesEx", "FindChild", "FindByInventoryPath",
+    "CreateImportSpec", "Progress", "Abort",
 })
 
 
@@ -255,22 +274,37 @@ class VCenterSession:
         return values
 
     async def retrieve_contents(self, specs: Sequence[Any], page_size: int = 1000) -> list[Any]:
-        """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``."""
+        """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``.
+
+        A continuation token may be used once only (vSphere API reference,
+        RetrieveResult.token): after a page's answer is lost, sending the token
+        again is refused if the server had used it. So a lost page is not
+        resent; the retrieval starts over, as many times as the retry policy
+        allows an idempotent call.
+        """
         collector = self.content.propertyCollector
-        result = await self.invoke(
-            collector,
-            "RetrievePropertiesEx",
-            specSet=list(specs),
-            options=vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size),
-        )
-        objects: list[Any] = []
-        while result is not None:
-            objects.extend(result.objects or ())
-            if not result.token:
-                break
-            result = await self.invoke(collector, "ContinueRetrievePropertiesEx",
-                                       token=result.token)
-        return objects
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
+        for attempt in range(1, self.retry.attempts + 1):
+            result = await self.invoke(collector, "RetrievePropertiesEx", specSet=list(specs),
+                                       options=options)
+            objects: list[Any] = []
+            try:
+                while result is not None:
+                    objects.extend(result.objects or ())
+                    if not result.token:
+                        break
+                    result = await self.invoke(collector, "ContinueRetrievePropertiesEx",
+                                               token=result.token)
+            except TransportError as exc:
+                if attempt == self.retry.attempts:
+                    raise
+                self.retries += 1
+                log.warning("a page of RetrievePropertiesEx was lost (%s); starting over", exc)
+                await anyio.sleep(min(self.retry.initial_wait * 2 ** (attempt - 1),
+                                      self.retry.max_wait))
+                continue
+            return objects
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- tasks -------------------------------------------------------------------------
 
