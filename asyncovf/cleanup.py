@@ -153,9 +153,9 @@ def read_report(path: str | Path) -> ReportTargets:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as exc:
-        raise InputError(f"--report {path}: {exc.strerror or exc}") from None
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise InputError(f"--report {path}: not UTF-8 text, so not a run report") from None
+        raise InputError(f"{path}: not UTF-8 text, so not a run report") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run report") \
             from None

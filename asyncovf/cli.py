@@ -266,19 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser(
         "cleanup", help="power off and destroy the VMs a run created", parents=[common],
+        usage="%(prog)s REPORT [REPORT ...] [options]\n"
+              "       %(prog)s --name-prefix PREFIX [--yes] [options]",
         description="Power off and destroy exactly the VMs a run created (the jobs its "
                     "report says 'imported'), or every VM whose name starts with a prefix, "
                     "with a bounded pool of workers. A VM is removed only if its id still "
                     "carries the name it had; a VM already gone is reported, not an error.")
-    which = cleanup.add_mutually_exclusive_group(required=True)
-    which.add_argument("--report", metavar="FILE", action="append",
-                       help="a report of 'asyncovf run --report' (repeat for the shards of "
-                            "a run): remove its imported VMs; acts without --yes")
-    which.add_argument("--name-prefix", metavar="PREFIX",
-                       help="every VM whose name starts with PREFIX: lists them, and removes "
-                            "them only with --yes")
+    # Reports are read, so they are arguments: '--report FILE' always writes one.
+    cleanup.add_argument("reports", nargs="*", metavar="REPORT",
+                         help="a report that 'asyncovf run --report' wrote (several for the "
+                              "shards of a run): remove its imported VMs; acts without --yes")
+    cleanup.add_argument("--report", dest="report_option", action="append",
+                         help=argparse.SUPPRESS)
+    cleanup.add_argument("--name-prefix", metavar="PREFIX",
+                         help="instead of reports: every VM whose name starts with PREFIX; "
+                              "lists them, and removes them only with --yes")
     cleanup.add_argument("--yes", action="store_true",
-                         help="remove what --name-prefix lists (a --report acts without it)")
+                         help="remove what --name-prefix lists (a report acts without it)")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="list what would be removed; remove nothing")
     scope = cleanup.add_argument_group("scope of --name-prefix (paths, names or ids)")
@@ -705,15 +709,23 @@ async def _cleanup_command(args: argparse.Namespace) -> int:
     """
     targets: list[CleanupTarget] | None = None
     try:
+        if args.report_option:
+            raise UsageError("cleanup reads run reports as arguments ('--report FILE' writes "
+                             "one): asyncovf cleanup " + " ".join(args.report_option))
+        if args.reports and args.name_prefix is not None:
+            raise UsageError("give run reports or --name-prefix, not both")
+        if not args.reports and args.name_prefix is None:
+            raise UsageError("say what to remove: run reports (asyncovf cleanup REPORT "
+                             "[REPORT ...]) or --name-prefix PREFIX")
         if args.name_prefix is None and (args.datacenter or args.folder):
             raise UsageError("--datacenter and --folder scope --name-prefix; "
                              "a report names its VMs exactly")
         if args.name_prefix is not None and not args.name_prefix:
             raise UsageError("--name-prefix must not be empty: it would match every VM")
-        if args.report:
-            selected = await anyio.to_thread.run_sync(read_reports, args.report)
+        if args.reports:
+            selected = await anyio.to_thread.run_sync(read_reports, args.reports)
             targets = list(selected.targets)
-            print(f"{', '.join(args.report)}: {len(targets)} VMs the run imported"
+            print(f"{', '.join(args.reports)}: {len(targets)} VMs the run imported"
                   + (f"; {selected.left_alone} other jobs left alone"
                      if selected.left_alone else ""))
         connection = ConnectionSettings.from_options(
@@ -724,7 +736,7 @@ async def _cleanup_command(args: argparse.Namespace) -> int:
         _report_error(exc, args.debug)
         return EXIT_USAGE
     selection: dict[str, Any] = (
-        {"reports": args.report} if args.report else
+        {"reports": args.reports} if args.reports else
         {"name_prefix": args.name_prefix, "datacenter": args.datacenter, "folder": args.folder})
     act = not args.dry_run and (targets is not None or args.yes)
     listed: list[CleanupTarget] = targets or []

@@ -108,7 +108,7 @@ async def test_cleanup_report_removes_exactly_the_vms_the_run_imported(
     before = await names_and_ids(connection)
     await reset(vcsim)
 
-    status, out, err = await cleanup(vcsim, "--report", str(report), "--concurrency", "2",
+    status, out, err = await cleanup(vcsim, str(report), "--concurrency", "2",
                                      "--output", str(tmp_path / "cleanup.json"))
 
     seen = await counters(vcsim)
@@ -145,7 +145,7 @@ async def test_cleanup_report_of_vms_already_gone_or_templates_succeeds(
                              "MarkAsTemplate")
     await reset(vcsim)
 
-    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"))
+    status, out, err = await cleanup(vcsim, str(tmp_path / "report.json"))
 
     seen = await counters(vcsim)
     assert status == 0, err
@@ -176,7 +176,7 @@ async def test_cleanup_skips_a_vm_whose_name_no_longer_matches_its_id(
             newName="clname-renamed"))
     await reset(vcsim)
 
-    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+    status, out, err = await cleanup(vcsim, str(tmp_path / "report.json"),
                                      "--output", str(tmp_path / "cleanup.json"))
 
     seen = await counters(vcsim)
@@ -264,10 +264,31 @@ async def test_a_bad_report_exits_2_with_a_clear_message_and_touches_nothing(
     before = await names_and_ids(connection)
     await reset(vcsim)
 
-    status, out, err = await cleanup(vcsim, "--report", str(path), *args)
+    status, out, err = await cleanup(vcsim, str(path), *args)
 
     assert status == 2
     assert err.startswith("asyncovf: error: ") and message in err, err
+    assert (await counters(vcsim)).calls("Login") == 0, "vCenter was contacted"
+    assert await names_and_ids(connection) == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "say what to remove: run reports (asyncovf cleanup REPORT [REPORT ...]) or "
+         "--name-prefix PREFIX"),
+    (("report.json", "--name-prefix", "cl-"), "give run reports or --name-prefix, not both"),
+    (("--report", "report.json"), "cleanup reads run reports as arguments ('--report FILE' "
+                                  "writes one): asyncovf cleanup report.json"),
+], ids=["neither", "both", "report-option"])
+async def test_reports_or_a_name_prefix_exactly_one_else_a_usage_error(
+    vcsim: Vcsim, connection: ConnectionSettings, args: tuple[str, ...], message: str
+) -> None:
+    before = await names_and_ids(connection)
+    await reset(vcsim)
+
+    status, out, err = await cleanup(vcsim, *args, "--yes")
+
+    assert status == 2 and not out
+    assert err == f"asyncovf: error: {message}\n"
     assert (await counters(vcsim)).calls("Login") == 0, "vCenter was contacted"
     assert await names_and_ids(connection) == before
 
@@ -279,7 +300,7 @@ async def test_a_wrong_password_is_one_clear_error_and_removes_nothing(
     await write_run_report(runner, tmp_path / "report.json")
     await reset(vcsim)
 
-    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+    status, out, err = await cleanup(vcsim, str(tmp_path / "report.json"),
                                      password="not-the-password")
 
     seen = await counters(vcsim)
@@ -301,7 +322,7 @@ async def test_a_failed_removal_exits_1_and_the_other_vms_still_go(
     await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
         soap=[{"method": "Destroy_Task", "fault": "InvalidState", "nth": 1}]))
 
-    status, out, err = await cleanup(vcsim, "--report", str(tmp_path / "report.json"),
+    status, out, err = await cleanup(vcsim, str(tmp_path / "report.json"),
                                      "--concurrency", "1")
 
     seen = await counters(vcsim)
@@ -330,7 +351,7 @@ async def test_sigint_mid_removal_exits_130_and_logs_every_session_out(
     output = tmp_path / "cleanup.json"
 
     async with await anyio.open_process(
-        [sys.executable, "-m", "asyncovf", "cleanup", "--report", str(tmp_path / "report.json"),
+        [sys.executable, "-m", "asyncovf", "cleanup", str(tmp_path / "report.json"),
          "--concurrency", "2", "--output", str(output), "--ca-file", str(vcsim.ca_file)],
         env=env, cwd=ROOT,
     ) as process:
