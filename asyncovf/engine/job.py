@@ -603,7 +603,7 @@ async def upload_verified(
             async with slot, open_content(package, target.file_name,
                                           verify=options.verify_manifest,
                                           chunk_size=options.chunk_size) as content:
-                await upload(session.client.http, target, content.chunks(),
+                await upload(session.client.uploads, target, content.chunks(),
                              on_bytes=count, throttle=hooks.throttle,
                              stall_timeout=options.stall_timeout, pin=pin,
                              cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)

@@ -6,9 +6,15 @@ impossible to cancel (a thread outlives Ctrl-C). So we keep pyVmomi as the type
 system — requests are serialized by ``SoapStubAdapter.SerializeRequest`` and
 answers parsed by ``SoapResponseDeserializer`` — and POST the bytes ourselves.
 
-One :class:`SoapClient` is one vCenter session's transport: one aiohttp
-``ClientSession`` (connection pool) and one ``vmware_soap_session`` cookie. It
-is never shared between workers.
+One :class:`SoapClient` is one vCenter session's transport and one
+``vmware_soap_session`` cookie. It is never shared between workers. It holds
+two aiohttp ``ClientSession`` pools: ``http`` for SOAP calls, bounded, and
+``uploads`` for NFC file uploads. They must not share a connection limit: an
+upload holds its connection for as long as the file takes, and with as many
+uploads as connections the lease keep-alive's HttpNfcLeaseProgress would wait
+behind them while the lease times out (vSphere reference, HttpNfcLease:
+"the lease times out unless the client reports progress" within
+``info.leaseTimeout``).
 
 TLS contexts are another matter: building one with ``ssl.create_default_context``
 reads the CA files (tens of milliseconds of blocking I/O and parsing), and a
@@ -271,6 +277,7 @@ class SoapClient:
         self._connections = connections
         self._stub = _NoSyncStub(url=endpoint.url, version=BOOTSTRAP_VERSION)
         self._http: aiohttp.ClientSession | None = None
+        self._uploads: aiohttp.ClientSession | None = None
         self._session_cookie: str | None = None
         #: Round trips made, by pyVmomi method name; for benchmarks and tests.
         self.calls: dict[str, int] = {}
@@ -278,18 +285,23 @@ class SoapClient:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> SoapClient:
-        connector = aiohttp.TCPConnector(
-            limit=self._connections, ssl=await self.endpoint.tls_context(),
-            enable_cleanup_closed=True,
-        )
+        context = await self.endpoint.tls_context()
+        self._http = self._client_session(context, limit=self._connections)
+        # No limit of its own (0): the engine's limiters (parallel disks, per
+        # host, per datastore, bandwidth) already bound the uploads in flight.
+        self._uploads = self._client_session(context, limit=0)
+        return self
+
+    @staticmethod
+    def _client_session(context: ssl.SSLContext | bool, *, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, ssl=context, enable_cleanup_closed=True)
         # We keep the session cookie ourselves: aiohttp's default jar silently
         # drops cookies from IP-address hosts such as 127.0.0.1.
-        self._http = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": _USER_AGENT},
         )
-        return self
 
     async def __aexit__(
         self,
@@ -300,17 +312,28 @@ class SoapClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            http, self._http = self._http, None
-            with anyio.CancelScope(shield=True):
+        sessions = [s for s in (self._http, self._uploads) if s is not None]
+        self._http = self._uploads = None
+        with anyio.CancelScope(shield=True):
+            for http in sessions:
                 await http.close()
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """The session's HTTP client, shared with NFC uploads (same pool, same TLS)."""
+        """The HTTP client of SOAP calls (at most ``connections`` at once)."""
         if self._http is None:
             raise RuntimeError("SoapClient used outside 'async with'")
         return self._http
+
+    @property
+    def uploads(self) -> aiohttp.ClientSession:
+        """The HTTP client of NFC uploads: same TLS context, its own connections.
+
+        Never the SOAP pool: see the module docstring (the lease keep-alive).
+        """
+        if self._uploads is None:
+            raise RuntimeError("SoapClient used outside 'async with'")
+        return self._uploads
 
     @property
     def session_cookie(self) -> str | None:
