@@ -612,7 +612,7 @@ def import_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placem
         upload_initial_wait=settings.upload_initial_wait,
         chunk_size=settings.chunk_size or chunk_size_for(settings.concurrency),
         parallel_disks=spec.parallel_disks or settings.parallel_disks,
-        esxi_hosts=frozenset(item.name for item in snapshot.items("host")),
+        esxi_hosts=snapshot.host_addresses(),
     )
 
 

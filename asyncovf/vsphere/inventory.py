@@ -9,6 +9,7 @@ unique, and managed object ids (``datastore-11``).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,7 +28,9 @@ _PROPERTIES: Final[dict[type, list[str]]] = {
     vim.Folder: ["name", "parent", "childType"],
     vim.Datacenter: ["name", "parent", "vmFolder", "hostFolder"],
     vim.ComputeResource: ["name", "parent", "resourcePool", "host"],
-    vim.HostSystem: ["name", "parent"],
+    # The VMkernel NICs and the DNS name: the addresses a lease's device URL
+    # may name the host by (see InventorySnapshot.host_addresses).
+    vim.HostSystem: ["name", "parent", "config.network.vnic", "config.network.dnsConfig"],
     vim.ResourcePool: ["name", "parent", "owner"],
     vim.Datastore: ["name", "parent", "summary.freeSpace", "summary.accessible"],
     vim.Network: ["name", "parent"],
@@ -58,6 +61,9 @@ class InventoryItem:
     parent: str | None  # parent's moid
     datacenter: str | None  # enclosing datacenter's moid
     props: Mapping[str, Any]
+    #: A host's management addresses besides its name, lower-cased: its VMkernel
+    #: NICs' IPv4 and IPv6 addresses and its DNS name. Empty for other kinds.
+    addresses: frozenset[str] = frozenset()
 
     @property
     def moid(self) -> str:
@@ -93,6 +99,7 @@ class InventorySnapshot:
     def __init__(self, items: Iterable[InventoryItem]) -> None:
         by_id = {item.moid: item for item in items}
         self._by_id: Mapping[str, InventoryItem] = MappingProxyType(by_id)
+        self._host_addresses: frozenset[str] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -106,6 +113,23 @@ class InventorySnapshot:
             for item in self._by_id.values()
             if item.kind == kind and (datacenter is None or item.datacenter == datacenter.moid)
         ]
+
+    def host_addresses(self) -> frozenset[str]:
+        """Every name and address the ESXi hosts are known by, lower-cased.
+
+        A lease's device URL names the host as vCenter reaches it, which need
+        not be the name the host was added by: a host added by FQDN may be
+        named by its VMkernel IP, or the reverse. So an upload target is
+        checked against the names, DNS names and VMkernel addresses of all
+        hosts, not the names alone.
+        """
+        if self._host_addresses is None:
+            self._host_addresses = frozenset(
+                address
+                for host in self.items("host")
+                for address in (*_spellings(host.name), *host.addresses)
+            )
+        return self._host_addresses
 
     def find(
         self,
@@ -258,6 +282,47 @@ async def load_snapshot(session: VCenterSession) -> InventorySnapshot:
     return snapshot_from_contents(contents, root_moid=root._moId)
 
 
+def _spellings(address: str) -> set[str]:
+    """``address`` lower-cased, and also in its canonical form if it is an IP address.
+
+    URLs carry IPv6 addresses compressed (``fe80::1``), which need not be how
+    the host reports them.
+    """
+    text = address.strip().lower()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return {text} if text else set()
+    if ip.is_unspecified:  # 0.0.0.0 or ::, "no address yet": connecting there reaches us
+        return set()
+    return {text, ip.compressed}
+
+
+def _host_addresses(props: dict[str, Any]) -> frozenset[str]:
+    """Take a host's VMkernel NICs and DNS config out of ``props``; keep their addresses.
+
+    Only the strings stay in the snapshot, not the NIC objects. Every level
+    may be unset: a disconnected host has no ``config``, a NIC without IPv4
+    has no ``ipAddress``, IPv6 may be off (HostVirtualNicSpec.ip, HostIpConfig,
+    HostDnsConfig in the vSphere API reference).
+    """
+    found: set[str] = set()
+    for vnic in props.pop("config.network.vnic", None) or ():
+        ip = getattr(getattr(vnic, "spec", None), "ip", None)
+        if ip is None:
+            continue
+        found |= _spellings(getattr(ip, "ipAddress", None) or "")
+        ipv6 = getattr(ip, "ipV6Config", None)
+        for entry in getattr(ipv6, "ipV6Address", None) or ():
+            found |= _spellings(getattr(entry, "ipAddress", None) or "")
+    dns = props.pop("config.network.dnsConfig", None)
+    host_name = (getattr(dns, "hostName", None) or "").strip().strip(".")
+    if host_name:
+        domain = (getattr(dns, "domainName", None) or "").strip().strip(".")
+        found |= _spellings(f"{host_name}.{domain}" if domain else host_name)
+    return frozenset(found)
+
+
 def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> InventorySnapshot:
     """Build a snapshot from ``ObjectContent`` (pure: no I/O, unit-testable)."""
     raw: dict[str, tuple[Any, str, dict[str, Any]]] = {}
@@ -313,6 +378,7 @@ def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> Invent
                 path=path_of(moid),
                 parent=parent._moId if parent is not None else None,
                 datacenter=datacenter_of(moid),
+                addresses=_host_addresses(props) if kind == "host" else frozenset(),
                 props=MappingProxyType(props),
             )
         )

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from asyncovf.errors import PlacementError
+from asyncovf.errors import PlacementError, UntrustedTarget
 from asyncovf.vsphere.inventory import InventorySnapshot, PlacementRequest, snapshot_from_contents
+from asyncovf.vsphere.nfc import check_device_host
 
 
 def content(obj: Any, **props: Any) -> Any:
@@ -132,3 +133,92 @@ def test_an_empty_datastore_cluster_is_a_clear_error() -> None:
         snapshot.resolve(PlacementRequest(cluster="C0", datastore="gold-pod"))
     with pytest.raises(PlacementError, match="datastore 'nope' not found"):
         snapshot.resolve(PlacementRequest(cluster="C0", datastore="nope"))
+
+
+def vnic(ipv4: str | None = None, *ipv6: str) -> Any:
+    """A VMkernel NIC as HostNetworkInfo.vnic lists it."""
+    v6 = (vim.host.IpConfig.IpV6AddressConfiguration(
+        ipV6Address=[vim.host.IpConfig.IpV6Address(ipAddress=a, prefixLength=64) for a in ipv6])
+        if ipv6 else None)
+    return vim.host.VirtualNic(device="vmk0", spec=vim.host.VirtualNic.Specification(
+        ip=vim.host.IpConfig(dhcp=False, ipAddress=ipv4, ipV6Config=v6)))
+
+
+def with_hosts(*hosts: dict[str, Any]) -> InventorySnapshot:
+    """One datacenter with a cluster of the given hosts (``content()`` properties each)."""
+    root, dc = vim.Folder("group-d1"), vim.Datacenter("datacenter-2")
+    host_folder, cluster = vim.Folder("folder-4"), vim.ClusterComputeResource("domain-c7")
+    contents = [
+        content(root, name="Datacenters", childType=["Folder", "Datacenter"]),
+        content(dc, name="DC0", parent=root, hostFolder=host_folder),
+        content(host_folder, name="host", parent=dc, childType=["Folder", "ComputeResource"]),
+        content(cluster, name="C0", parent=host_folder),
+    ]
+    contents += [content(vim.HostSystem(f"host-{10 + n}"), parent=cluster, **props)
+                 for n, props in enumerate(hosts)]
+    return snapshot_from_contents(contents, root_moid="group-d1")
+
+
+def test_a_host_is_known_by_its_name_its_dns_name_and_its_vmkernel_addresses() -> None:
+    snapshot = with_hosts(
+        {"name": "ESX1.lab.example",
+         "config__network__vnic": [vnic("10.0.0.11", "FE80:0:0:0::1"), vnic("192.168.5.11")],
+         "config__network__dnsConfig": vim.host.DnsConfig(hostName="esx1",
+                                                           domainName="lab.example")},
+        {"name": "10.0.0.12",
+         "config__network__vnic": [vnic("10.0.0.12")],
+         "config__network__dnsConfig": vim.host.DnsConfig(hostName="ESX2",
+                                                          domainName="lab.example.")},
+    )
+    assert snapshot.host_addresses() == {
+        "esx1.lab.example", "10.0.0.11", "fe80:0:0:0::1", "fe80::1", "192.168.5.11",
+        "10.0.0.12", "esx2.lab.example",
+    }
+    # The snapshot keeps the strings, not the NIC and DNS objects.
+    host = snapshot.find("host", "ESX1.lab.example")
+    assert "config.network.vnic" not in host.props
+    assert "config.network.dnsConfig" not in host.props
+
+
+def test_hosts_without_config_or_addresses_are_known_by_their_names() -> None:
+    snapshot = with_hosts(
+        {"name": "esx-disconnected"},  # no config at all: the properties are absent
+        {"name": "esx-dhcp",
+         "config__network__vnic": [vnic(None), vnic(""), vnic("0.0.0.0", "::"),
+                                   vim.host.VirtualNic(device="vmk9")],
+         "config__network__dnsConfig": vim.host.DnsConfig()},
+        {"name": "esx-short", "config__network__vnic": [],
+         "config__network__dnsConfig": vim.host.DnsConfig(hostName="esx-short.")},
+    )
+    assert snapshot.host_addresses() == {"esx-disconnected", "esx-dhcp", "esx-short"}
+
+
+def fqdn_and_ip_hosts() -> InventorySnapshot:
+    return with_hosts(
+        {"name": "esx1.lab.example", "config__network__vnic": [vnic("10.0.0.11", "2001:db8::11")]},
+        {"name": "10.0.0.12",
+         "config__network__dnsConfig": vim.host.DnsConfig(hostName="esx2",
+                                                          domainName="lab.example")},
+    )
+
+
+@pytest.mark.parametrize("url", [
+    "https://10.0.0.11/nfc/52a1/disk-0.vmdk",  # registered by FQDN, named by its vmk0 IP
+    "https://[2001:db8::11]:443/nfc/52a1/disk-0.vmdk",  # ... or by its IPv6 address
+    "https://ESX2.lab.example/nfc/52a1/disk-0.vmdk",  # registered by IP, named by DNS name
+    "https://esx1.lab.example/nfc/52a1/disk-0.vmdk",
+    "https://10.0.0.12/nfc/52a1/disk-0.vmdk",
+])
+def test_a_device_url_naming_a_host_by_any_of_its_addresses_is_accepted(url: str) -> None:
+    check_device_host(url, "vc.lab.example", fqdn_and_ip_hosts().host_addresses())
+
+
+@pytest.mark.parametrize("url", [
+    "https://10.0.0.99/nfc/52a1/disk-0.vmdk",
+    "https://[2001:db8::99]/nfc/52a1/disk-0.vmdk",
+    "https://esx9.lab.example/nfc/52a1/disk-0.vmdk",
+    "https://0.0.0.0/nfc/52a1/disk-0.vmdk",
+])
+def test_a_device_url_naming_a_foreign_address_is_still_refused(url: str) -> None:
+    with pytest.raises(UntrustedTarget, match="refusing to upload"):
+        check_device_host(url, "vc.lab.example", fqdn_and_ip_hosts().host_addresses())
