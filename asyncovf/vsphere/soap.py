@@ -26,6 +26,7 @@ Endpoint shares them (an ``SSLContext`` is safe to share between connections).
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -49,7 +50,12 @@ from asyncovf.errors import (
     VCenterError,
 )
 
+log = logging.getLogger(__name__)
+
 SESSION_COOKIE: Final = "vmware_soap_session"
+
+#: How long closing a client's connections may take (it must not hold up Ctrl-C).
+CLOSE_TIMEOUT: Final = 5.0
 
 #: API version used before we know the server's. RetrieveServiceContent exists in
 #: every version, so the first call is safe; we then switch to the server's own.
@@ -312,11 +318,24 @@ class SoapClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close both HTTP pools: shielded from cancellation, bounded by :data:`CLOSE_TIMEOUT`.
+
+        Shielded so that Ctrl-C does not leave connections half-closed; bounded
+        because closing waits for every transport to go (a plain-http one first
+        flushes what it was sending), and a frozen server never lets it.
+        Both pools close at once, so one stuck pool does not keep the other open.
+        """
         sessions = [s for s in (self._http, self._uploads) if s is not None]
         self._http = self._uploads = None
-        with anyio.CancelScope(shield=True):
-            for http in sessions:
-                await http.close()
+        if not sessions:
+            return
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+            async with anyio.create_task_group() as group:
+                for http in sessions:
+                    group.start_soon(http.close)
+        if scope.cancelled_caught:
+            log.warning("closing the connections to %s did not finish in %g s; gave up",
+                        self.endpoint.host, CLOSE_TIMEOUT)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -451,6 +470,7 @@ def describe_fault(fault: Any) -> str:
 
 __all__ = [
     "BOOTSTRAP_VERSION",
+    "CLOSE_TIMEOUT",
     "Endpoint",
     "SESSION_COOKIE",
     "SoapClient",

@@ -1,7 +1,9 @@
-"""The SOAP transport's pure parts: endpoints, version choice, fault translation."""
+"""The SOAP transport's pure parts (endpoints, version choice, fault translation) and closing."""
 
 from __future__ import annotations
 
+import aiohttp
+import anyio
 import pytest
 from pyVmomi import vim, vmodl
 
@@ -11,7 +13,14 @@ from asyncovf.errors import (
     NotAuthenticatedError,
     VCenterError,
 )
-from asyncovf.vsphere.soap import BOOTSTRAP_VERSION, Endpoint, fault_error, pick_api_version
+from asyncovf.vsphere import soap
+from asyncovf.vsphere.soap import (
+    BOOTSTRAP_VERSION,
+    Endpoint,
+    SoapClient,
+    fault_error,
+    pick_api_version,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +90,50 @@ def test_faults_become_our_errors_and_keep_the_fault(
     assert str(error) == text
     assert error.fault is fault and error.method == "Login"
     assert error.fault_type == text.split(": ")[1]
+
+
+@pytest.mark.anyio
+async def test_closing_closes_both_pools() -> None:
+    async with SoapClient(Endpoint.parse("http://127.0.0.1:9/sdk")) as client:
+        pools = (client.http, client.uploads)
+        assert pools[0] is not pools[1]  # SOAP calls never queue behind uploads
+    assert all(pool.closed for pool in pools)
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        client.uploads  # noqa: B018
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(20)  # a shielded close that never ends is stopped by nothing else
+@pytest.mark.parametrize("cancelled", [False, True], ids=["closing", "closing-on-ctrl-c"])
+async def test_a_close_that_cannot_finish_is_given_up_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cancelled: bool
+) -> None:
+    # A frozen server: the pools' close waits forever. Closing must still
+    # return (shielded from the caller's cancellation, cut at CLOSE_TIMEOUT).
+    real_close = aiohttp.ClientSession.close
+    never = anyio.Event()
+    cut_short: list[aiohttp.ClientSession] = []
+
+    async def stuck_close(self: aiohttp.ClientSession) -> None:
+        try:
+            await never.wait()
+        except anyio.get_cancelled_exc_class():
+            cut_short.append(self)
+            raise
+
+    client = SoapClient(Endpoint.parse("http://127.0.0.1:9/sdk"))
+    await client.__aenter__()
+    pools = [client.http, client.uploads]
+    monkeypatch.setattr(soap, "CLOSE_TIMEOUT", 0.05)
+    monkeypatch.setattr(aiohttp.ClientSession, "close", stuck_close)
+    try:
+        with anyio.fail_after(30):  # generous: the test's own guard, not the assertion
+            with anyio.CancelScope() as caller:
+                if cancelled:
+                    caller.cancel()  # Ctrl-C arrived before the close
+                await client.aclose()
+        assert sorted(map(id, cut_short)) == sorted(map(id, pools))  # the bound was hit
+        assert "did not finish in 0.05 s" in caplog.text
+    finally:
+        for pool in pools:
+            await real_close(pool)
