@@ -33,7 +33,7 @@ from pyVmomi import vim, vmodl
 
 from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import InputError, UsageError
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.removal import is_gone, power_off_and_destroy
 from asyncovf.vsphere.session import RetryPolicy, VCenterSession

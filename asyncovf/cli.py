@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -34,15 +34,15 @@ from asyncovf.cleanup import (
 )
 from asyncovf.cleanup import summary as cleanup_summary
 from asyncovf.engine.dryrun import dry_run
-from asyncovf.engine.job import JobState
 from asyncovf.engine.limits import parse_bandwidth, parse_size
+from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch, parse_batch, parse_shard
 from asyncovf.engine.pool import (
+    BatchRunner,
     JobStatus,
     OnConflict,
     RunSettings,
     check_job,
-    import_options,
     parse_ramp,
 )
 from asyncovf.engine.run import make_runner, open_sources
@@ -53,7 +53,6 @@ from asyncovf.errors import (
     TLSVerificationError,
     UsageError,
 )
-from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files, open_package
@@ -61,6 +60,8 @@ from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
 from asyncovf.spec import IP_ALLOCATION_POLICIES, IP_PROTOCOLS, options_document
+from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
+from asyncovf.vsphere.connection import ConnectionSettings
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -134,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Import one appliance into vCenter.",
                               parents=[common, limits])
     imp.add_argument("source", help=SOURCE_HELP)
-    imp.add_argument("--name", required=True, help="name of the new VM")
+    imp.add_argument("--name", help="name of the new VM (default: the --options document's "
+                                     "Name, else the descriptor's)")
     _add_connection_options(imp)
     _add_placement_options(imp)
     opts = imp.add_argument_group("import")
@@ -180,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="upload up to N disks at once (never with delta disks; default 1)")
     opts.add_argument("--lease-timeout", type=float, default=300.0, metavar="SECONDS",
                       help="how long to wait for the lease to become ready (default 300)")
+    opts.add_argument("--on-conflict", choices=[c.value for c in OnConflict], default="fail",
+                      help="when a VM of that name exists: fail, skip it if its import "
+                           "finished, or replace it (default fail)")
+    opts.add_argument("--job-retries", type=_non_negative_int, default=0, metavar="N",
+                      help="retry a failed import from scratch N times (default 0)")
+    opts.add_argument("--report", metavar="FILE",
+                      help="write the JSON run report here (the schema of 'run --report')")
 
     spec = commands.add_parser(
         "spec", help="print the options document of an appliance (no vCenter needed)",
@@ -447,9 +456,13 @@ class _ProgressLine:
             print(file=sys.stderr)
 
 
-def _import_job(args: argparse.Namespace) -> JobSpec:
-    """The single import as a batch entry, so it is validated exactly like one."""
-    entry: dict[str, Any] = {"name": args.name, "source": args.source}
+def _import_job(args: argparse.Namespace, default_name: str) -> JobSpec:
+    """The single import as a batch entry, so it is validated exactly like one.
+
+    The name: ``--name``, else the options document's ``Name``, else the
+    descriptor's (what govc and ovftool do).
+    """
+    entry: dict[str, Any] = {"source": args.source}
     for key in ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder",
                 "deployment", "disk_provisioning", "ip_allocation_policy", "ip_protocol",
                 "annotation", "locale", "power_on", "wait_for_ip", "ip_timeout",
@@ -463,70 +476,94 @@ def _import_job(args: argparse.Namespace) -> JobSpec:
     if args.hidden:
         entry["hidden"] = True
     origin = "command line"
+    document: Any = None
     if args.options:
         origin = args.options
         try:
             with open(args.options, encoding="utf-8") as handle:
-                entry["options"] = json.load(handle)
+                document = entry["options"] = json.load(handle)
         except OSError as exc:
             raise UsageError(f"--options {args.options}: {exc.strerror or exc}") from None
         except json.JSONDecodeError as exc:
             raise UsageError(f"--options {args.options}:{exc.lineno}: not JSON: {exc.msg}") \
                 from None
+    named_by_options = isinstance(document, dict) and bool(document.get("Name"))
+    if args.name or not named_by_options:
+        entry["name"] = args.name or default_name
     plan = parse_batch({"vms": [entry]}, file=origin, base=Path.cwd())
     return plan.jobs[0]
 
 
 async def _import_command(args: argparse.Namespace) -> int:
-    progress = _ProgressLine()
-    state = JobState(name=args.name)
-    started = time.monotonic()
-
-    async def work() -> JobState:
-        job = await anyio.to_thread.run_sync(_import_job, args)
+    """``asyncovf import SOURCE``: one job through the same worker pool and job as ``run``."""
+    try:
         connection = ConnectionSettings.from_options(
             server=args.server, username=args.user, password=args.password,
             insecure=args.insecure, ca_file=args.ca_file,
         )
-        package = await open_package(job.source,
+        package = await open_package(args.source,
                                      max_descriptor_bytes=args.max_descriptor_size,
                                      http=_source_settings(args))
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
+        job = await anyio.to_thread.run_sync(_import_job, args, package.descriptor.entity.name)
         check_job(job, package.descriptor)  # before logging in: refused on the descriptor
-        settings = RunSettings(verify_manifest=not args.no_verify_manifest,
-                               keep_failed=args.keep_failed,
-                               parallel_disks=args.parallel_disks,
-                               lease_ready_timeout=args.lease_timeout)
-        async with Importer(connection) as importer:
-            placement = await importer.resolve(job.placement,
-                                               create_folders=args.create_folders)
-            snapshot = await importer.inventory()
-            options = import_options(job, snapshot, placement, settings,
-                                     descriptor=package.descriptor)
-            return await importer.import_package(package, args.name, placement, options,
-                                                 on_progress=progress, state=state)
-
-    outcome = await run_until_signal(
-        work, on_signal=lambda name: log.warning("%s: aborting the import", name))
+    except AsyncOvfError as exc:
+        _report_error(exc, args.debug)
+        return exit_code_for(exc)
+    settings = RunSettings(concurrency=1, verify_manifest=not args.no_verify_manifest,
+                           keep_failed=args.keep_failed, parallel_disks=args.parallel_disks,
+                           lease_ready_timeout=args.lease_timeout,
+                           create_folders=args.create_folders,
+                           on_conflict=OnConflict(args.on_conflict),
+                           job_retries=args.job_retries)
+    runner = BatchRunner(connection, (job,), {job.source: package}, settings)
+    progress = _ProgressLine()
+    runner.on_update = lambda result: progress(result.state) if result.state else None
+    outcome = await run_until_signal(runner.run, on_signal=_announce_interrupt(
+        "aborting the import"))
     progress.close()
-    for warning in state.warnings:
+    result = runner.results[0]
+    if args.report:
+        write_report(args.report, build_report(runner, RunInfo(
+            batch=None, concurrency=1, interrupted=outcome.signal_name)))
+    for warning in result.warnings:
         log.warning("vCenter: %s", warning)
-    for problem in state.cleanup_errors:
+    for problem in result.cleanup_errors:
         print(f"asyncovf: cleanup: {problem}", file=sys.stderr)
-    if outcome.interrupted:
-        print(f"asyncovf: interrupted ({outcome.signal_name}); {state.name}: "
-              f"{state.phase.value}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     if outcome.error is not None:
         _report_error(outcome.error, args.debug)
-        return exit_code_for(outcome.error, touched_vcenter=state.touched_vcenter)
-    elapsed = time.monotonic() - started
-    address = f", IP address {state.ip_address}" if state.ip_address else ""
-    print(f"imported {state.name} as {state.vm}{address} "
-          f"({state.bytes_done} bytes in {elapsed:.1f} s)")
+        return EXIT_FAILED
+    if outcome.interrupted:
+        phase = result.phases[-1][1] if result.phases else result.status.value
+        print(f"asyncovf: interrupted ({outcome.signal_name}); {result.name}: {phase}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if runner.worker_errors and result.error and result.error.startswith("not started"):
+        error = runner.login_errors[0] if runner.login_errors else None
+        print(f"asyncovf: error: {runner.worker_errors[0].split(': ', 1)[-1]}",
+              file=sys.stderr)
+        return exit_code_for(error) if error is not None else EXIT_FAILED
+    elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
+    if result.status is JobStatus.SKIPPED:
+        print(f"skipped {result.name}: it exists as {result.vm} (--on-conflict skip)")
+        return EXIT_OK
+    if result.status is not JobStatus.IMPORTED:
+        print(f"asyncovf: error: {result.error}", file=sys.stderr)
+        return EXIT_USAGE if result.input_error else EXIT_FAILED
+    address = f", IP address {result.ip_address}" if result.ip_address else ""
+    print(f"imported {result.name} as {result.vm}{address} "
+          f"({result.bytes} bytes in {elapsed:.1f} s)")
     return EXIT_OK
+
+
+def _announce_interrupt(what: str) -> Callable[[str], None]:
+    """The first signal's message: what is stopped, and the bound on cleaning up."""
+    def announce(name: str) -> None:
+        log.warning("%s: %s; every lease is aborted and every session logged out "
+                    "within %g s", name, what, INTERRUPT_BUDGET)
+    return announce
 
 
 async def _spec_command(args: argparse.Namespace) -> int:

@@ -54,6 +54,14 @@ class PlacementError(InputError):
     """An inventory path (datacenter, pool, host, datastore, folder) does not resolve."""
 
 
+class NameConflict(InputError):
+    """A VM of that name already exists where the import would put it."""
+
+    def __init__(self, message: str, *, vm: str | None = None) -> None:
+        self.vm = vm
+        super().__init__(message)
+
+
 # --- vCenter's side -----------------------------------------------------------
 
 
@@ -247,6 +255,7 @@ __all__ = [
     "LeaseError",
     "ManagedObjectNotFoundError",
     "ManifestError",
+    "NameConflict",
     "NotAuthenticatedError",
     "PackageError",
     "PlacementError",

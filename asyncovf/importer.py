@@ -1,20 +1,23 @@
 """The library's front door: connect once, resolve placement, import packages.
 
-An :class:`Importer` is one vCenter session plus an inventory snapshot. It is
-the unit a worker owns: the CLI's single import uses one, and the bulk engine
-gives each worker its own. It is not safe to share between concurrent tasks —
-by design, sessions are never shared.
+An :class:`Importer` is one vCenter session plus an inventory snapshot. Its
+imports run :func:`~asyncovf.engine.job.import_vm`, the same code every
+``asyncovf`` command runs, so they keep the same promises: the name checked
+first, the lease aborted and the half-imported VM removed on any error or
+cancellation, a lost ImportVApp answer recovered. It is not safe to share
+between concurrent tasks — by design, sessions are never shared.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from types import TracebackType
 
-from asyncovf.engine.job import ImportOptions, JobState, ProgressCallback, import_package
-from asyncovf.errors import UsageError
+from asyncovf.engine.job import import_vm
+from asyncovf.engine.options import ImportOptions, OnConflict
+from asyncovf.engine.phases import JobState
+from asyncovf.engine.uploads import ProgressCallback
 from asyncovf.ovf.package import Package
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import ensure_vm_folder
 from asyncovf.vsphere.inventory import (
     InventoryCache,
@@ -22,67 +25,7 @@ from asyncovf.vsphere.inventory import (
     Placement,
     PlacementRequest,
 )
-from asyncovf.vsphere.session import Credentials, VCenterSession
-from asyncovf.vsphere.soap import Endpoint
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """How to reach and log in to vCenter. The password is never shown in ``repr``."""
-
-    server: str
-    username: str
-    password: str = field(repr=False)
-    insecure: bool = False
-    ca_file: str | None = None
-    call_timeout: float = 120.0
-
-    @classmethod
-    def from_options(
-        cls,
-        *,
-        server: str | None,
-        username: str | None,
-        password: str | None,
-        insecure: bool | None,
-        ca_file: str | None,
-        environ: os._Environ[str] | dict[str, str] | None = None,
-    ) -> ConnectionSettings:
-        """Options first, then the Terraform vSphere provider's environment variables."""
-        env = os.environ if environ is None else environ
-        server = server or env.get("VSPHERE_SERVER")
-        username = username or env.get("VSPHERE_USER")
-        password = password if password is not None else env.get("VSPHERE_PASSWORD")
-        if insecure is None:
-            insecure = env.get("VSPHERE_ALLOW_UNVERIFIED_SSL", "").strip().lower() in _TRUE
-        missing = [
-            label
-            for label, value in (
-                ("--server (or VSPHERE_SERVER)", server),
-                ("--user (or VSPHERE_USER)", username),
-                ("--password (or VSPHERE_PASSWORD)", password),
-            )
-            if not value
-        ]
-        if missing:
-            raise UsageError("missing " + ", ".join(missing))
-        assert server and username and password is not None
-        if ca_file and not os.path.isfile(ca_file):
-            raise UsageError(f"--ca-file {ca_file}: no such file")
-        try:
-            Endpoint.parse(server)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        return cls(server=server, username=username, password=password,
-                   insecure=bool(insecure), ca_file=ca_file)
-
-    def endpoint(self) -> Endpoint:
-        return Endpoint.parse(self.server, insecure=self.insecure, ca_file=self.ca_file)
-
-    def credentials(self) -> Credentials:
-        return Credentials(self.username, self.password)
+from asyncovf.vsphere.session import VCenterSession, log_in_shielded
 
 
 class Importer:
@@ -95,7 +38,9 @@ class Importer:
         self.cache = InventoryCache()
 
     async def __aenter__(self) -> Importer:
-        await self.session.__aenter__()
+        # Shielded: a login the server carries out is always logged out, even
+        # when the caller is cancelled mid-login.
+        await log_in_shielded(self.session)
         return self
 
     async def __aexit__(
@@ -123,13 +68,20 @@ class Importer:
         placement: Placement,
         options: ImportOptions | None = None,
         *,
+        on_conflict: OnConflict = OnConflict.FAIL,
         on_progress: ProgressCallback | None = None,
         state: JobState | None = None,
     ) -> JobState:
-        """Import ``package`` as ``name``; raises on failure with nothing left behind."""
+        """Import ``package`` as ``name``; raises on failure with nothing left behind.
+
+        With ``on_conflict=OnConflict.SKIP`` an existing, finished VM of that
+        name is left as it is: the returned state's ``phase`` is then still
+        ``pending`` and its ``vm`` names the existing VM.
+        """
         state = state or JobState(name=name)
-        return await import_package(self.session, package, placement, state, options,
-                                    on_progress=on_progress)
+        await import_vm(self.session, package, placement, state, options,
+                        on_conflict=on_conflict, on_progress=on_progress)
+        return state
 
 
 __all__ = ["ConnectionSettings", "Importer"]

@@ -1,9 +1,13 @@
 """Ctrl-C and SIGTERM as cancellation.
 
 The first SIGINT or SIGTERM cancels the work; the work's own shielded cleanup
-(lease Abort, VM removal, Logout) then runs to completion within its bounds.
-A second signal only reminds the operator that cleanup is under way: killing
-the process mid-cleanup is exactly what would leave leases and VMs behind.
+(lease Abort, VM removal, Logout) then runs to completion within one shared
+budget (:class:`~asyncovf.vsphere.cleanup.CleanupBudget`): every lease aborted
+and every session logged out within
+:data:`~asyncovf.vsphere.cleanup.INTERRUPT_BUDGET` seconds of the signal, even
+when vCenter stops answering. A second signal only reminds the operator that
+cleanup is under way, and how long it may still take: killing the process
+mid-cleanup is exactly what would leave leases and VMs behind.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Final, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
+
+from asyncovf.vsphere.cleanup import CleanupBudget, current_budget
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ async def run_until_signal(
     """
     outcome: Outcome[T] = Outcome()
     work_scope = anyio.CancelScope()
+    budget = CleanupBudget()
 
     async def watch_signals(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
@@ -60,12 +67,14 @@ async def run_until_signal(
                     if not outcome.interrupted:
                         outcome.interrupted = True
                         outcome.signal_name = name
+                        budget.interrupt()
                         if on_signal is not None:
                             on_signal(name)
                         work_scope.cancel()
                     else:
+                        left = max(0.0, budget.deadline - anyio.current_time())
                         log.warning("%s again: still aborting leases and logging out, "
-                                    "which takes at most a few seconds", name)
+                                    "for at most %.0f s more", name, left)
         finally:
             for signum, handler in previous.items():
                 if handler is not None:
@@ -78,10 +87,15 @@ async def run_until_signal(
         except Exception as exc:
             outcome.error = exc
 
-    async with anyio.create_task_group() as group:
-        await group.start(watch_signals)
-        await run_work()
-        group.cancel_scope.cancel()
+    # Set before any task of the work starts: each inherits the budget.
+    token = current_budget.set(budget)
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(watch_signals)
+            await run_work()
+            group.cancel_scope.cancel()
+    finally:
+        current_budget.reset(token)
     return outcome
 
 

@@ -26,7 +26,10 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.job import ImportOptions, JobState, create_import_spec, upload_targets
+from asyncovf.engine.job import create_import_spec
+from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.phases import JobState
+from asyncovf.engine.uploads import upload_targets
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package, check_files, open_package
 from asyncovf.vsphere.inventory import PlacementRequest

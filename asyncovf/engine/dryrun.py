@@ -14,8 +14,8 @@ from asyncovf.engine.job import create_import_spec
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import OnConflict, RunSettings, import_options
 from asyncovf.errors import AsyncOvfError
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault

@@ -2,8 +2,8 @@
 
 The job (``engine/job.py``) owns the order and the phases; each step here is a
 plain cancellable coroutine that does one thing to the VM and waits for its
-task. :func:`remove_vm` undoes them all — it is the cleanup a failed or
-cancelled step runs, shielded and time-bounded.
+task. :func:`~asyncovf.vsphere.removal.remove_vm_bounded` undoes them all: it
+is the cleanup a failed or cancelled step runs, shielded and time-bounded.
 
 vSphere API reference entries: VirtualMachine.ReconfigVM_Task (``extraConfig``
 OptionValues), UpgradeVM_Task, MarkAsTemplate, PowerOnVM_Task, Destroy_Task,
@@ -14,15 +14,28 @@ by VMware Tools once the guest is up).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Final
 
 import anyio
 from pyVmomi import vim
 
-from asyncovf.errors import ManagedObjectNotFoundError, WaitForIPTimeout
-from asyncovf.ovf.environment import GUESTINFO_KEY, Platform
-from asyncovf.vsphere.removal import power_off_and_destroy
+from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.phases import JobState, Phase
+from asyncovf.errors import (
+    InputError,
+    PostImportError,
+    WaitForIPTimeout,
+)
+from asyncovf.ovf.environment import (
+    GUESTINFO_KEY,
+    Platform,
+    environment_properties,
+    ovf_environment,
+)
+from asyncovf.ovf.package import Package
+from asyncovf.vsphere.removal import remove_vm_bounded
 from asyncovf.vsphere.session import VCenterSession
 
 log = logging.getLogger(__name__)
@@ -89,24 +102,110 @@ async def wait_for_ip(session: VCenterSession, vm: Any, *, within: float,
                            step="wait_for_ip", vm=vm_name)
 
 
-async def remove_vm(session: VCenterSession, vm: Any) -> bool:
-    """Power ``vm`` off if it is on, then destroy it; False if it was gone already.
+def check_post_import(options: ImportOptions, name: str) -> None:
+    """Reject contradictory post-import steps before anything is created."""
+    if options.mark_as_template and options.power_on:
+        raise InputError(f"{name}: power-on and mark-as-template contradict each other: "
+                         "a template cannot be powered on")
+    if options.wait_for_ip and not options.power_on:
+        raise InputError(f"{name}: wait-for-ip needs power-on: a VM that is off gets no IP "
+                         "address")
 
-    The caller bounds and shields this (it is cleanup).
+
+PostImportStep = Callable[[], Awaitable[None]]
+
+#: The extraConfig key that tells a finished import from an unfinished one.
+#: ImportVApp's spec sets it to :data:`IMPORT_UNFINISHED`; once the lease is
+#: complete the job sets it to :data:`IMPORT_FINISHED` (in the same
+#: ReconfigVM_Task as the extra_config step when there is one). A VM killed
+#: mid-import keeps "importing": ``--on-conflict skip`` must not count it done,
+#: since vCenter deletes it once its lease times out.
+IMPORT_MARK_KEY: Final = "asyncovf.import"
+IMPORT_UNFINISHED: Final = "importing"
+IMPORT_FINISHED: Final = "done"
+
+
+def post_import_steps(session: VCenterSession, vm: Any, package: Package, state: JobState,
+                      options: ImportOptions) -> list[tuple[Phase | None, PostImportStep]]:
+    """The steps ``options`` ask for, in POST_IMPORT_STEPS order, each with its phase.
+
+    The first writes the finished mark: with the extra_config step when there is
+    one (one ReconfigVM_Task for both), else on its own while the job is still in
+    its ``complete`` phase (phase ``None``: no phase of its own).
     """
+    finished = (IMPORT_MARK_KEY, IMPORT_FINISHED)
+    steps: list[tuple[Phase | None, PostImportStep]] = []
+    if options.extra_config:
+        steps.append((Phase.EXTRA_CONFIG, partial(set_extra_config, session, vm,
+                                                  (*options.extra_config, finished))))
+    else:
+        steps.append((None, partial(set_extra_config, session, vm, (finished,))))
+    if options.inject_ovf_env:
+        async def inject() -> None:
+            values = environment_properties(package.descriptor, options.deployment,
+                                            options.properties)
+            document = ovf_environment(values, esx_id=str(vm._moId),
+                                       platform=platform_of(session, options.locale))
+            await inject_ovf_env(session, vm, document)
+        steps.append((Phase.INJECT_OVF_ENV, inject))
+    if options.hardware_version:
+        steps.append((Phase.UPGRADE_HARDWARE,
+                      partial(upgrade_hardware, session, vm, options.hardware_version)))
+    if options.mark_as_template:
+        steps.append((Phase.MARK_AS_TEMPLATE, partial(mark_as_template, session, vm)))
+    if options.power_on:
+        steps.append((Phase.POWER_ON, partial(power_on, session, vm)))
+    if options.wait_for_ip:
+        async def wait() -> None:
+            state.ip_address = await wait_for_ip(
+                session, vm, within=options.ip_timeout, vm_name=state.name)
+        steps.append((Phase.WAIT_FOR_IP, wait))
+    return steps
+
+
+async def run_post_import(session: VCenterSession, vm: Any, package: Package, state: JobState,
+                          options: ImportOptions, notify: Callable[[], None]) -> None:
+    """Mark the import finished and run the post-import steps, each as its phase; if
+    one fails or is cancelled, remove the VM (unless ``keep_failed``) and raise.
+
+    A failure is raised as :class:`PostImportError` naming the step (the cause
+    chained); a cancellation is re-raised unchanged once the VM is gone.
+    """
+    steps = post_import_steps(session, vm, package, state, options)
     try:
-        await power_off_and_destroy(session, vm)
-    except ManagedObjectNotFoundError:
-        return False
-    return True
+        for phase, step in steps:
+            if phase is not None:
+                state.advance(phase)
+                notify()
+            await step()
+    except BaseException as exc:
+        failed = state.phase
+        state.advance(Phase.ABORT)
+        notify()
+        if not options.keep_failed:
+            started = anyio.current_time()
+            await remove_vm_bounded(session, vm, state.cleanup_errors,
+                                    what=f"removing {state.name} after the failed "
+                                         f"{failed.value} step")
+            state.timings["abort"] = (state.timings.get("abort", 0.0)
+                                      + anyio.current_time() - started)
+        if isinstance(exc, Exception) and not isinstance(exc, PostImportError):
+            raise PostImportError(f"{state.name}: {failed.value} failed: {exc}",
+                                  step=failed.value, vm=state.name) from exc
+        raise
 
 
 __all__ = [
+    "check_post_import",
+    "post_import_steps",
+    "run_post_import",
     "inject_ovf_env",
     "mark_as_template",
     "platform_of",
     "power_on",
-    "remove_vm",
+    "IMPORT_FINISHED",
+    "IMPORT_MARK_KEY",
+    "IMPORT_UNFINISHED",
     "set_extra_config",
     "upgrade_hardware",
     "wait_for_ip",

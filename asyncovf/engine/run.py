@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from asyncovf.engine.batch import UpdateCallback
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import BatchPlan
-from asyncovf.engine.pool import BatchRunner, RunSettings, UpdateCallback
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import PackageError
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files, open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
+from asyncovf.vsphere.connection import ConnectionSettings
 
 log = logging.getLogger(__name__)
 

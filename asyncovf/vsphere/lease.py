@@ -34,14 +34,13 @@ from anyio.abc import TaskGroup
 from pyVmomi import vim, vmodl
 
 from asyncovf.errors import LeaseError, ManagedObjectNotFoundError, VCenterError
-from asyncovf.vsphere.removal import power_off_and_destroy
+from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, bounded_cleanup
+from asyncovf.vsphere.removal import remove_vm_bounded
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
 
 log = logging.getLogger(__name__)
 
-#: Upper bound for Abort and for removing a half-imported VM (each).
-CLEANUP_TIMEOUT: Final = 10.0
 DEFAULT_READY_TIMEOUT: Final = 300.0
 
 
@@ -221,13 +220,12 @@ class LeaseGuard:
         drops the transfer); the lease's fault says why. Looked up within the
         cleanup bound; any trouble looking just keeps the original error.
         """
-        with anyio.move_on_after(self.cleanup_timeout, shield=True):
-            try:
-                props = await self.session.retrieve(self.lease, ["state", "error"])
-            except Exception:
-                return None
-            if props["state"] == vim.HttpNfcLease.State.error:
-                return self._lease_error(f"went to error ({error})", props["error"])
+        props: dict[str, object] = {}
+        with bounded_cleanup(f"reading the state of lease {self.lease._moId}",
+                             timeout=self.cleanup_timeout):
+            props = await self.session.retrieve(self.lease, ["state", "error"])
+        if props.get("state") == vim.HttpNfcLease.State.error:
+            return self._lease_error(f"went to error ({error})", props["error"])
         return None
 
     async def _lease_failed(self) -> bool:
@@ -266,48 +264,34 @@ class LeaseGuard:
             self.cleanup_seconds = anyio.current_time() - started
 
     async def _abort_then_remove_vm(self, cause: BaseException) -> None:
-        with anyio.move_on_after(self.cleanup_timeout, shield=True) as scope:
+        with bounded_cleanup(f"abort of lease {self.lease._moId}", self.cleanup_errors,
+                             timeout=self.cleanup_timeout):
+            fault = cause.fault if isinstance(cause, VCenterError) else None
+            if fault is not None and not isinstance(fault, Exception):
+                fault = None
             try:
-                fault = cause.fault if isinstance(cause, VCenterError) else None
-                if fault is not None and not isinstance(fault, Exception):
-                    fault = None
                 await self.session.invoke(self.lease, "Abort", fault=fault)
-                self.outcome = LeaseOutcome.ABORTED
             except ManagedObjectNotFoundError:
                 # The lease is gone already: vCenter ended it (its session expired,
                 # or it timed out). Nothing is left to abort.
-                self.outcome = LeaseOutcome.ABORTED
                 log.info("lease %s was already gone", self.lease._moId)
-            except Exception as exc:
-                self._cleanup_failed(f"abort of lease {self.lease._moId} failed: {exc}")
-        if scope.cancelled_caught:
-            self._cleanup_failed(f"abort of lease {self.lease._moId} timed out")
+            self.outcome = LeaseOutcome.ABORTED
         if self.keep_failed:
             return
-        with anyio.move_on_after(self.cleanup_timeout, shield=True) as scope:
-            try:
-                await self._remove_half_imported_vm()
-            except Exception as exc:
-                self._cleanup_failed(f"removing half-imported VM {self.vm_name!r} failed: {exc}")
-        if scope.cancelled_caught:
-            self._cleanup_failed(f"removing half-imported VM {self.vm_name!r} timed out")
-
-    async def _remove_half_imported_vm(self) -> None:
+        what = f"removing half-imported VM {self.vm_name!r}"
         vm = self.entity
         if vm is None and self._find_vm is not None:
-            vm = await self._find_vm()
+            # The lease never named its VM (aborted while initializing): look it up.
+            with bounded_cleanup(f"looking for half-imported VM {self.vm_name!r}",
+                                 self.cleanup_errors, timeout=self.cleanup_timeout):
+                vm = await self._find_vm()
         if vm is None:
             return
-        try:
-            await power_off_and_destroy(self.session, vm)
-        except ManagedObjectNotFoundError:
-            return  # vCenter already removed it on abort
-        self.vm_removed = True
-        log.info("removed half-imported VM %s (%s)", self.vm_name, vm._moId)
-
-    def _cleanup_failed(self, message: str) -> None:
-        log.error("%s", message)
-        self.cleanup_errors.append(message)
+        # vCenter removes an aborted import's VM itself (vcsim does not): a VM
+        # already gone is what we wanted.
+        if await remove_vm_bounded(self.session, vm, self.cleanup_errors, what=what,
+                                   within=self.cleanup_timeout):
+            self.vm_removed = True
 
 
 __all__ = ["CLEANUP_TIMEOUT", "LeaseGuard", "LeaseOutcome", "progress_interval"]

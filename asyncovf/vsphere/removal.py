@@ -8,12 +8,22 @@ leftover or a VM replaced by ``--on-conflict replace`` (the pool), and the VMs
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Final
 
+import anyio
 from pyVmomi import vim
 
 from asyncovf.errors import ManagedObjectNotFoundError, VCenterError
+from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, bounded_cleanup
 from asyncovf.vsphere.session import VCenterSession
+
+log = logging.getLogger(__name__)
+
+#: Tries at finding or removing a VM within one cleanup bound: a removal given up
+#: on after one failure (a PowerOff refused while a lost PowerOn's task runs, a
+#: dropped answer) is a VM left behind.
+REMOVAL_ATTEMPTS: Final = 4
 
 
 async def power_off_and_destroy(session: VCenterSession, vm: Any, *,
@@ -52,4 +62,63 @@ def is_gone(error: BaseException) -> bool:
         isinstance(error, VCenterError) and error.fault_type == "ManagedObjectNotFound")
 
 
-__all__ = ["is_gone", "power_off_and_destroy"]
+async def remove_vm_bounded(session: VCenterSession, vm: Any, errors: list[str], *,
+                            what: str, within: float = CLEANUP_TIMEOUT) -> bool:
+    """:func:`power_off_and_destroy`, shielded and bounded, tried again on failure.
+
+    True once the VM is gone (removed now, or already gone). Otherwise one line
+    saying why goes to ``errors``; never raises but the caller's cancellation.
+    """
+    async def remove() -> None:
+        await power_off_and_destroy(session, vm)
+        log.info("%s: removed %s", what, vm._moId)
+
+    return await _retry_bounded(remove, errors, what=what, within=within)
+
+
+async def remove_leftover_bounded(session: VCenterSession, folder: Any, name: str,
+                                  errors: list[str], *, what: str,
+                                  within: float = CLEANUP_TIMEOUT) -> bool:
+    """Find the VM called ``name`` in ``folder`` and remove it; True once none is there.
+
+    For an import that failed before its lease named its VM (ImportVApp's answer
+    lost, or the lease aborted while initializing): the name was free before
+    ImportVApp (the name check), so a VM of that name now is that import's.
+    """
+    async def remove() -> None:
+        vm = await session.invoke(session.content.searchIndex, "FindChild",
+                                  entity=folder, name=name)
+        if vm is not None:
+            await power_off_and_destroy(session, vm)
+            log.info("%s: removed %s", what, vm._moId)
+
+    return await _retry_bounded(remove, errors, what=what, within=within)
+
+
+async def _retry_bounded(action: Any, errors: list[str], *, what: str, within: float) -> bool:
+    last: Exception | None = None
+    gone = False
+    with bounded_cleanup(what, timeout=within) as outcome:
+        for attempt in range(REMOVAL_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(0.2 * 2 ** (attempt - 1))
+            try:
+                await action()
+            except ManagedObjectNotFoundError:
+                gone = True  # removed meanwhile (vCenter removes an aborted import's VM)
+                break
+            except Exception as exc:
+                last = exc
+                continue
+            gone = True
+            break
+    if not gone:
+        if outcome.error is not None:  # the bound ran out
+            errors.append(outcome.error + (f" (last error: {last})" if last else ""))
+        else:
+            errors.append(f"{what} failed: {last}")
+    return gone
+
+
+__all__ = ["REMOVAL_ATTEMPTS", "is_gone", "power_off_and_destroy", "remove_leftover_bounded",
+           "remove_vm_bounded"]

@@ -27,6 +27,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from asyncovf.errors import NotAuthenticatedError, TaskError, TransportError, VCenterError
+from asyncovf.vsphere.cleanup import bounded_cleanup, current_budget
 from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ IDEMPOTENT_METHODS: Final = frozenset({
     "RetrieveContent", "RetrievePropertiesEx", "FindChild", "FindByInventoryPath",
     "CreateImportSpec", "Progress", "Abort",
 })
+
+#: Objects per property-collector page. pyVmomi parses a whole answer in one
+#: synchronous call on the event loop, so the page is the longest the loop
+#: stalls while the inventory loads (benchmarks/loop_stall.py): MEASUREMENT
+RETRIEVE_PAGE_SIZE: Final = 100
 
 
 def backoff(initial: float, maximum: float) -> wait_base:
@@ -156,14 +162,10 @@ class VCenterSession:
         if not self._logged_in:
             return
         self._logged_in = False
-        with anyio.move_on_after(LOGOUT_TIMEOUT, shield=True) as scope:
-            try:
-                await self.client.invoke(self._content.sessionManager, "Logout")
-            except Exception as exc:  # a failed goodbye must not mask the real error
-                log.warning("logout from %s failed: %s", self.endpoint.host, exc)
-        if scope.cancelled_caught:
-            log.warning("logout from %s timed out after %s s", self.endpoint.host,
-                        LOGOUT_TIMEOUT)
+        # A failed goodbye must not mask the real error: recorded and logged only.
+        with bounded_cleanup(f"logout from {self.endpoint.host}", timeout=LOGOUT_TIMEOUT,
+                             is_logout=True):
+            await self.client.invoke(self._content.sessionManager, "Logout")
 
     # -- accessors ---------------------------------------------------------------
 
@@ -273,7 +275,8 @@ class VCenterSession:
                 )
         return values
 
-    async def retrieve_contents(self, specs: Sequence[Any], page_size: int = 1000) -> list[Any]:
+    async def retrieve_contents(self, specs: Sequence[Any],
+                                page_size: int = RETRIEVE_PAGE_SIZE) -> list[Any]:
         """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``.
 
         A continuation token may be used once only (vSphere API reference,
@@ -361,7 +364,13 @@ async def log_in_shielded(session: VCenterSession) -> None:
             try:
                 await done.wait()
             except anyio.get_cancelled_exc_class():
-                shield.deadline = min(shield.deadline, anyio.current_time() + LOGOUT_TIMEOUT)
+                # What is left of the login is bounded: by LOGOUT_TIMEOUT, and after
+                # an interrupt by the shared budget, leaving the Logout its reserve.
+                limit = anyio.current_time() + LOGOUT_TIMEOUT
+                budget = current_budget.get()
+                if budget is not None:
+                    limit = min(limit, budget.limit())
+                shield.deadline = min(shield.deadline, limit)
                 raise
     except anyio.get_cancelled_exc_class():
         if outcome == [None]:  # logged in after all: log out before leaving

@@ -25,7 +25,7 @@ import pytest
 from lxml import etree
 from pyVmomi import vim
 
-from asyncovf.engine.job import Phase
+from asyncovf.engine.phases import Phase
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncovf.engine.job import JobState, Phase
+from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import ManifestError
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.ovf.package import check_files, open_package

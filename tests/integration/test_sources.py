@@ -13,7 +13,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncovf.engine.job import ImportOptions, JobState, Phase
+from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import SourceError
 from asyncovf.importer import ConnectionSettings, Importer
 from asyncovf.ovf.package import check_files, open_package

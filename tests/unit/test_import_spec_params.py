@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from asyncovf.engine.job import ImportOptions, create_import_spec
+from asyncovf.engine.job import create_import_spec
+from asyncovf.engine.options import ImportOptions
 from asyncovf.ovf.descriptor import parse_descriptor
 from asyncovf.ovf.package import Package
 from tests.factory import ovf_descriptor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncovf.engine.job import IllegalTransition, JobState, Phase
+from asyncovf.engine.phases import IllegalTransition, JobState, Phase
 
 HAPPY = [Phase.SPEC, Phase.IMPORT, Phase.LEASE_WAIT, Phase.UPLOAD, Phase.COMPLETE,
          Phase.IMPORTED]

@@ -10,12 +10,13 @@ import anyio
 import pytest
 from pyVmomi import vim, vmodl
 
-from asyncovf.engine.job import (
-    ImportOptions,
-    JobState,
-    Phase,
+from asyncovf.engine.job import import_vapp_arguments
+from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.phases import JobState, Phase
+from asyncovf.engine.postimport import (
+    IMPORT_FINISHED,
+    IMPORT_MARK_KEY,
     check_post_import,
-    import_vapp_arguments,
     run_post_import,
 )
 from asyncovf.errors import InputError, PostImportError, TaskError, WaitForIPTimeout, error_kind
@@ -86,8 +87,10 @@ async def test_every_step_sends_its_call_in_order_and_the_ip_is_recorded() -> No
     assert session.methods() == ["Reconfigure", "Reconfigure", "UpgradeVirtualHardware",
                                  "PowerOn"]
     extra = session.calls[0][1]["spec"].extraConfig
+    # The finished mark rides on the extra_config step's ReconfigVM_Task: no call of its own.
     assert [(o.key, o.value) for o in extra] == [("guestinfo.role", "web"),
-                                                 ("disk.EnableUUID", "TRUE")]
+                                                 ("disk.EnableUUID", "TRUE"),
+                                                 (IMPORT_MARK_KEY, IMPORT_FINISHED)]
     (env,) = session.calls[1][1]["spec"].extraConfig
     assert env.key == "guestinfo.ovfEnv"
     assert 've:esxId="vm-42"' in env.value and "<Kind>VMware vCenter Server</Kind>" in env.value
@@ -103,13 +106,25 @@ async def test_every_step_sends_its_call_in_order_and_the_ip_is_recorded() -> No
 async def test_mark_as_template_is_one_call() -> None:
     session = FakeSession()
     state = await run(session, ImportOptions(mark_as_template=True))
-    assert session.methods() == ["MarkAsTemplate"] and state.phase is Phase.MARK_AS_TEMPLATE
+    assert session.methods() == ["Reconfigure", "MarkAsTemplate"]  # the mark, then the step
+    assert state.phase is Phase.MARK_AS_TEMPLATE
 
 
-async def test_no_steps_asked_for_sends_nothing() -> None:
+async def test_no_steps_asked_for_sends_only_the_finished_mark() -> None:
     session = FakeSession()
     state = await run(session, ImportOptions())
-    assert session.calls == [] and state.phase is Phase.COMPLETE
+    assert session.methods() == ["Reconfigure"] and state.phase is Phase.COMPLETE
+    (mark,) = session.calls[0][1]["spec"].extraConfig
+    assert (mark.key, mark.value) == (IMPORT_MARK_KEY, IMPORT_FINISHED)
+
+
+async def test_a_failed_finished_mark_fails_the_import_and_removes_the_vm() -> None:
+    session = FakeSession(failing="Reconfigure")
+    state = completed("web-01")
+    with pytest.raises(PostImportError, match="web-01: complete failed: Reconfigure"):
+        await run(session, ImportOptions(), state)
+    assert session.methods() == ["Reconfigure", "Destroy"]
+    assert state.phase is Phase.ABORT and state.cleanup_errors == []
 
 
 async def test_a_failed_step_removes_the_vm_and_names_the_step() -> None:
@@ -122,7 +137,7 @@ async def test_a_failed_step_removes_the_vm_and_names_the_step() -> None:
     assert caught.value.step == "upgrade_hardware"
     assert isinstance(caught.value.__cause__, TaskError)
     assert error_kind(caught.value) == "upgrade_hardware: NotSupported"
-    assert session.methods() == ["UpgradeVirtualHardware", "Destroy"]  # never powered on
+    assert session.methods() == ["Reconfigure", "UpgradeVirtualHardware", "Destroy"]  # never on
     assert state.phase is Phase.ABORT and "abort" in state.timings
     assert state.cleanup_errors == []
 
@@ -132,14 +147,14 @@ async def test_a_powered_on_vm_is_powered_off_before_it_is_removed() -> None:
     with pytest.raises(WaitForIPTimeout, match=r"web-01: no IP address reported by the guest "
                                                r"after 0\.3 s"):
         await run(session, ImportOptions(power_on=True, wait_for_ip=True, ip_timeout=0.3))
-    assert session.methods() == ["PowerOn", "PowerOff", "Destroy"]
+    assert session.methods() == ["Reconfigure", "PowerOn", "PowerOff", "Destroy"]
 
 
 async def test_keep_failed_keeps_the_vm() -> None:
     session = FakeSession(failing="PowerOn")
     with pytest.raises(PostImportError):
         await run(session, ImportOptions(power_on=True, keep_failed=True))
-    assert session.methods() == ["PowerOn"]
+    assert session.methods() == ["Reconfigure", "PowerOn"]
 
 
 async def test_a_cancelled_step_still_removes_the_vm() -> None:
@@ -148,7 +163,7 @@ async def test_a_cancelled_step_still_removes_the_vm() -> None:
     with anyio.move_on_after(0.2) as scope:
         await run(session, ImportOptions(power_on=True, wait_for_ip=True, ip_timeout=60), state)
     assert scope.cancelled_caught  # the cancellation went through, unchanged
-    assert session.methods() == ["PowerOn", "PowerOff", "Destroy"]
+    assert session.methods() == ["Reconfigure", "PowerOn", "PowerOff", "Destroy"]
     assert state.phase is Phase.ABORT
 
 

@@ -1,0 +1,304 @@
+"""One batch job from start to end: its attempts, its time bound, and its record.
+
+A job runs attempt after attempt (``job_retries``): resolve placement (and
+create the folder if asked), build the import options, then
+:func:`~asyncovf.engine.job.import_vm`, which owns every guarantee of one
+import. A stale managed object reference refreshes the inventory and retries
+once without using up a job retry. Bad input and name conflicts are never
+retried. Whatever goes wrong — an inventory that cannot be read included —
+fails this job only, with its error kind: never the worker, never the batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+
+from asyncovf.engine.job import import_vm
+from asyncovf.engine.options import RunSettings, check_job, import_options
+from asyncovf.engine.phases import JobState
+from asyncovf.engine.plan import JobSpec
+from asyncovf.engine.uploads import JobHooks
+from asyncovf.errors import (
+    InputError,
+    ManagedObjectNotFoundError,
+    PlacementError,
+    PostImportError,
+    TransferError,
+    UntrustedTarget,
+    VCenterError,
+    WaitForIPTimeout,
+    error_kind,
+)
+from asyncovf.ovf.package import Package
+from asyncovf.vsphere.folders import ensure_vm_folder
+from asyncovf.vsphere.inventory import (
+    InventoryCache,
+    InventorySnapshot,
+    Placement,
+    PlacementRequest,
+)
+from asyncovf.vsphere.session import VCenterSession
+
+log = logging.getLogger(__name__)
+
+#: vCenter faults that retrying cannot fix.
+PERMANENT_FAULTS: Final = frozenset({
+    "DuplicateName", "FileAlreadyExists", "InvalidName", "InvalidDatastorePath", "NoPermission",
+    "NotSupported", "InvalidArgument", "OvfImport",
+})
+
+
+class JobStatus(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    IMPORTED = "imported"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+@dataclass
+class JobResult:
+    """What happened to one job; the report is made of these."""
+
+    spec: JobSpec
+    status: JobStatus = JobStatus.PENDING
+    vm: str | None = None
+    attempts: int = 0
+    upload_retries: int = 0
+    bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    #: :func:`~asyncovf.errors.error_kind` of the error that ended the job.
+    error_kind: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    cleanup_errors: list[str] = field(default_factory=list)
+    #: Failed on bad input before anything was created on vCenter.
+    input_error: bool = False
+    worker: int | None = None
+    started: float | None = None  # monotonic
+    finished: float | None = None
+    phases: list[tuple[int, str, float]] = field(default_factory=list)  # attempt, phase, start
+    #: The guest's IP address, when the job waited for it.
+    ip_address: str | None = None
+    state: JobState | None = None  # the attempt in progress, for live display
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def done(self) -> bool:
+        return self.status not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+    def absorb(self, state: JobState, attempt: int) -> None:
+        """Fold one attempt's record into the job's."""
+        for phase, seconds in state.timings.items():
+            self.timings[phase] = self.timings.get(phase, 0.0) + seconds
+        self.phases.extend((attempt, phase, started) for phase, started in state.history)
+        self.warnings.extend(w for w in state.warnings if w not in self.warnings)
+        self.cleanup_errors.extend(state.cleanup_errors)
+        self.vm = state.vm or self.vm
+        self.ip_address = state.ip_address
+        self.bytes = state.bytes_done
+        self.upload_retries += state.upload_retries
+
+
+UpdateCallback = Callable[[JobResult], None]
+HooksFor = Callable[[Placement, JobResult], JobHooks]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job needs from the run around it: nothing a job must not share."""
+
+    inventory: InventoryCache
+    settings: RunSettings
+    #: The upload slot and throttle of the pool (per-host, per-datastore, bandwidth).
+    hooks_for: HooksFor | None = None
+    on_update: UpdateCallback | None = None
+
+    def notify(self, result: JobResult) -> None:
+        if self.on_update is not None:
+            self.on_update(result)
+
+
+async def run_job(session: VCenterSession, result: JobResult, package: Package | None,
+                  context: JobContext, *, refusal: tuple[str, str] | None = None) -> None:
+    """Run one job to its end; ``result`` says what became of it.
+
+    ``refusal`` (error, kind): the job's source failed to open or its descriptor
+    rules it out, so it fails without an attempt. Raises only cancellation.
+    """
+    result.status = JobStatus.RUNNING
+    result.started = time.monotonic()
+    if refusal is None and package is not None:
+        try:
+            check_job(result.spec, package.descriptor)
+        except InputError as exc:
+            refusal = str(exc), error_kind(exc)
+    if refusal is not None or package is None:
+        # Refused on its source or descriptor alone: no attempt, nothing sent to vCenter.
+        result.status = JobStatus.FAILED
+        result.error, result.error_kind = refusal or ("no package", "package")
+        result.input_error = True
+        result.finished = result.started
+        context.notify(result)
+        return
+    context.notify(result)
+    job_timeout = context.settings.job_timeout
+    timeout = anyio.fail_after(job_timeout) if job_timeout else nullcontext()
+    try:
+        with timeout:
+            await _attempts(session, result, package, context)
+    except TimeoutError:
+        result.status = JobStatus.FAILED
+        result.error_kind = "job timeout"
+        result.error = (f"job timeout: not finished after {job_timeout:g} s"
+                        + (f" ({result.error})" if result.error else ""))
+    except anyio.get_cancelled_exc_class():
+        result.status = JobStatus.ABORTED
+        result.error = result.error or "interrupted"
+        result.finished = time.monotonic()
+        context.notify(result)
+        raise
+    result.finished = time.monotonic()
+    result.state = None
+    context.notify(result)
+
+
+async def _attempts(session: VCenterSession, result: JobResult, package: Package,
+                    context: JobContext) -> None:
+    spec = result.spec
+    settings = context.settings
+    attempt = 0
+    refreshed_for_stale_mor = False
+    touched_vcenter = False
+    own_vms: set[str] = set()
+    while True:
+        attempt += 1
+        result.attempts = attempt
+        state = result.state = JobState(name=spec.name)
+        seen: InventorySnapshot | None = None
+        try:
+            seen = await context.inventory.get(session)
+            imported = await _attempt(session, result, package, state, context,
+                                      frozenset(own_vms))
+        except anyio.get_cancelled_exc_class():
+            result.absorb(state, attempt)
+            raise
+        except Exception as exc:
+            touched_vcenter = touched_vcenter or state.touched_vcenter
+            if state.vm is not None:
+                own_vms.add(state.vm)
+            if (isinstance(exc, ManagedObjectNotFoundError) and not refreshed_for_stale_mor
+                    and not state.touched_vcenter and seen is not None):
+                # A MOR from the snapshot is stale (deleted or re-created since):
+                # refresh once and try again, without spending a job retry.
+                result.absorb(state, attempt)
+                refreshed_for_stale_mor = True
+                log.info("%s: inventory changed under us; refreshing", spec.name)
+                try:
+                    await context.inventory.refresh(session, seen=seen)
+                except Exception as refresh_error:
+                    exc = refresh_error  # the job fails on the refresh, with its kind
+                else:
+                    attempt -= 1
+                    continue
+            result.absorb(state, attempt)
+            result.error = _error_text(exc)
+            result.error_kind = error_kind(exc)
+            if attempt <= settings.job_retries and _retryable(exc):
+                log.warning("%s: attempt %d failed (%s); retrying the job", spec.name,
+                            attempt, result.error)
+                continue
+            result.status = JobStatus.FAILED
+            # Input is to blame only if nothing reached vCenter on any attempt.
+            result.input_error = isinstance(exc, InputError) and not touched_vcenter
+            return
+        result.absorb(state, attempt)
+        result.status = JobStatus.IMPORTED if imported else JobStatus.SKIPPED
+        result.error = result.error_kind = None
+        return
+
+
+async def _attempt(session: VCenterSession, result: JobResult, package: Package,
+                   state: JobState, context: JobContext, own_vms: frozenset[str]) -> bool:
+    spec = result.spec
+    settings = context.settings
+    create_folders = (spec.create_folders if spec.create_folders is not None
+                      else settings.create_folders)
+    if create_folders:
+        await ensure_vm_folder(session, context.inventory, spec.placement)
+    snapshot, placement = await _resolve(session, context.inventory, spec.placement)
+    options = import_options(spec, snapshot, placement, settings,
+                             descriptor=package.descriptor, warnings=result.warnings)
+    hooks = context.hooks_for(placement, result) if context.hooks_for else JobHooks()
+    return await import_vm(session, package, placement, state, options,
+                           on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks)
+
+
+async def _resolve(session: VCenterSession, inventory: InventoryCache,
+                   request: PlacementRequest) -> tuple[InventorySnapshot, Placement]:
+    """Placement and the snapshot it was resolved in (refreshed once on a miss): the
+    job's options must come from the same snapshot, not from one swapped in since."""
+    snapshot = await inventory.get(session)
+    try:
+        return snapshot, snapshot.resolve(request)
+    except PlacementError:
+        snapshot = await inventory.refresh(session, seen=snapshot)
+        return snapshot, snapshot.resolve(request)
+
+
+def _retryable(error: BaseException) -> bool:
+    """A job is retried from scratch only for failures a new attempt can fix."""
+    if isinstance(error, InputError):
+        return False  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, WaitForIPTimeout):
+        return False  # the guest did not report an address: a new import would not either
+    if isinstance(error, PostImportError) and error.__cause__ is not None:
+        return _retryable(error.__cause__)  # a step's fault is as permanent as it is alone
+    if isinstance(error, UntrustedTarget):
+        return False  # a security refusal: the same request would go to the same place
+    if isinstance(error, TransferError) and error.status is not None and error.status < 500:
+        return False  # vCenter refused the request itself: repeating it changes nothing
+    if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:
+        return False
+    return True
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_error_text(e) for e in error.exceptions)
+    return str(error) or type(error).__name__
+
+
+def totals(results: list[JobResult]) -> dict[str, Any]:
+    counts = Counter(r.status.value for r in results)
+    return {
+        "jobs": len(results),
+        **{status.value: counts.get(status.value, 0) for status in JobStatus
+           if status not in (JobStatus.PENDING, JobStatus.RUNNING)},
+        "bytes": sum(r.bytes for r in results if r.status is JobStatus.IMPORTED),
+        "attempts": sum(r.attempts for r in results),
+    }
+
+
+__all__ = [
+    "JobContext",
+    "JobResult",
+    "JobStatus",
+    "PERMANENT_FAULTS",
+    "UpdateCallback",
+    "run_job",
+    "totals",
+]
