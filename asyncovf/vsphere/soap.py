@@ -128,8 +128,11 @@ class Endpoint:
     An Endpoint is a value (equal when url, insecure and ca_file are equal),
     but it also carries a cache of the TLS contexts built for it, outside
     equality and ``repr``. Sharing contexts means sharing the Endpoint object,
-    so whatever opens many sessions to one vCenter should hand them all the
-    same Endpoint rather than parse a new one for each.
+    so whatever opens many sessions to one vCenter hands them all the same
+    Endpoint rather than parsing a new one for each: ``ConnectionSettings.endpoint``
+    returns one object per settings value, and every worker, cleanup and dry
+    run session is opened with it. (A cache keyed by equal values would need
+    module-level state, or an extra object passed down to every session.)
     """
 
     url: str

@@ -22,11 +22,10 @@ import pytest
 import trustme
 from aiohttp import web
 
+from asyncovf.importer import ConnectionSettings
 from asyncovf.vsphere import nfc, soap
 from asyncovf.vsphere.nfc import pin_certificate
 from asyncovf.vsphere.soap import Endpoint, SoapClient
-
-pytestmark = pytest.mark.anyio
 
 CLIENTS = 5
 
@@ -95,6 +94,7 @@ def pinning(monkeypatch: pytest.MonkeyPatch) -> Iterator[Builds]:
     yield builds
 
 
+@pytest.mark.anyio
 async def test_clients_of_one_endpoint_share_one_context_built_off_the_loop(
     tls_server: TLSServer, verifying: Builds
 ) -> None:
@@ -116,6 +116,7 @@ async def test_clients_of_one_endpoint_share_one_context_built_off_the_loop(
     assert threading.get_ident() not in verifying.threads, "built on the event loop"
 
 
+@pytest.mark.anyio
 async def test_the_sync_and_async_contexts_are_one_and_keep_their_settings(
     verifying: Builds,
 ) -> None:
@@ -131,6 +132,7 @@ async def test_the_sync_and_async_contexts_are_one_and_keep_their_settings(
     assert threading.get_ident() not in verifying.threads
 
 
+@pytest.mark.anyio
 async def test_pinned_handshakes_share_one_pinning_context_built_off_the_loop(
     tls_server: TLSServer, pinning: Builds, verifying: Builds
 ) -> None:
@@ -145,6 +147,7 @@ async def test_pinned_handshakes_share_one_pinning_context_built_off_the_loop(
     assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
 
 
+@pytest.mark.anyio
 async def test_a_pin_without_a_shared_context_still_builds_its_own_off_the_loop(
     tls_server: TLSServer, pinning: Builds, verifying: Builds
 ) -> None:
@@ -152,3 +155,15 @@ async def test_a_pin_without_a_shared_context_still_builds_its_own_off_the_loop(
     assert len(pinning.threads) == 1
     assert threading.get_ident() not in pinning.threads, "built on the event loop"
     assert verifying.threads == []
+
+
+def test_every_session_of_one_connection_gets_the_same_endpoint() -> None:
+    # The pool opens a session per worker with connection.endpoint(): the
+    # contexts are shared only if that is one object, not equal ones.
+    settings = ConnectionSettings(server="vc.example.com", username="u", password="p",
+                                  insecure=True)
+    endpoint = settings.endpoint()
+    assert settings.endpoint() is endpoint
+    assert endpoint == Endpoint.parse("vc.example.com", insecure=True)
+    assert "_endpoint" not in repr(settings) and settings == ConnectionSettings(
+        server="vc.example.com", username="u", password="p", insecure=True)
