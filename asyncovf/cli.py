@@ -487,9 +487,9 @@ def _import_job(args: argparse.Namespace, default_name: str) -> JobSpec:
         except json.JSONDecodeError as exc:
             raise UsageError(f"--options {args.options}:{exc.lineno}: not JSON: {exc.msg}") \
                 from None
-    named_by_options = isinstance(document, dict) and bool(document.get("Name"))
-    if args.name or not named_by_options:
-        entry["name"] = args.name or default_name
+    from_options = document.get("Name") if isinstance(document, dict) else None
+    entry["name"] = args.name or (from_options if isinstance(from_options, str) and from_options
+                                  else default_name)
     plan = parse_batch({"vms": [entry]}, file=origin, base=Path.cwd())
     return plan.jobs[0]
 

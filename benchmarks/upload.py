@@ -61,7 +61,7 @@ async def plain_post(importer: Importer, package: Package, name: str) -> float:
                    "Content-Length": str(member.size)}
         assert member.path is not None
         started = time.perf_counter()
-        async with session.client.http.post(target.url, headers=headers,
+        async with session.client.uploads.post(target.url, headers=headers,
                                             data=read_plainly(member.path, member.offset,
                                                               member.size)) as response:
             await response.read()

@@ -147,7 +147,8 @@ async def upload_verified(
     pin = None
     if target.ssl_thumbprint and target.url.startswith("https:") and \
             not session.endpoint.insecure:
-        pin = await pin_certificate(target.url, target.ssl_thumbprint)
+        pin = await pin_certificate(target.url, target.ssl_thumbprint,
+                                    context=await session.endpoint.pinning_context())
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, options.upload_attempts)),
         wait=backoff(options.upload_initial_wait, options.upload_max_wait),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ class FaultRun:
     async def set_faults(self, **rules: Any) -> None:
         await anyio.to_thread.run_sync(lambda: self.vcsim.set_faults(**rules))
 
+    async def wait_until(self, predicate: Callable[[Counters], bool], within: float = 30.0
+                         ) -> None:
+        """Until the simulator's counters satisfy ``predicate`` (an event on its side)."""
+        with anyio.fail_after(within):
+            while not predicate(await self.counters()):  # noqa: ASYNC110 - polls the server
+                await anyio.sleep(0.01)
+
+    async def reset_counters(self) -> None:
+        """Zero the simulator's counters (and clear its fault rules) mid-test."""
+        await anyio.to_thread.run_sync(self.vcsim.reset_counters)
+
     async def counters(self) -> Counters:
         return await anyio.to_thread.run_sync(self.vcsim.counters)
 
@@ -63,7 +75,7 @@ class FaultRun:
                 await anyio.sleep(0.05)
 
     async def check_invariants(self, runner: BatchRunner | None = None, *,
-                               imported: set[str] | None = None) -> None:
+                               imported: set[str] | None = None, renewed: int = 0) -> None:
         """Sessions closed, leases ended, and only imported jobs' VMs in the inventory.
 
         The imported jobs are the runner's, or ``imported`` (e.g. from a CLI
@@ -78,7 +90,7 @@ class FaultRun:
         # open lease is a leak hidden by the Logout, unless the worker renewed its
         # session because ImportVApp's answer was lost (asyncovf's only way to end
         # a lease it never learned).
-        renewed = runner.sessions_renewed if runner is not None else 0
+        renewed = runner.sessions_renewed if runner is not None else renewed
         assert counters.leases_ended_by_logout <= renewed, "a lease was left to end at Logout"
         assert counters.ok("ImportVApp") == (
             counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
@@ -95,15 +107,29 @@ class FaultRun:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str]:
-    """``asyncovf run BATCH ARGS`` as a user runs it: (exit status, stdout, stderr)."""
+def cli_environment(run: FaultRun) -> dict[str, str]:
+    """The environment a user's shell gives ``asyncovf``: the simulator's VSPHERE_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
     env.update(VSPHERE_SERVER=run.vcsim.url, VSPHERE_USER=run.vcsim.username,
                VSPHERE_PASSWORD=run.vcsim.password)
+    return env
+
+
+async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str]:
+    """``asyncovf run BATCH ARGS`` as a user runs it: (exit status, stdout, stderr)."""
     result = await anyio.run_process(
         [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
          str(run.vcsim.ca_file), "--progress", "plain", *args],
-        env=env, cwd=ROOT, check=False)
+        env=cli_environment(run), cwd=ROOT, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def import_cli(run: FaultRun, *args: str) -> tuple[int, str, str]:
+    """``asyncovf import PACKAGE ARGS`` as a user runs it: (exit status, stdout, stderr)."""
+    result = await anyio.run_process(
+        [sys.executable, "-m", "asyncovf", "import", str(run.package_path), "--ca-file",
+         str(run.vcsim.ca_file), "--cluster", "DC0_C0", "--datastore", "LocalDS_0", *args],
+        env=cli_environment(run), cwd=ROOT, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
