@@ -55,7 +55,8 @@ from asyncovf.errors import (
 )
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.blobs import HttpSourceSettings
-from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.ovf.package import Package, check_files
+from asyncovf.ovf.source import open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report

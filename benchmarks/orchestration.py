@@ -31,7 +31,8 @@ import anyio
 from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import check_files
+from asyncovf.ovf.source import open_package
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.factory import DiskSpec, build_package
 from tests.vcsim.harness import Vcsim, running_vcsim

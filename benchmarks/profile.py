@@ -18,7 +18,8 @@ import anyio
 
 from asyncovf.engine.pool import BatchRunner, RunSettings
 from asyncovf.importer import ConnectionSettings
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import check_files
+from asyncovf.ovf.source import open_package
 from benchmarks.orchestration import plan_for
 from tests.factory import DiskSpec, build_package
 from tests.vcsim.harness import running_vcsim

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 
-from asyncovf.errors import PackageError, SourceError
+from asyncovf.errors import PackageError
 from asyncovf.ovf.blobs import (
     Blob,
     HttpBlob,
@@ -38,7 +38,6 @@ from asyncovf.ovf.certificate import SignatureCheck, check_signature
 from asyncovf.ovf.descriptor import Descriptor, FileReference, parse_descriptor
 from asyncovf.ovf.manifest import Manifest, check_digest, parse_manifest
 from asyncovf.ovf.tarindex import walk_tar
-from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -156,32 +155,10 @@ def chunk_name(href: str, index: int) -> str:
     return f"{href}.{index:0{CHUNK_SUFFIX_DIGITS}d}"
 
 
-async def open_package(
-    location: str | os.PathLike[str],
-    *,
-    max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
-    http: HttpSourceSettings | None = None,
-    measure_compressed: bool = True,
-) -> Package:
-    """Open an ``.ova``, an ``.ovf`` or a directory holding one ``.ovf`` — a path or a URL.
-
-    ``measure_compressed`` decompresses each gzip-compressed file once, here,
-    to learn how many bytes vCenter will receive (an NFC upload needs its
-    length up front). ``asyncovf spec`` does not upload and skips it.
-    """
-    try:
-        package = await _open(location, max_descriptor_bytes, http)
-        if measure_compressed:
-            package = await _measure_compressed(package)
-    except SourceError as exc:
-        # Opening is the package's problem from the job's point of view: it fails
-        # the jobs that use it, before any lease is taken.
-        raise PackageError(str(exc), file=None) from exc
-    return package
-
-
-async def _open(location: str | os.PathLike[str], max_descriptor_bytes: int,
-                http: HttpSourceSettings | None) -> Package:
+async def open_unmeasured(location: str | os.PathLike[str], max_descriptor_bytes: int,
+                          http: HttpSourceSettings | None) -> Package:
+    """The package at ``location``, its compressed files not yet measured
+    (:func:`asyncovf.ovf.source.open_package` measures them)."""
     if is_url(location):
         url = str(location)
         blob = blob_for(url, http)
@@ -377,30 +354,14 @@ def _parts_of(ref: FileReference, members: dict[str, Member]) -> list[Member]:
     return parts
 
 
-async def _measure_compressed(package: Package) -> Package:
-    from asyncovf.ovf.content import measure_content  # content builds on this module
-
-    compressed = [f for f in package.files.values() if f.compression]
-    if not compressed:
-        return package
-    _check_compression(package)
-    files = dict(package.files)
-    for found in compressed:
-        _check_parts(package, found.ref, found)
-        log.info("%s: measuring %s (%s-compressed) before upload", package.location, found.href,
-                 found.compression)
-        files[found.href] = replace(found, content_size=await measure_content(package, found))
-    return replace(package, files=files)
-
-
-def _check_compression(package: Package) -> None:
+def check_compression(package: Package) -> None:
     for ref in package.descriptor.files:
         if ref.compression and ref.compression.lower() not in SUPPORTED_COMPRESSION:
             raise PackageError(f"{ref.href}: ovf:compression={ref.compression!r} is not "
                                "supported (only gzip)", file=package.location)
 
 
-def _check_parts(package: Package, ref: FileReference, found: PackageFile | None) -> None:
+def check_parts(package: Package, ref: FileReference, found: PackageFile | None) -> None:
     if found is None:
         missing = chunk_name(ref.href, 0) if ref.chunk_size else ref.href
         raise PackageError(f"descriptor references {missing}, which the package does not "
@@ -447,9 +408,9 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
     through an upload with a lease open.
     """
     descriptor = package.descriptor
-    _check_compression(package)
+    check_compression(package)
     for ref in descriptor.files:
-        _check_parts(package, ref, package.files.get(ref.href))
+        check_parts(package, ref, package.files.get(ref.href))
     if verify_manifest and package.certificate is not None:
         signature = package.signature()
         if signature is not None and not signature.valid:
@@ -471,5 +432,5 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
                                    "package does not contain", file=package.location)
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "Package", "PackageFile", "check_files",
-           "chunk_name", "open_package", "stored_names"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "Package", "PackageFile", "check_compression",
+           "check_files", "check_parts", "chunk_name", "open_unmeasured", "stored_names"]

@@ -17,7 +17,8 @@ from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import SourceError
 from asyncovf.importer import ConnectionSettings, Importer
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import check_files
+from asyncovf.ovf.source import open_package
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.factory import DiskSpec, build_package
 from tests.httpserver import serve_directory

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from asyncovf.errors import PackageError
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import check_files
+from asyncovf.ovf.source import open_package
 from tests.corpus import corpus_file
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,8 @@ import pytest
 from asyncovf.errors import ManifestError, PackageError
 from asyncovf.ovf.content import open_content
 from asyncovf.ovf.manifest import parse_manifest
-from asyncovf.ovf.package import check_files, open_package
+from asyncovf.ovf.package import check_files
+from asyncovf.ovf.source import open_package
 from tests.factory import DiskSpec, build_package, ovf_descriptor
 
 pytestmark = pytest.mark.anyio

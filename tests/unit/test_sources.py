@@ -18,7 +18,8 @@ import trustme
 from asyncovf.errors import ManifestError, PackageError, SourceError
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.content import open_content
-from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.ovf.package import Package, check_files
+from asyncovf.ovf.source import open_package
 from tests.factory import BuiltPackage, DiskSpec, build_package
 from tests.httpserver import serve_directory
 
