@@ -14,7 +14,8 @@ from asyncovf.engine.plan import BatchPlan
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import PackageError
 from asyncovf.ovf.blobs import HttpSourceSettings
-from asyncovf.ovf.package import Package, check_files, open_package
+from asyncovf.ovf.package import Package, check_files
+from asyncovf.ovf.source import open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.vsphere.connection import ConnectionSettings
 
