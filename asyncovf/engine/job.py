@@ -39,7 +39,7 @@ from asyncovf.engine.postimport import (
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
 from asyncovf.errors import ImportSpecRejected, NameConflict, VCenterError
 from asyncovf.ovf.package import Package
-from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, bounded_cleanup, shielded
+from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, Stage, bounded_cleanup, shielded
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import LeaseGuard
 from asyncovf.vsphere.nfc import check_device_host
@@ -185,7 +185,7 @@ async def end_unknown_lease(session: VCenterSession, state: JobState) -> None:
     it locks, until its ``leaseTimeout``. Shielded and bounded like all cleanup.
     """
     with bounded_cleanup("ending the session to end a lease whose ImportVApp answer was lost",
-                         state.cleanup_errors, is_logout=True):
+                         state.cleanup_errors, stage=Stage.LOGOUT):
         await session.renew()
         log.info("%s: ImportVApp's answer was lost; logged in again to end its lease",
                  state.name)

@@ -16,13 +16,15 @@ After a signal every cleanup also shares one deadline (:class:`CleanupBudget`):
 the bulk engine promises that every lease is aborted and every session logged
 out within :data:`INTERRUPT_BUDGET` seconds of the signal, even when vCenter
 stops answering, so a cleanup that would have had its own 10 s is cut to what is
-left of the budget. Lease cleanup gets all but :data:`LOGOUT_RESERVE` of it, so
-that the Logouts after it still get their turn.
+left of the budget. The budget is shared out by :class:`Stage`: lease cleanup
+(Abort, removal) must end first, so that the Logouts after it still get their
+turn, and closing connections comes last.
 """
 
 from __future__ import annotations
 
 import contextvars
+import enum
 import logging
 import math
 from collections.abc import Iterator
@@ -38,8 +40,15 @@ log = logging.getLogger(__name__)
 CLEANUP_TIMEOUT: Final = 10.0
 #: After a signal, everything is aborted and logged out within this many seconds.
 INTERRUPT_BUDGET: Final = 10.0
-#: The part of the budget kept for Logouts and closing connections.
-LOGOUT_RESERVE: Final = 3.0
+
+
+class Stage(enum.Enum):
+    """Which part of the interrupt budget a cleanup may use: the seconds it must
+    leave for the stages after it (the value)."""
+
+    LEASE = 3.0  # Abort, VM removal, ImportVApp's shield, a login under way
+    LOGOUT = 1.0  # Logout (and the re-login that ends an unknown lease)
+    CLOSE = 0.0  # closing the connections
 
 
 @dataclass
@@ -52,26 +61,26 @@ class CleanupBudget:
     """
 
     deadline: float = math.inf
-    _scopes: dict[anyio.CancelScope, bool] = field(default_factory=dict)
+    _scopes: dict[anyio.CancelScope, Stage] = field(default_factory=dict)
 
     def interrupt(self, within: float = INTERRUPT_BUDGET) -> None:
         """Start the budget now (idempotent: a second signal does not extend it)."""
         self.deadline = min(self.deadline, anyio.current_time() + within)
-        for scope, is_logout in self._scopes.items():
-            scope.deadline = min(scope.deadline, self.limit(is_logout=is_logout))
+        for scope, stage in self._scopes.items():
+            scope.deadline = min(scope.deadline, self.limit(stage))
 
-    def limit(self, *, is_logout: bool = False) -> float:
-        """The latest deadline a cleanup of this kind may have now."""
-        return self.deadline if is_logout else self.deadline - LOGOUT_RESERVE
+    def limit(self, stage: Stage = Stage.LEASE) -> float:
+        """The latest deadline a cleanup of this stage may have now."""
+        return self.deadline - stage.value
 
     @property
     def interrupted(self) -> bool:
         return self.deadline != math.inf
 
     @contextmanager
-    def track(self, scope: anyio.CancelScope, *, is_logout: bool) -> Iterator[None]:
-        scope.deadline = min(scope.deadline, self.limit(is_logout=is_logout))
-        self._scopes[scope] = is_logout
+    def track(self, scope: anyio.CancelScope, stage: Stage) -> Iterator[None]:
+        scope.deadline = min(scope.deadline, self.limit(stage))
+        self._scopes[scope] = stage
         try:
             yield
         finally:
@@ -100,7 +109,7 @@ class CleanupOutcome:
 @contextmanager
 def bounded_cleanup(what: str, errors: list[str] | None = None, *,
                     timeout: float = CLEANUP_TIMEOUT,
-                    is_logout: bool = False) -> Iterator[CleanupOutcome]:
+                    stage: Stage = Stage.LEASE) -> Iterator[CleanupOutcome]:
     """Run the body shielded from cancellation, for at most ``timeout`` seconds.
 
     ``what`` names the cleanup in the one line recorded on failure
@@ -112,7 +121,7 @@ def bounded_cleanup(what: str, errors: list[str] | None = None, *,
     outcome = CleanupOutcome(what)
     budget = current_budget.get()
     with anyio.move_on_after(timeout, shield=True) as scope:
-        tracked = budget.track(scope, is_logout=is_logout) if budget is not None else None
+        tracked = budget.track(scope, stage) if budget is not None else None
         try:
             if tracked is not None:
                 with tracked:
@@ -133,7 +142,8 @@ def bounded_cleanup(what: str, errors: list[str] | None = None, *,
 
 
 @contextmanager
-def shielded(timeout: float = math.inf, *, is_logout: bool = False) -> Iterator[anyio.CancelScope]:
+def shielded(timeout: float = math.inf, *,
+             stage: Stage = Stage.LEASE) -> Iterator[anyio.CancelScope]:
     """A shielded scope for work that must not be cut half-way by the caller's
     cancellation (ImportVApp, Login), bounded by ``timeout`` and, after an
     interrupt, by the shared budget. Errors propagate; the caller reads
@@ -144,9 +154,9 @@ def shielded(timeout: float = math.inf, *, is_logout: bool = False) -> Iterator[
         if budget is None:
             yield scope
         else:
-            with budget.track(scope, is_logout=is_logout):
+            with budget.track(scope, stage):
                 yield scope
 
 
-__all__ = ["CLEANUP_TIMEOUT", "CleanupBudget", "CleanupOutcome", "INTERRUPT_BUDGET",
-           "LOGOUT_RESERVE", "bounded_cleanup", "current_budget", "shielded"]
+__all__ = ["CLEANUP_TIMEOUT", "CleanupBudget", "CleanupOutcome", "INTERRUPT_BUDGET", "Stage",
+           "bounded_cleanup", "current_budget", "shielded"]

@@ -27,7 +27,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from asyncovf.errors import NotAuthenticatedError, TaskError, TransportError, VCenterError
-from asyncovf.vsphere.cleanup import bounded_cleanup, current_budget
+from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class VCenterSession:
         self._logged_in = False
         # A failed goodbye must not mask the real error: recorded and logged only.
         with bounded_cleanup(f"logout from {self.endpoint.host}", timeout=LOGOUT_TIMEOUT,
-                             is_logout=True):
+                             stage=Stage.LOGOUT):
             await self.client.invoke(self._content.sessionManager, "Logout")
 
     # -- accessors ---------------------------------------------------------------

@@ -49,6 +49,7 @@ from asyncovf.errors import (
     TransportError,
     VCenterError,
 )
+from asyncovf.vsphere.cleanup import Stage, bounded_cleanup
 
 log = logging.getLogger(__name__)
 
@@ -332,13 +333,12 @@ class SoapClient:
         self._http = self._uploads = None
         if not sessions:
             return
-        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+        # After an interrupt, also within what is left of the shared budget.
+        with bounded_cleanup(f"closing the connections to {self.endpoint.host}",
+                             timeout=CLOSE_TIMEOUT, stage=Stage.CLOSE):
             async with anyio.create_task_group() as group:
                 for http in sessions:
                     group.start_soon(http.close)
-        if scope.cancelled_caught:
-            log.warning("closing the connections to %s did not finish in %g s; gave up",
-                        self.endpoint.host, CLOSE_TIMEOUT)
 
     @property
     def http(self) -> aiohttp.ClientSession:
