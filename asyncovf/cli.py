@@ -719,24 +719,26 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
     outcome = await run_until_signal(
         lambda: dry_run(connection, plan, packages, source_errors, settings))
     if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
         return EXIT_INTERRUPTED
     if outcome.error is not None or outcome.value is None:
         _report_error(outcome.error or RuntimeError("dry run did not finish"), args.debug)
         return exit_code_for(outcome.error or RuntimeError())
-    problems = 0
+    failing = 0
     for finding in outcome.value:
         names = finding.jobs[0] + (f" … {finding.jobs[-1]} ({len(finding.jobs)} VMs)"
                                    if len(finding.jobs) > 1 else "")
         verdict = "ERROR" if finding.errors else "ok"
         print(f"{verdict:<5} {names}: {finding.source} -> {finding.placement}")
+        # A cause of the whole group is said once; one of some of its VMs names them.
         for error in finding.errors:
-            print(f"      error: {error}")
+            print(f"      error: {error.describe(finding.jobs)}")
         for warning in finding.warnings:
-            print(f"      warning: {warning}")
-        problems += len(finding.errors)
-    print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups, {problems} errors; "
-          "nothing was created")
-    return EXIT_USAGE if problems else EXIT_OK
+            print(f"      warning: {warning.describe(finding.jobs)}")
+        failing += len(finding.failing)
+    print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups; {failing} would "
+          "fail; nothing was created")
+    return EXIT_USAGE if failing else EXIT_OK
 
 
 async def _cleanup_command(args: argparse.Namespace) -> int:
