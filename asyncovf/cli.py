@@ -67,9 +67,27 @@ from asyncovf.vsphere.connection import ConnectionSettings
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_THRESHOLD: Final = 3  # a load-test threshold failed
+EXIT_BREAKER: Final = 4  # the circuit breaker stopped the run
 EXIT_INTERRUPTED: Final = 130
 
 log = logging.getLogger("asyncovf")
+
+
+def exit_status(*, interrupted: bool = False, rejected: bool = False, breaker: bool = False,
+                threshold: bool = False, failed: bool = False) -> int:
+    """Every command's exit status: the first that applies, in the order 130, 2, 4, 3, 1.
+
+    An interrupt says most about the run (the rest may not have had its
+    chance), then input we rejected before creating anything (fix it and run
+    again), then the run-level verdicts of a load test, then failed jobs.
+    """
+    for applies, code in ((interrupted, EXIT_INTERRUPTED), (rejected, EXIT_USAGE),
+                          (breaker, EXIT_BREAKER), (threshold, EXIT_THRESHOLD),
+                          (failed, EXIT_FAILED)):
+        if applies:
+            return code
+    return EXIT_OK
 
 
 def exit_code_for(error: BaseException, *, touched_vcenter: bool = False) -> int:
@@ -533,30 +551,29 @@ async def _import_command(args: argparse.Namespace) -> int:
         log.warning("vCenter: %s", warning)
     for problem in result.cleanup_errors:
         print(f"asyncovf: cleanup: {problem}", file=sys.stderr)
-    if outcome.error is not None:
+    if outcome.error is not None:  # a bug: the job itself never raises
         _report_error(outcome.error, args.debug)
-        return EXIT_FAILED
     if outcome.interrupted:
         phase = result.phases[-1][1] if result.phases else result.status.value
         print(f"asyncovf: interrupted ({outcome.signal_name}); {result.name}: {phase}",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if runner.worker_errors and result.error and result.error.startswith("not started"):
-        error = runner.login_errors[0] if runner.login_errors else None
-        print(f"asyncovf: error: {runner.worker_errors[0].split(': ', 1)[-1]}",
-              file=sys.stderr)
-        return exit_code_for(error) if error is not None else EXIT_FAILED
-    elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
-    if result.status is JobStatus.SKIPPED:
+        return exit_status(interrupted=True)
+    rejected = result.input_error
+    if runner.login_errors and not runner.sessions_opened:
+        error = runner.login_errors[0]
+        print(f"asyncovf: error: {error}", file=sys.stderr)
+        rejected = exit_code_for(error) == EXIT_USAGE  # a wrong password, an untrusted CA
+    elif result.status is JobStatus.SKIPPED:
         print(f"skipped {result.name}: it exists as {result.vm} (--on-conflict skip)")
-        return EXIT_OK
-    if result.status is not JobStatus.IMPORTED:
+    elif result.status is JobStatus.IMPORTED:
+        elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
+        address = f", IP address {result.ip_address}" if result.ip_address else ""
+        print(f"imported {result.name} as {result.vm}{address} "
+              f"({result.bytes} bytes in {elapsed:.1f} s)")
+    else:
         print(f"asyncovf: error: {result.error}", file=sys.stderr)
-        return EXIT_USAGE if result.input_error else EXIT_FAILED
-    address = f", IP address {result.ip_address}" if result.ip_address else ""
-    print(f"imported {result.name} as {result.vm}{address} "
-          f"({result.bytes} bytes in {elapsed:.1f} s)")
-    return EXIT_OK
+    return exit_status(rejected=rejected, failed=outcome.error is not None or result.status
+                       not in (JobStatus.IMPORTED, JobStatus.SKIPPED))
 
 
 def _announce_interrupt(what: str) -> Callable[[str], None]:
