@@ -219,12 +219,13 @@ async def _import(
     notify()
     # ImportVApp creates the VM and the lease. Were it cancelled mid-flight, both
     # could exist on vCenter with us never learning the lease to abort. So this
-    # one call finishes shielded (bounded by the call timeout, and after an
-    # interrupt by the cleanup budget); a pending cancellation then hits the lease
-    # guard, which aborts the lease it now knows.
+    # one call finishes shielded — bounded by its own call timeout (and a re-login
+    # on NotAuthenticated), and after an interrupt by the cleanup budget; a
+    # pending cancellation then hits the lease guard, which aborts the lease it
+    # now knows. Cut by the budget, the answer is as lost as a dropped one.
     state.touched_vcenter = True
     try:
-        with shielded(session.client.call_timeout) as scope:
+        with shielded() as scope:
             lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
                                          **import_vapp_arguments(placement,
                                                                  spec_result.importSpec))
