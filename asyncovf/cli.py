@@ -45,7 +45,7 @@ from asyncovf.engine.pool import (
     check_job,
     parse_ramp,
 )
-from asyncovf.engine.run import make_runner, open_sources
+from asyncovf.engine.run import BatchRun, open_sources
 from asyncovf.errors import (
     AsyncOvfError,
     InputError,
@@ -686,46 +686,55 @@ async def _run_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)
 
-    runner = make_runner(connection, plan, packages, source_errors, settings)
-    display = ProgressDisplay(runner.results, live={"auto": None, "live": True,
-                                                    "plain": False}[args.progress])
-    runner.on_update = display.update
+    batch = BatchRun(connection, plan, packages, source_errors, settings)
     timed_out = False
 
     async def work() -> None:
         nonlocal timed_out
-        if args.timeout is None:
-            await runner.run()
-            return
-        with anyio.move_on_after(args.timeout) as scope:
-            await runner.run()
-        timed_out = scope.cancelled_caught
+        # Before the first import: each cause once, naming its VMs. Their jobs fail
+        # without an attempt, and without a progress line each.
+        for cause in await batch.check():
+            print(f"asyncovf: error: {cause}", file=sys.stderr)
+        display = ProgressDisplay(batch.to_run, live={"auto": None, "live": True,
+                                                      "plain": False}[args.progress])
+        batch.on_update = display.update
+        with display:
+            if args.timeout is None:
+                await batch.run()
+                return
+            with anyio.move_on_after(args.timeout) as scope:
+                await batch.run()
+            timed_out = scope.cancelled_caught
 
-    with display:
-        outcome = await run_until_signal(
-            work, on_signal=lambda name: log.warning(
-                "%s: stopping: no new jobs; aborting leases in flight", name))
+    outcome = await run_until_signal(
+        work, on_signal=lambda name: log.warning(
+            "%s: stopping: no new jobs; aborting leases in flight", name))
+    # Jobs the run never reached: interrupted, or the checks could not be made.
+    batch.settle(None if batch.checked else outcome.error)
 
-    report = build_report(runner, RunInfo(batch=args.batch, concurrency=settings.concurrency,
-                                          shard=shard, interrupted=outcome.signal_name))
+    report = build_report(batch.runner, RunInfo(batch=args.batch,
+                                                concurrency=settings.concurrency,
+                                                shard=shard, interrupted=outcome.signal_name))
     if args.report:
         write_report(args.report, report)
-    print(summary_table(runner.results))
+    print(summary_table(batch.results))
     print(totals_line(report))
     if outcome.error is not None:
         _report_error(outcome.error, args.debug)
-        return EXIT_FAILED
+        # Raised by the checks, it is theirs (a wrong password, an untrusted certificate
+        # are our input); raised by the pool, a bug.
+        return EXIT_FAILED if batch.checked else exit_code_for(outcome.error)
     if outcome.interrupted:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
         return EXIT_INTERRUPTED
     if timed_out:
         print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
         return EXIT_FAILED
-    failed = [r for r in runner.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+    failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
     if not failed:
         return EXIT_OK
     if all(r.input_error for r in failed) and not any(
-            r.status is JobStatus.IMPORTED for r in runner.results):
+            r.status is JobStatus.IMPORTED for r in batch.results):
         return EXIT_USAGE
     return EXIT_FAILED
 

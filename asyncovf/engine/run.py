@@ -1,18 +1,27 @@
-"""A whole batch run: open the packages, run the pool, build the report.
+"""A whole batch run: open the packages, check what can be checked, run the pool.
 
-The library entry point behind ``asyncovf run``; the CLI only maps options.
+The library entry point behind ``asyncovf run``; the CLI only maps options and
+prints. Before the first import, a run finds the jobs that cannot run: a
+source that does not open or check (:func:`open_sources`, once per source, no
+session needed) and a placement that does not resolve
+(:func:`check_placements`: one session, one inventory load, each distinct
+request resolved once). Those jobs fail without an attempt, as input errors,
+each distinct cause told once with the VMs it affects (:class:`Cause`); the
+other jobs still run.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from asyncovf.engine.batch import UpdateCallback
+from asyncovf.engine.batch import JobResult, JobStatus, UpdateCallback
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner
+from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import PackageError, PlacementError
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files
@@ -20,7 +29,13 @@ from asyncovf.ovf.source import open_package
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import folder_components
-from asyncovf.vsphere.inventory import InventorySnapshot, Placement, PlacementRequest
+from asyncovf.vsphere.inventory import (
+    InventoryCache,
+    InventorySnapshot,
+    Placement,
+    PlacementRequest,
+)
+from asyncovf.vsphere.session import VCenterSession
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +99,8 @@ async def open_sources(
     """Open and check every distinct source once (not once per VM).
 
     A broken source fails only the jobs that use it: the error is returned per
-    source, and the other jobs still run.
+    source (not logged: the caller tells it once, with the VMs it affects), and
+    the other jobs still run.
     """
     packages: dict[str, Package] = {}
     errors: dict[str, str] = {}
@@ -95,7 +111,6 @@ async def open_sources(
             check_files(package, verify_manifest=verify_manifest)
         except PackageError as exc:
             errors[source] = str(exc)
-            log.error("%s", exc)
             continue
         for warning in package.warnings:
             log.warning("%s: %s", source, warning)
@@ -103,18 +118,195 @@ async def open_sources(
     return packages, errors
 
 
-def make_runner(
-    connection: ConnectionSettings,
-    plan: BatchPlan,
-    packages: Mapping[str, Package],
-    source_errors: Mapping[str, str],
-    settings: RunSettings,
-    *,
-    on_update: UpdateCallback | None = None,
-) -> BatchRunner:
-    return BatchRunner(connection, plan.jobs, packages, settings, on_update=on_update,
-                       source_errors=source_errors)
+@dataclass(frozen=True)
+class Refusal:
+    """Why a job fails without an attempt, known before the run: nothing reached vCenter."""
+
+    error: str
+    kind: str  # its error_kind: "package" (its source), "input" (its placement)
 
 
-__all__ = ["Cause", "affected", "creates_folders", "make_runner", "open_sources",
-           "resolve_placement"]
+def refuse(result: JobResult, refusal: Refusal) -> None:
+    """Fail ``result`` without an attempt, as :func:`~asyncovf.engine.batch.run_job` fails
+    a refused job."""
+    result.status = JobStatus.FAILED
+    result.error, result.error_kind = refusal.error, refusal.kind
+    result.input_error = True
+    result.started = result.finished = time.monotonic()
+
+
+def causes(jobs: Sequence[JobSpec], refusals: Mapping[int, Refusal]) -> list[Cause]:
+    """Each distinct refusal once, with the VMs it affects, in file order."""
+    names: dict[str, list[str]] = {}
+    for job in jobs:
+        refusal = refusals.get(job.index)
+        if refusal is not None:
+            names.setdefault(refusal.error, []).append(job.name)
+    return [Cause(message, tuple(affected)) for message, affected in names.items()]
+
+
+@dataclass
+class _InventoryLoad:
+    snapshot: InventorySnapshot | None = None
+    error: Exception | None = None
+
+
+async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
+                         inventory: InventoryCache) -> InventorySnapshot:
+    """Load ``inventory`` in a session of its own: one shielded login, one logout.
+
+    Raises the login error when it cannot log in, the load's error when the
+    inventory cannot be read, and the cancellation when interrupted.
+    """
+    load = _InventoryLoad()
+
+    async def handle(session: VCenterSession, item: _InventoryLoad, worker: int) -> None:
+        try:
+            item.snapshot = await inventory.get(session)
+        except Exception as exc:  # the caller's to raise, not the pool's
+            item.error = exc
+
+    def settle(item: _InventoryLoad, why: Unfinished) -> None:
+        pass  # not loaded: the pool says why (no session), or the interrupt is raised
+
+    pool = WorkerPool([load], steps=(1,), handle=handle, settle=settle,
+                      new_session=lambda: VCenterSession(
+                          connection.endpoint(), connection.credentials(),
+                          call_timeout=connection.call_timeout, retry=settings.soap_retry),
+                      name="placement check")
+    await pool.run()
+    if pool.no_session:
+        raise pool.login_errors[0].error
+    if load.error is not None:
+        raise load.error
+    assert load.snapshot is not None
+    return load.snapshot
+
+
+async def check_placements(connection: ConnectionSettings, jobs: Sequence[JobSpec],
+                           settings: RunSettings, inventory: InventoryCache) -> dict[int, Refusal]:
+    """The jobs whose placement does not resolve, by job index, and why.
+
+    The inventory is loaded once (into ``inventory``, which the run then starts
+    from) and each distinct request resolved once in it, as the import will
+    resolve it: a folder that ``create_folders`` will make is not missing. No
+    jobs, no session.
+    """
+    requests: dict[tuple[PlacementRequest, bool], list[int]] = {}
+    for job in jobs:
+        requests.setdefault((job.placement, creates_folders(job, settings)), []).append(job.index)
+    if not requests:
+        return {}
+    snapshot = await load_inventory(connection, settings, inventory)
+    refusals: dict[int, Refusal] = {}
+    for (request, create_folders), indices in requests.items():
+        try:
+            resolve_placement(snapshot, request, create_folders=create_folders)
+        except PlacementError as exc:
+            refusals.update(dict.fromkeys(indices, Refusal(str(exc), "input")))
+    return refusals
+
+
+class BatchRun:
+    """``asyncovf run`` once its sources are open: the checks, then the pool.
+
+    :meth:`check` finds the jobs that cannot run and returns each cause once;
+    :meth:`run` fails those without an attempt and runs the others; :meth:`settle`
+    says what became of the jobs the run never reached. The report is the
+    :attr:`runner`'s, whose :attr:`~BatchRunner.results` cover every job.
+    """
+
+    def __init__(
+        self,
+        connection: ConnectionSettings,
+        plan: BatchPlan,
+        packages: Mapping[str, Package],
+        source_errors: Mapping[str, str],
+        settings: RunSettings,
+        *,
+        on_update: UpdateCallback | None = None,
+    ) -> None:
+        self.connection = connection
+        self.jobs = plan.jobs
+        self.settings = settings
+        #: Every job's status updates but the refused ones' (told once, by cause).
+        self.on_update = on_update
+        #: Loaded by the placement check; the run's workers start from it.
+        self.inventory = InventoryCache()
+        self.runner = BatchRunner(connection, plan.jobs, packages, settings,
+                                  on_update=self._notify, inventory=self.inventory,
+                                  source_errors=source_errors)
+        #: Jobs that fail without an attempt, by job index.
+        self.refusals = {job.index: Refusal(source_errors[job.source], "package")
+                         for job in plan.jobs if job.source in source_errors}
+        #: Whether :meth:`check` finished: an error before then is the checks', not a job's.
+        self.checked = False
+
+    @property
+    def results(self) -> list[JobResult]:
+        return self.runner.results
+
+    @property
+    def to_run(self) -> list[JobResult]:
+        """The jobs not refused: those the pool imports."""
+        return [r for r in self.results if r.spec.index not in self.refusals]
+
+    async def check(self) -> list[Cause]:
+        """Resolve the placement of every job whose source opened; each cause once."""
+        pending = [job for job in self.jobs if job.index not in self.refusals]
+        self.refusals.update(await check_placements(self.connection, pending, self.settings,
+                                                    self.inventory))
+        self.checked = True
+        return causes(self.jobs, self.refusals)
+
+    async def run(self) -> None:
+        """Run the jobs (after :meth:`check`); with none but refused ones, no session at all.
+
+        The pool refuses a broken source's jobs itself; a job whose placement
+        was found broken is run and fails on it, before creating anything (the
+        pool takes no refusal per job yet).
+        """
+        if not self.to_run:
+            self.settle()
+            return
+        await self.runner.run()
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """What became of the jobs the run never reached (no-op once the pool ran).
+
+        A refused job fails as refused; any other was interrupted before it
+        started, or — ``error`` — never started because the checks could not
+        be made (a login refused, an inventory that cannot be read).
+        """
+        for result in self.results:
+            if result.status is not JobStatus.PENDING:
+                continue
+            refusal = self.refusals.get(result.spec.index)
+            if refusal is not None:
+                refuse(result, refusal)
+            elif error is None:
+                result.status = JobStatus.ABORTED
+                result.error = "interrupted before it started"
+            else:
+                result.status = JobStatus.FAILED
+                result.error = f"not started: {error}"
+                result.error_kind = "not started"
+
+    def _notify(self, result: JobResult) -> None:
+        if self.on_update is not None and result.spec.index not in self.refusals:
+            self.on_update(result)
+
+
+__all__ = [
+    "BatchRun",
+    "Cause",
+    "Refusal",
+    "affected",
+    "causes",
+    "check_placements",
+    "creates_folders",
+    "load_inventory",
+    "open_sources",
+    "refuse",
+    "resolve_placement",
+]

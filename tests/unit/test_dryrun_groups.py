@@ -13,7 +13,7 @@ import pytest
 from asyncovf.engine.dryrun import Finding, group_jobs, group_key
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
-from asyncovf.engine.run import Cause, affected, resolve_placement
+from asyncovf.engine.run import Cause, Refusal, affected, causes, resolve_placement
 from asyncovf.errors import PlacementError
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.unit.test_inventory import build
@@ -80,6 +80,18 @@ def test_a_cause_names_its_one_vm_first_and_several_after() -> None:
     assert str(many) == "datastore 'nope' not found (affects web-001 … web-004, 4 VMs)"
     assert many.describe(many.names) == "datastore 'nope' not found"  # the header names them
     assert many.describe(many.names[:2]) == str(many)
+
+
+def test_refusals_are_told_once_per_distinct_cause_in_file_order() -> None:
+    jobs = [job(i) for i in range(1, 7)]
+    missing = Refusal("/a.ova: no such file or directory", "package")
+    no_datastore = Refusal("datastore 'nope' not found", "input")
+    refusals = {1: no_datastore, 2: missing, 4: no_datastore, 6: no_datastore}
+    assert causes(jobs, refusals) == [
+        Cause("datastore 'nope' not found", ("web-001", "web-004", "web-006")),
+        Cause("/a.ova: no such file or directory", ("web-002",)),
+    ]
+    assert causes(jobs, {}) == []
 
 
 def test_a_finding_says_each_cause_once_with_every_vm_it_affects() -> None:
