@@ -707,8 +707,7 @@ async def _run_command(args: argparse.Namespace) -> int:
             timed_out = scope.cancelled_caught
 
     outcome = await run_until_signal(
-        work, on_signal=lambda name: log.warning(
-            "%s: stopping: no new jobs; aborting leases in flight", name))
+        work, on_signal=_announce_interrupt("stopping: no new jobs; aborting leases in flight"))
     # Jobs the run never reached: interrupted, or the checks could not be made.
     batch.settle(None if batch.checked else outcome.error)
 
@@ -721,22 +720,20 @@ async def _run_command(args: argparse.Namespace) -> int:
     print(totals_line(report))
     if outcome.error is not None:
         _report_error(outcome.error, args.debug)
-        # Raised by the checks, it is theirs (a wrong password, an untrusted certificate
-        # are our input); raised by the pool, a bug.
-        return EXIT_FAILED if batch.checked else exit_code_for(outcome.error)
     if outcome.interrupted:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
-        return EXIT_INTERRUPTED
     if timed_out:
         print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
-        return EXIT_FAILED
     failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
-    if not failed:
-        return EXIT_OK
-    if all(r.input_error for r in failed) and not any(
-            r.status is JobStatus.IMPORTED for r in batch.results):
-        return EXIT_USAGE
-    return EXIT_FAILED
+    # Raised by the checks, an error is theirs (a wrong password, an untrusted
+    # certificate are our input); raised by the pool, a bug.
+    checks_refused = (outcome.error is not None and not batch.checked
+                      and exit_code_for(outcome.error) == EXIT_USAGE)
+    every_input_refused = bool(failed) and all(r.input_error for r in failed) and not any(
+        r.status is JobStatus.IMPORTED for r in batch.results)
+    return exit_status(interrupted=outcome.interrupted,
+                       rejected=checks_refused or every_input_refused,
+                       failed=bool(failed) or timed_out or outcome.error is not None)
 
 
 async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,
@@ -818,7 +815,8 @@ async def _cleanup_command(args: argparse.Namespace) -> int:
             await cleaner.run()
 
     outcome = await run_until_signal(work, on_signal=lambda name: log.warning(
-        "%s: stopping: no new removals; logging out", name))
+        "%s: stopping: no new removals; every session is logged out within %g s", name,
+        INTERRUPT_BUDGET))
     if cleaner is None:  # listed only, or nothing to remove
         if outcome.interrupted:
             print(f"asyncovf: interrupted ({outcome.signal_name}); nothing was removed",

@@ -256,15 +256,16 @@ class BatchRun:
         pending = [job for job in self.jobs if job.index not in self.refusals]
         self.refusals.update(await check_placements(self.connection, pending, self.settings,
                                                     self.inventory))
+        self.runner.refusals.update({index: (refusal.error, refusal.kind)
+                                     for index, refusal in self.refusals.items()})
         self.checked = True
         return causes(self.jobs, self.refusals)
 
     async def run(self) -> None:
         """Run the jobs (after :meth:`check`); with none but refused ones, no session at all.
 
-        The pool refuses a broken source's jobs itself; a job whose placement
-        was found broken is run and fails on it, before creating anything (the
-        pool takes no refusal per job yet).
+        The pool fails every refused job (a broken source, a placement that
+        does not resolve) without an attempt.
         """
         if not self.to_run:
             self.settle()

@@ -122,10 +122,12 @@ async def test_the_good_vms_still_import_beside_the_refused_ones(
     jobs = jobs_of(report)
     good = {f"{prefix}-{vm}" for vm in ("a1", "a2", "b1", "b2")}
     assert {name for name, job in jobs.items() if job["status"] == "imported"} == good
-    assert all(jobs[name]["status"] == "failed" and jobs[name]["vm"] is None
-               for name in jobs if name not in good)
+    # Refused before the run: failed without an attempt, never resolved again.
+    assert {(jobs[name]["status"], jobs[name]["vm"], jobs[name]["attempts"])
+            for name in jobs if name not in good} == {("failed", None, 0)}
     counters = await fault_run.settled()
     assert counters.ok("ImportVApp") == 4 == counters.ok("HttpNfcLeaseComplete")
+    assert counters.calls("FindChild") == 4  # the name checks of the good VMs only
     assert counters.ok("Login") == 1 + 2  # the placement check, then one per worker
     await fault_run.check_invariants(imported=good)
 
