@@ -35,6 +35,7 @@ import anyio
 import anyio.to_thread
 
 from asyncovf.errors import PackageError, SourceError
+from asyncovf.tls import ContextCache
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Hash
@@ -181,12 +182,19 @@ class HttpSourceSettings:
     insecure: bool = False
     connect_timeout: float = 30.0
     read_timeout: float = 120.0
+    #: The ``ca_file`` context, built once for every reader of every source
+    #: opened with these settings (outside equality, like the value's identity).
+    _contexts: ContextCache = field(default_factory=ContextCache, compare=False, repr=False)
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
+    async def ssl_context(self) -> ssl.SSLContext | bool:
+        """aiohttp's ``ssl``: off, the system's default, or ``ca_file``'s context —
+        built once, in a worker thread (loading CA files blocks)."""
         if self.insecure:
             return False
         if self.ca_file:
-            return ssl.create_default_context(cafile=self.ca_file)
+            ca_file = self.ca_file
+            return await self._contexts.get_async(
+                "ca_file", lambda: ssl.create_default_context(cafile=ca_file))
         return True
 
 
@@ -208,18 +216,18 @@ class HttpBlob:
     def sibling(self, name: str) -> HttpBlob:
         return HttpBlob(urljoin(self.url, name), self.settings, self._state)
 
-    def _session(self) -> aiohttp.ClientSession:
+    async def _session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout,
                                         sock_read=self.settings.read_timeout)
         return aiohttp.ClientSession(
             timeout=timeout,
-            connector=aiohttp.TCPConnector(ssl=self.settings.ssl_context(), limit=1),
+            connector=aiohttp.TCPConnector(ssl=await self.settings.ssl_context(), limit=1),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,  # a .gz member is bytes to hash, not to unpack here
         )
 
     async def size(self) -> int | None:
-        async with self._session() as http, self._errors("HEAD"):
+        async with await self._session() as http, self._errors("HEAD"):
             async with http.head(self.url, allow_redirects=True) as response:
                 if response.status == 404:
                     return None
@@ -243,7 +251,7 @@ class HttpBlob:
 
     @asynccontextmanager
     async def open(self, offset: int = 0) -> AsyncIterator[BlobReader]:
-        async with self._session() as http:
+        async with await self._session() as http:
             reader = _HttpReader(self, http)
             try:
                 await reader.start(offset)

@@ -28,8 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
@@ -49,6 +48,7 @@ from asyncovf.errors import (
     TransportError,
     VCenterError,
 )
+from asyncovf.tls import ContextCache
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup
 
 log = logging.getLogger(__name__)
@@ -92,36 +92,6 @@ def build_pinning_context() -> ssl.SSLContext:
     return context
 
 
-class _ContextCache:
-    """TLS contexts by name, each built once, however many tasks ask at the same time.
-
-    Building happens under a thread lock in a worker thread (:meth:`get_async`),
-    so concurrent first callers wait for one build, never on the event loop.
-    It holds no loop-bound primitive, so an Endpoint may outlive an event loop.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._built: dict[str, ssl.SSLContext] = {}
-
-    def get(self, name: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        """The context ``name``, built by ``build`` the first time (blocking then)."""
-        context = self._built.get(name)
-        if context is None:
-            with self._lock:
-                context = self._built.get(name)
-                if context is None:
-                    context = self._built[name] = build()
-        return context
-
-    async def get_async(self, name: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        """Like :meth:`get`; a context not built yet is built in a worker thread."""
-        context = self._built.get(name)
-        if context is None:
-            context = await anyio.to_thread.run_sync(self.get, name, build)
-        return context
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """Where vCenter's SOAP service lives, and how to trust it.
@@ -139,7 +109,7 @@ class Endpoint:
     url: str
     insecure: bool = False
     ca_file: str | None = None
-    _contexts: _ContextCache = field(default_factory=_ContextCache, init=False, repr=False,
+    _contexts: ContextCache = field(default_factory=ContextCache, init=False, repr=False,
                                      compare=False)
 
     @classmethod

@@ -23,6 +23,7 @@ import trustme
 from aiohttp import web
 
 from asyncovf.importer import ConnectionSettings
+from asyncovf.ovf.blobs import HttpBlob, HttpSourceSettings
 from asyncovf.vsphere import nfc, soap
 from asyncovf.vsphere.nfc import pin_certificate
 from asyncovf.vsphere.soap import Endpoint, SoapClient
@@ -167,3 +168,19 @@ def test_every_session_of_one_connection_gets_the_same_endpoint() -> None:
     assert endpoint == Endpoint.parse("vc.example.com", insecure=True)
     assert "_endpoint" not in repr(settings) and settings == ConnectionSettings(
         server="vc.example.com", username="u", password="p", insecure=True)
+
+
+@pytest.mark.anyio
+async def test_a_package_server_ca_file_is_loaded_once_off_the_loop_for_every_read(
+    tls_server: TLSServer, verifying: Builds
+) -> None:
+    # --source-ca-file: every read of every member opens an HTTP session; each
+    # used to load the CA file on the loop.
+    settings = HttpSourceSettings(ca_file=str(tls_server.ca_file))
+    blob = HttpBlob(tls_server.url, settings)
+    sizes = [await blob.size() for _ in range(3)]
+    assert sizes == [len("hello")] * 3  # the cached context still verifies the server
+    assert len(verifying.threads) == 1
+    assert threading.get_ident() not in verifying.threads, "built on the event loop"
+    assert await HttpSourceSettings(insecure=True).ssl_context() is False
+    assert await HttpSourceSettings().ssl_context() is True  # aiohttp's own default
