@@ -33,6 +33,7 @@ from pyVmomi import vim, vmodl
 
 from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import InputError, UsageError
+from asyncovf.vsphere.cleanup import bounded_cleanup
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.removal import is_gone, power_off_and_destroy
@@ -225,11 +226,10 @@ async def find_by_prefix(session: VCenterSession, prefix: str, *,
         )
         contents = await session.retrieve_contents([spec])
     finally:
-        with anyio.move_on_after(10, shield=True):
-            try:
-                await session.invoke(view, "Destroy")
-            except Exception as exc:  # Logout destroys it anyway
-                log.debug("destroying the container view failed: %s", exc)
+        # A view left behind is the session's, and Logout destroys it anyway: a
+        # failure here is only logged.
+        with bounded_cleanup("destroying the container view"):
+            await session.invoke(view, "Destroy")
     origin = f"name prefix {prefix!r} in {scope}"
     found = []
     for content in contents:
