@@ -6,12 +6,17 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from pyVmomi import vim, vmodl
 
 from asyncovf.errors import TransportError, VCenterError
+from asyncovf.vsphere import inventory
+from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.session import (
     IDEMPOTENT_METHODS,
+    RETRIEVE_PAGE_SIZE,
     Credentials,
     RetryPolicy,
     VCenterSession,
@@ -129,3 +134,53 @@ async def test_pages_lost_on_every_attempt_end_in_the_transport_error() -> None:
     with pytest.raises(TransportError):
         await session.retrieve_contents([], page_size=10)
     assert client.count("RetrievePropertiesEx") == 3
+
+
+def inventory_contents(count: int) -> list[Any]:
+    """A root folder and ``count`` VM folders under it, as the traversal returns them."""
+    root = vim.Folder("group-d1")
+    props = [SimpleNamespace(name="name", val="Datacenters")]
+    return [SimpleNamespace(obj=root, propSet=props)] + [
+        SimpleNamespace(obj=vim.Folder(f"group-v{n}"), propSet=[
+            SimpleNamespace(name="name", val=f"f{n}"), SimpleNamespace(name="parent", val=root),
+            SimpleNamespace(name="childType", val=["Folder", "VirtualMachine"])])
+        for n in range(count - 1)]
+
+
+async def test_the_inventory_is_read_in_pages() -> None:
+    # pyVmomi parses a whole answer on the event loop: a page of 1,000 objects
+    # held it for a second (benchmarks/loop_stall.py).
+    objects = inventory_contents(2 * RETRIEVE_PAGE_SIZE + 50)
+    client = FakeClient(objects)
+    snapshot = await load_snapshot(session_over(client))
+    assert len(snapshot) == len(objects)
+    assert client.sent[0] == ("RetrievePropertiesEx", RETRIEVE_PAGE_SIZE)
+    assert client.count("ContinueRetrievePropertiesEx") == 2
+    assert RETRIEVE_PAGE_SIZE <= 100
+
+
+async def test_building_a_large_snapshot_lets_other_tasks_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fake transport never gives the loop back, so the building is all
+    # that can: the ticker runs only when the build pauses.
+    monkeypatch.setattr(inventory, "_BUILD_STEP", 10)
+    client = FakeClient(inventory_contents(200))
+    done = anyio.Event()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        snapshot = await load_snapshot(session_over(client), page_size=1000)
+        during = ticks - before
+        done.set()
+    assert len(snapshot) == 200
+    assert during >= 2 * 200 // 10 - 2, "the snapshot was built without a pause"
