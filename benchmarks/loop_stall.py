@@ -187,8 +187,8 @@ def serve(pipe: Connection, hosts: int, page_sizes: Sequence[int]) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        # Headers and body go out in two writes: with Nagle's algorithm the body
-        # waits for the client's delayed ACK (40 ms a round trip), as vCenter's don't.
+        # Headers and body go out in two writes: with Nagle's algorithm on, the
+        # body would wait for the client's delayed ACK, 40 ms a round trip.
         disable_nagle_algorithm = True
 
         def do_POST(self) -> None:  # noqa: N802

@@ -69,10 +69,10 @@ IDEMPOTENT_METHODS: Final = frozenset({
 #: is the longest every other task waits while the inventory loads. Measured
 #: with benchmarks/loop_stall.py (8,181 objects, 2,000 hosts with 3 VMkernel
 #: NICs each, 2 shared cores): 1,000 a page held the loop 1.0-1.1 s per page,
-#: 100 about 145 ms (200: 315 ms, 50: 85 ms), and the load took no longer
-#: (9 vs 82 round trips, 0.9-1.1x the time). Below 100 the garbage collector's
-#: own pauses (about 200 ms on that heap) are the longer stall, while round
-#: trips keep doubling: on a distant vCenter, each costs a network round trip.
+#: 100 about 150 ms (200: 275-315 ms, 50: 80-85 ms), and the load took no
+#: longer (82 round trips instead of 9, 0.9-1.1x the time). Below 100 the
+#: garbage collector's own pauses (200-250 ms on that heap) are the longer
+#: stall, while round trips keep doubling: each costs a network round trip.
 RETRIEVE_PAGE_SIZE: Final = 100
 
 

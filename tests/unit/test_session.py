@@ -75,7 +75,7 @@ def session_over(client: FakeClient, attempts: int = 3) -> VCenterSession:
     session = VCenterSession(Endpoint.parse("vc.invalid"), Credentials("user", "secret"),
                              retry=RetryPolicy(attempts=attempts, initial_wait=0, max_wait=0))
     session.client = client  # type: ignore[assignment]
-    # What RetrieveContent would have answered: only the collector is used here.
+    # What RetrieveContent would have answered: only these two are used here.
     session._content = SimpleNamespace(
         propertyCollector=vmodl.query.PropertyCollector("propertyCollector"),
         rootFolder=vim.Folder("group-d1"),
