@@ -10,12 +10,13 @@ between concurrent tasks — by design, sessions are never shared.
 
 from __future__ import annotations
 
+from functools import partial
 from types import TracebackType
 
 from asyncovf.engine.job import import_vm
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import JobState
-from asyncovf.engine.uploads import ProgressCallback
+from asyncovf.engine.uploads import JobHooks, ProgressCallback
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import ensure_vm_folder
@@ -79,8 +80,10 @@ class Importer:
         ``pending`` and its ``vm`` names the existing VM.
         """
         state = state or JobState(name=name)
+        hooks = JobHooks(on_progress=on_progress,
+                         host_addresses=partial(self.cache.host_addresses, self.session))
         await import_vm(self.session, package, placement, state, options,
-                        on_conflict=on_conflict, on_progress=on_progress)
+                        on_conflict=on_conflict, hooks=hooks)
         return state
 
 

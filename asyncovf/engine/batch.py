@@ -17,7 +17,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -242,7 +243,8 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
     snapshot, placement = await _resolve(session, context.inventory, spec.placement)
     options = import_options(spec, snapshot, placement, settings,
                              descriptor=package.descriptor, warnings=result.warnings)
-    hooks = context.hooks_for(placement, result) if context.hooks_for else JobHooks()
+    hooks = replace(context.hooks_for(placement, result) if context.hooks_for else JobHooks(),
+                    host_addresses=partial(context.inventory.host_addresses, session))
     return await import_vm(session, package, placement, state, options,
                            on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks)
 

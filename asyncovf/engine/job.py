@@ -37,12 +37,12 @@ from asyncovf.engine.postimport import (
     run_post_import,
 )
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
-from asyncovf.errors import ImportSpecRejected, NameConflict, VCenterError
+from asyncovf.errors import ImportSpecRejected, NameConflict, UntrustedTarget, VCenterError
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, Stage, bounded_cleanup, shielded
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import LeaseGuard
-from asyncovf.vsphere.nfc import check_device_host
+from asyncovf.vsphere.nfc import UploadTarget, check_device_host
 from asyncovf.vsphere.removal import remove_leftover_bounded, remove_vm_bounded
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
@@ -252,8 +252,7 @@ async def _import(
         async with guard:
             state.vm = guard.entity._moId if guard.entity is not None else None
             targets = upload_targets(spec_result, guard.info, session.endpoint.host, package)
-            for target in targets:
-                check_device_host(target.url, session.endpoint.host, options.esxi_hosts)
+            await check_device_hosts(session, targets, options, hooks)
             guard.total_bytes = state.bytes_total = sum(t.size for t in targets)
             state.advance(Phase.UPLOAD)
             notify()
@@ -276,6 +275,26 @@ async def _import(
         await run_post_import(session, guard.entity, package, state, options, notify)
     state.advance(Phase.IMPORTED)
     notify()
+
+
+async def check_device_hosts(session: VCenterSession, targets: list[UploadTarget],
+                             options: ImportOptions, hooks: JobHooks) -> None:
+    """Refuse a device URL that names neither vCenter nor one of its ESXi hosts.
+
+    The hosts' inventory names first; a URL naming a host otherwise (by its
+    VMkernel IP while registered by FQDN, or the reverse) is checked again
+    against the hosts' management addresses, read once for that (the hook).
+    """
+    allowed = options.esxi_hosts
+    widened = False
+    for target in targets:
+        try:
+            check_device_host(target.url, session.endpoint.host, allowed)
+        except UntrustedTarget:
+            if widened or hooks.host_addresses is None:
+                raise
+            allowed, widened = allowed | await hooks.host_addresses(), True
+            check_device_host(target.url, session.endpoint.host, allowed)
 
 
 def import_vapp_arguments(placement: Placement, import_spec: Any) -> dict[str, Any]:
@@ -343,6 +362,7 @@ async def create_import_spec(
 
 
 __all__ = [
+    "check_device_hosts",
     "create_import_spec",
     "end_unknown_lease",
     "import_vapp_arguments",

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[JobState], None]
 UploadSlot = Callable[[UploadTarget], AbstractAsyncContextManager[None]]
 Throttle = Callable[[int], Awaitable[None]]
+HostAddresses = Callable[[], Awaitable[frozenset[str]]]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,15 @@ class JobHooks:
     """How the engine shapes one import without the job knowing about pools.
 
     ``upload_slot`` is entered around each file upload (per-host and
-    per-datastore caps); ``throttle`` is awaited for every chunk (bandwidth).
+    per-datastore caps); ``throttle`` is awaited for every chunk (bandwidth);
+    ``host_addresses`` reads the ESXi hosts' management addresses, asked only
+    when a device URL names a host by something other than its inventory name.
     """
 
     on_progress: ProgressCallback | None = None
     upload_slot: UploadSlot | None = None
     throttle: Throttle | None = None
+    host_addresses: HostAddresses | None = None
 
 
 def is_transient_transfer(error: BaseException) -> bool:
@@ -179,6 +183,7 @@ async def upload_verified(
 
 
 __all__ = [
+    "HostAddresses",
     "JobHooks",
     "ProgressCallback",
     "Throttle",

@@ -29,9 +29,7 @@ _PROPERTIES: Final[dict[type, list[str]]] = {
     vim.Folder: ["name", "parent", "childType"],
     vim.Datacenter: ["name", "parent", "vmFolder", "hostFolder"],
     vim.ComputeResource: ["name", "parent", "resourcePool", "host"],
-    # The VMkernel NICs and the DNS name: the addresses a lease's device URL
-    # may name the host by (see InventorySnapshot.host_addresses).
-    vim.HostSystem: ["name", "parent", "config.network.vnic", "config.network.dnsConfig"],
+    vim.HostSystem: ["name", "parent"],
     vim.ResourcePool: ["name", "parent", "owner"],
     vim.Datastore: ["name", "parent", "summary.freeSpace", "summary.accessible"],
     vim.Network: ["name", "parent"],
@@ -116,13 +114,14 @@ class InventorySnapshot:
         ]
 
     def host_addresses(self) -> frozenset[str]:
-        """Every name and address the ESXi hosts are known by, lower-cased.
+        """Every name and address the snapshot knows the ESXi hosts by, lower-cased.
 
         A lease's device URL names the host as vCenter reaches it, which need
         not be the name the host was added by: a host added by FQDN may be
-        named by its VMkernel IP, or the reverse. So an upload target is
-        checked against the names, DNS names and VMkernel addresses of all
-        hosts, not the names alone.
+        named by its VMkernel IP, or the reverse. The inventory load reads
+        names only; :meth:`InventoryCache.host_addresses` adds the DNS names
+        and VMkernel addresses (:data:`HOST_ADDRESS_PROPERTIES`) when a URL
+        names a host by neither. Contents that carry them count here too.
         """
         if self._host_addresses is None:
             self._host_addresses = frozenset(
@@ -269,6 +268,36 @@ def _traversal_specs() -> list[Any]:
         spec("cr_pool", vim.ComputeResource, "resourcePool", "rp_rp"),
         spec("rp_rp", vim.ResourcePool, "resourcePool", "rp_rp"),
     ]
+
+
+#: What a host may be named by in a device URL besides its inventory name: its
+#: VMkernel NICs and DNS name. Read only when a URL does not name a host by its
+#: inventory name (:func:`load_host_addresses`): a host's network config costs
+#: about seven times the rest of its properties to parse, so reading it in
+#: every inventory load would cost a 2,000-host vCenter seconds of CPU for a
+#: check that almost always matches by name.
+HOST_ADDRESS_PROPERTIES: Final = ["config.network.vnic", "config.network.dnsConfig"]
+
+
+async def load_host_addresses(session: VCenterSession,
+                              snapshot: InventorySnapshot) -> frozenset[str]:
+    """Every name and management address of the snapshot's hosts, lower-cased.
+
+    One paged RetrievePropertiesEx over the hosts (no traversal).
+    """
+    hosts = snapshot.items("host")
+    if not hosts:
+        return snapshot.host_addresses()
+    spec = PC.FilterSpec(
+        objectSet=[PC.ObjectSpec(obj=host.ref, skip=False) for host in hosts],
+        propSet=[PC.PropertySpec(type=vim.HostSystem, pathSet=HOST_ADDRESS_PROPERTIES,
+                                 all=False)],
+    )
+    found = set(snapshot.host_addresses())
+    for content in await session.retrieve_contents([spec]):
+        found |= _host_addresses({p.name: p.val for p in content.propSet or ()})
+        await anyio.lowlevel.checkpoint()
+    return frozenset(found)
 
 
 async def load_snapshot(session: VCenterSession, *,
@@ -447,6 +476,24 @@ class InventoryCache:
         self._snapshot = snapshot
         self._refreshing: _Refresh | None = None
         self.refreshes = 0
+        #: The hosts' management addresses, read for one snapshot (see
+        #: :meth:`host_addresses`).
+        self._addresses: tuple[InventorySnapshot, frozenset[str]] | None = None
+
+    async def host_addresses(self, session: VCenterSession) -> frozenset[str]:
+        """The hosts' names and management addresses for the current snapshot.
+
+        Read once per snapshot, when first asked for: only a device URL that
+        names a host by something other than its inventory name asks.
+        Concurrent first callers may each read it; the answers are the same.
+        """
+        snapshot = await self.get(session)
+        known = self._addresses
+        if known is not None and known[0] is snapshot:
+            return known[1]
+        addresses = await load_host_addresses(session, snapshot)
+        self._addresses = (snapshot, addresses)
+        return addresses
 
     @property
     def snapshot(self) -> InventorySnapshot | None:
@@ -533,6 +580,8 @@ __all__ = [
     "InventorySnapshot",
     "Placement",
     "PlacementRequest",
+    "HOST_ADDRESS_PROPERTIES",
+    "load_host_addresses",
     "load_snapshot",
     "snapshot_from_contents",
 ]

@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from asyncovf.engine.job import check_device_hosts
+from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.uploads import JobHooks
 from asyncovf.errors import PlacementError, UntrustedTarget
 from asyncovf.vsphere.inventory import InventorySnapshot, PlacementRequest, snapshot_from_contents
-from asyncovf.vsphere.nfc import check_device_host
+from asyncovf.vsphere.nfc import UploadTarget, check_device_host
 
 
 def content(obj: Any, **props: Any) -> Any:
@@ -222,3 +225,43 @@ def test_a_device_url_naming_a_host_by_any_of_its_addresses_is_accepted(url: str
 def test_a_device_url_naming_a_foreign_address_is_still_refused(url: str) -> None:
     with pytest.raises(UntrustedTarget, match="refusing to upload"):
         check_device_host(url, "vc.lab.example", fqdn_and_ip_hosts().host_addresses())
+
+
+class HostLookup:
+    """The job's host-addresses hook: counts how often the addresses are read."""
+
+    def __init__(self, addresses: frozenset[str]) -> None:
+        self.addresses, self.reads = addresses, 0
+
+    async def __call__(self) -> frozenset[str]:
+        self.reads += 1
+        return self.addresses
+
+
+def targets(*hosts: str) -> list[UploadTarget]:
+    return [UploadTarget(file_name=f"disk-{i}.vmdk", url=f"https://{host}/nfc/52a1/disk-{i}",
+                         size=1, is_disk=True) for i, host in enumerate(hosts)]
+
+
+@pytest.mark.anyio
+async def test_hosts_named_by_their_inventory_names_need_no_address_lookup() -> None:
+    lookup = HostLookup(fqdn_and_ip_hosts().host_addresses())
+    session: Any = SimpleNamespace(endpoint=SimpleNamespace(host="vc.lab.example"))
+    options = ImportOptions(esxi_hosts=frozenset({"esx1.lab.example", "10.0.0.12"}))
+    await check_device_hosts(session, targets("esx1.lab.example", "vc.lab.example"),
+                             options, JobHooks(host_addresses=lookup))
+    assert lookup.reads == 0
+
+
+@pytest.mark.anyio
+async def test_a_host_named_by_its_address_is_looked_up_once_for_all_targets() -> None:
+    lookup = HostLookup(fqdn_and_ip_hosts().host_addresses())
+    session: Any = SimpleNamespace(endpoint=SimpleNamespace(host="vc.lab.example"))
+    options = ImportOptions(esxi_hosts=frozenset({"esx1.lab.example", "10.0.0.12"}))
+    await check_device_hosts(session, targets("10.0.0.11", "[2001:db8::11]", "esx2.lab.example"),
+                             options, JobHooks(host_addresses=lookup))
+    assert lookup.reads == 1
+    with pytest.raises(UntrustedTarget, match="refusing to upload to '10.0.0.99'"):
+        await check_device_hosts(session, targets("10.0.0.99"), options,
+                                 JobHooks(host_addresses=lookup))
+    assert lookup.reads == 2  # looked up, and still foreign
