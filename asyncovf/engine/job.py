@@ -134,7 +134,13 @@ async def resolve_conflict(session: VCenterSession, state: JobState, placement: 
 
 
 async def _import_unfinished(session: VCenterSession, vm: Any) -> bool:
-    """The VM carries asyncovf's "importing" mark: its import never completed."""
+    """The VM carries asyncovf's "importing" mark: its import never completed.
+
+    Only a VM carries marks (a vApp has no extraConfig): anything else counts
+    as finished.
+    """
+    if not isinstance(vm, vim.VirtualMachine):
+        return False
     config = (await session.retrieve(vm, ["config.extraConfig"]))["config.extraConfig"]
     # A key has one value on vCenter (ReconfigVM_Task replaces it); vcsim appends
     # the new value instead, so the last one is the one in force.

@@ -133,13 +133,15 @@ def post_import_steps(session: VCenterSession, vm: Any, package: Package, state:
     one (one ReconfigVM_Task for both), else on its own while the job is still in
     its ``complete`` phase (phase ``None``: no phase of its own).
     """
-    finished = (IMPORT_MARK_KEY, IMPORT_FINISHED)
+    # Only a VM has extraConfig: a vApp (a VirtualSystemCollection's entity) is
+    # imported unmarked, and ``skip`` counts it as finished.
+    marks = ((IMPORT_MARK_KEY, IMPORT_FINISHED),) if isinstance(vm, vim.VirtualMachine) else ()
     steps: list[tuple[Phase | None, PostImportStep]] = []
     if options.extra_config:
         steps.append((Phase.EXTRA_CONFIG, partial(set_extra_config, session, vm,
-                                                  (*options.extra_config, finished))))
-    else:
-        steps.append((None, partial(set_extra_config, session, vm, (finished,))))
+                                                  (*options.extra_config, *marks))))
+    elif marks:
+        steps.append((None, partial(set_extra_config, session, vm, marks)))
     if options.inject_ovf_env:
         async def inject() -> None:
             values = environment_properties(package.descriptor, options.deployment,

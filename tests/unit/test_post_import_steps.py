@@ -196,3 +196,12 @@ def test_importvapp_gets_a_folder_only_for_a_plain_resource_pool(pool: Any,
     arguments = import_vapp_arguments(placement, "SPEC")
     assert arguments == {"spec": "SPEC", "host": None, **({"folder": folder} if with_folder
                                                           else {})}
+
+
+async def test_a_vapp_gets_no_finished_mark_it_has_no_extra_config() -> None:
+    # A VirtualSystemCollection imports as a vApp: ReconfigVM_Task is a VM's.
+    session = FakeSession()
+    state = completed("web-01")
+    await run_post_import(session, vim.VirtualApp("resgroup-v7"), PACKAGE, state,  # type: ignore[arg-type]
+                          ImportOptions(), lambda: None)
+    assert session.calls == [] and state.phase is Phase.COMPLETE
