@@ -317,13 +317,9 @@ async def load_snapshot(session: VCenterSession, *,
     # 8,000 objects held the loop for 0.2-0.4 s (benchmarks/loop_stall.py),
     # longer than parsing any page.
     steps = _build_snapshot(contents, root_moid=root._moId)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            snapshot: InventorySnapshot = done.value
-            return snapshot
+    while (snapshot := _build_step(steps)) is None:
         await anyio.lowlevel.checkpoint()
+    return snapshot
 
 
 def _spellings(address: str) -> set[str]:
@@ -373,12 +369,19 @@ def _host_addresses(props: dict[str, Any]) -> frozenset[str]:
 def snapshot_from_contents(contents: Iterable[Any], *, root_moid: str) -> InventorySnapshot:
     """Build a snapshot from ``ObjectContent`` (pure: no I/O, unit-testable)."""
     steps = _build_snapshot(contents, root_moid=root_moid)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            snapshot: InventorySnapshot = done.value
-            return snapshot
+    while (snapshot := _build_step(steps)) is None:
+        pass
+    return snapshot
+
+
+def _build_step(steps: Generator[None, None, InventorySnapshot]) -> InventorySnapshot | None:
+    """Take the build one step further; the snapshot once it is built, else None."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        built: InventorySnapshot = done.value
+        return built
+    return None
 
 
 #: Objects indexed between two pauses of :func:`_build_snapshot` (a few ms of work).
