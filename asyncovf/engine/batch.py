@@ -24,7 +24,7 @@ from typing import Any, Final
 import anyio
 
 from asyncovf.engine.job import import_vm
-from asyncovf.engine.options import RunSettings, check_job, import_options
+from asyncovf.engine.options import RunSettings, check_job, creates_folders, import_options
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.uploads import JobHooks
@@ -115,6 +115,22 @@ class JobResult:
 
 
 UpdateCallback = Callable[[JobResult], None]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a job fails without an attempt, known before it starts: nothing reached vCenter."""
+
+    error: str
+    kind: str  # its error_kind: "package" (its source), "input" (its placement, descriptor)
+
+
+def refuse(result: JobResult, refusal: Refusal) -> None:
+    """Fail ``result`` without an attempt, as an input error."""
+    result.status = JobStatus.FAILED
+    result.error, result.error_kind = refusal.error, refusal.kind
+    result.input_error = True
+    result.started = result.finished = result.started or time.monotonic()
 HooksFor = Callable[[Placement, JobResult], JobHooks]
 
 
@@ -134,11 +150,12 @@ class JobContext:
 
 
 async def run_job(session: VCenterSession, result: JobResult, package: Package | None,
-                  context: JobContext, *, refusal: tuple[str, str] | None = None) -> None:
+                  context: JobContext, *, refusal: Refusal | None = None) -> None:
     """Run one job to its end; ``result`` says what became of it.
 
-    ``refusal`` (error, kind): the job's source failed to open or its descriptor
-    rules it out, so it fails without an attempt. Raises only cancellation.
+    ``refusal``: found before the run (its source failed to open, its placement
+    does not resolve), so it fails without an attempt, as does a job its
+    descriptor rules out. Raises only cancellation.
     """
     result.status = JobStatus.RUNNING
     result.started = time.monotonic()
@@ -146,13 +163,10 @@ async def run_job(session: VCenterSession, result: JobResult, package: Package |
         try:
             check_job(result.spec, package.descriptor)
         except InputError as exc:
-            refusal = str(exc), error_kind(exc)
+            refusal = Refusal(str(exc), error_kind(exc))
     if refusal is not None or package is None:
-        # Refused on its source or descriptor alone: no attempt, nothing sent to vCenter.
-        result.status = JobStatus.FAILED
-        result.error, result.error_kind = refusal or ("no package", "package")
-        result.input_error = True
-        result.finished = result.started
+        # Refused on its input alone: no attempt, nothing sent to vCenter.
+        refuse(result, refusal or Refusal("no package", "package"))
         context.notify(result)
         return
     context.notify(result)
@@ -236,9 +250,7 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
                    state: JobState, context: JobContext, own_vms: frozenset[str]) -> bool:
     spec = result.spec
     settings = context.settings
-    create_folders = (spec.create_folders if spec.create_folders is not None
-                      else settings.create_folders)
-    if create_folders:
+    if creates_folders(spec, settings):
         await ensure_vm_folder(session, context.inventory, spec.placement)
     snapshot, placement = await _resolve(session, context.inventory, spec.placement)
     options = import_options(spec, snapshot, placement, settings,
@@ -300,7 +312,9 @@ __all__ = [
     "JobResult",
     "JobStatus",
     "PERMANENT_FAULTS",
+    "Refusal",
     "UpdateCallback",
+    "refuse",
     "run_job",
     "totals",
 ]

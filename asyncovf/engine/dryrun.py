@@ -26,10 +26,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from asyncovf.engine.job import create_import_spec
-from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings, import_options
+from asyncovf.engine.options import (
+    ImportOptions,
+    OnConflict,
+    RunSettings,
+    creates_folders,
+    import_options,
+)
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.postimport import check_post_import
-from asyncovf.engine.run import Cause, creates_folders, resolve_placement
+from asyncovf.engine.run import Cause, resolve_placement
 from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import AsyncOvfError
 from asyncovf.ovf.package import Package

@@ -138,6 +138,11 @@ class RunSettings:
             # The pool is sized (memory, chunk size, stream buffer) for its peak.
             object.__setattr__(self, "concurrency", self.ramp[-1])
 
+def creates_folders(job: JobSpec, settings: RunSettings) -> bool:
+    """The job's ``create_folders``, or the run's (``--create-folders``)."""
+    return job.create_folders if job.create_folders is not None else settings.create_folders
+
+
 def check_job(spec: JobSpec, descriptor: Descriptor) -> None:
     """Refuse, as an :class:`InputError`, a job the descriptor alone shows to be wrong.
 
@@ -241,6 +246,7 @@ __all__ = [
     "RunSettings",
     "check_job",
     "check_ramp",
+    "creates_folders",
     "import_options",
     "map_networks",
     "parse_ramp",

@@ -20,6 +20,7 @@ from asyncovf.engine.batch import (
     JobContext,
     JobResult,
     JobStatus,
+    Refusal,
     UpdateCallback,
     run_job,
     totals,
@@ -59,16 +60,19 @@ class BatchRunner:
         on_update: UpdateCallback | None = None,
         inventory: InventoryCache | None = None,
         source_errors: Mapping[str, str] | None = None,
-        refusals: Mapping[int, tuple[str, str]] | None = None,
+        refusals: Mapping[int, Refusal] | None = None,
     ) -> None:
         self.connection = connection
         self.results = [JobResult(spec) for spec in jobs]
         self.packages = packages
-        #: Sources that failed to open or check: their jobs fail without an attempt.
-        self.source_errors = dict(source_errors or {})
-        #: Jobs found unable to run before the run (a placement that does not
-        #: resolve), by job index: (error, kind). They fail without an attempt.
-        self.refusals = dict(refusals or {})
+        #: Jobs found unable to run before the run, by job index: those of a source
+        #: that failed to open or check (``source_errors``: source → message) and
+        #: any ``refusals`` (a placement that does not resolve). They fail without
+        #: an attempt.
+        self.refusals: dict[int, Refusal] = {
+            spec.index: Refusal(source_errors[spec.source], "package")
+            for spec in jobs if source_errors and spec.source in source_errors}
+        self.refusals.update(refusals or {})
         self.settings = settings
         self.inventory = inventory or InventoryCache()
         self.on_update = on_update
@@ -168,13 +172,10 @@ class BatchRunner:
 
     async def _run_job(self, session: VCenterSession, result: JobResult, worker: int) -> None:
         result.worker = worker
-        error = self.source_errors.get(result.spec.source)
-        refusal = self.refusals.get(result.spec.index) or (
-            (error, "package") if error is not None else None)
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify)
         await run_job(session, result, self.packages.get(result.spec.source), context,
-                      refusal=refusal)
+                      refusal=self.refusals.get(result.spec.index))
 
     def _hooks(self, placement: Placement, result: JobResult) -> JobHooks:
         return JobHooks(on_progress=lambda _: self._notify(result),

@@ -13,12 +13,11 @@ other jobs still run.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from asyncovf.engine.batch import JobResult, JobStatus, UpdateCallback
-from asyncovf.engine.options import RunSettings
+from asyncovf.engine.batch import JobResult, JobStatus, Refusal, UpdateCallback, refuse
+from asyncovf.engine.options import RunSettings, creates_folders
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.workers import Unfinished, WorkerPool
@@ -62,11 +61,6 @@ def affected(names: Sequence[str]) -> str:
     if len(names) <= 3:
         return ", ".join(names)
     return f"{names[0]} … {names[-1]}, {len(names)} VMs"
-
-
-def creates_folders(job: JobSpec, settings: RunSettings) -> bool:
-    """The job's ``create_folders``, or the run's (``--create-folders``)."""
-    return job.create_folders if job.create_folders is not None else settings.create_folders
 
 
 def resolve_placement(snapshot: InventorySnapshot, request: PlacementRequest, *,
@@ -116,23 +110,6 @@ async def open_sources(
             log.warning("%s: %s", source, warning)
         packages[source] = package
     return packages, errors
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a job fails without an attempt, known before the run: nothing reached vCenter."""
-
-    error: str
-    kind: str  # its error_kind: "package" (its source), "input" (its placement)
-
-
-def refuse(result: JobResult, refusal: Refusal) -> None:
-    """Fail ``result`` without an attempt, as :func:`~asyncovf.engine.batch.run_job` fails
-    a refused job."""
-    result.status = JobStatus.FAILED
-    result.error, result.error_kind = refusal.error, refusal.kind
-    result.input_error = True
-    result.started = result.finished = time.monotonic()
 
 
 def causes(jobs: Sequence[JobSpec], refusals: Mapping[int, Refusal]) -> list[Cause]:
@@ -236,9 +213,9 @@ class BatchRun:
         self.runner = BatchRunner(connection, plan.jobs, packages, settings,
                                   on_update=self._notify, inventory=self.inventory,
                                   source_errors=source_errors)
-        #: Jobs that fail without an attempt, by job index.
-        self.refusals = {job.index: Refusal(source_errors[job.source], "package")
-                         for job in plan.jobs if job.source in source_errors}
+        #: Jobs that fail without an attempt, by job index: the runner's, which
+        #: fails them, and to which :meth:`check` adds.
+        self.refusals = self.runner.refusals
         #: Whether :meth:`check` finished: an error before then is the checks', not a job's.
         self.checked = False
 
@@ -256,8 +233,6 @@ class BatchRun:
         pending = [job for job in self.jobs if job.index not in self.refusals]
         self.refusals.update(await check_placements(self.connection, pending, self.settings,
                                                     self.inventory))
-        self.runner.refusals.update({index: (refusal.error, refusal.kind)
-                                     for index, refusal in self.refusals.items()})
         self.checked = True
         return causes(self.jobs, self.refusals)
 
@@ -301,13 +276,10 @@ class BatchRun:
 __all__ = [
     "BatchRun",
     "Cause",
-    "Refusal",
     "affected",
     "causes",
     "check_placements",
-    "creates_folders",
     "load_inventory",
     "open_sources",
-    "refuse",
     "resolve_placement",
 ]

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from asyncovf.engine.batch import Refusal
 from asyncovf.engine.dryrun import Finding, group_jobs, group_key
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
-from asyncovf.engine.run import Cause, Refusal, affected, causes, resolve_placement
+from asyncovf.engine.run import Cause, affected, causes, resolve_placement
 from asyncovf.errors import PlacementError
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.unit.test_inventory import build
