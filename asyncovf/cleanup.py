@@ -243,8 +243,7 @@ async def list_by_prefix(connection: ConnectionSettings, prefix: str, *,
                          datacenter: str | None = None,
                          folder: str | None = None) -> list[CleanupTarget]:
     """:func:`find_by_prefix` in a session of its own."""
-    async with VCenterSession(connection.endpoint(), connection.credentials(),
-                              call_timeout=connection.call_timeout) as session:
+    async with connection.new_session() as session:
         return await find_by_prefix(session, prefix, datacenter=datacenter, folder=folder)
 
 
@@ -290,9 +289,7 @@ class Cleaner:
         return self.results
 
     def _new_session(self) -> VCenterSession:
-        return VCenterSession(self.connection.endpoint(), self.connection.credentials(),
-                              call_timeout=self.connection.call_timeout,
-                              retry=self.settings.soap_retry)
+        return self.connection.new_session(self.settings.soap_retry)
 
     async def _handle(self, session: VCenterSession, result: RemovalResult, worker: int) -> None:
         result.worker = worker

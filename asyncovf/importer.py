@@ -26,7 +26,7 @@ from asyncovf.vsphere.inventory import (
     Placement,
     PlacementRequest,
 )
-from asyncovf.vsphere.session import VCenterSession, log_in_shielded
+from asyncovf.vsphere.session import log_in_shielded
 
 
 class Importer:
@@ -34,8 +34,7 @@ class Importer:
 
     def __init__(self, connection: ConnectionSettings) -> None:
         self.connection = connection
-        self.session = VCenterSession(connection.endpoint(), connection.credentials(),
-                                      call_timeout=connection.call_timeout)
+        self.session = connection.new_session()
         self.cache = InventoryCache()
 
     async def __aenter__(self) -> Importer:

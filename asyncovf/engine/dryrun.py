@@ -150,9 +150,7 @@ class DryRun:
         return self.findings
 
     def _new_session(self) -> VCenterSession:
-        return VCenterSession(self.connection.endpoint(), self.connection.credentials(),
-                              call_timeout=self.connection.call_timeout,
-                              retry=self.settings.soap_retry)
+        return self.connection.new_session(self.settings.soap_retry)
 
     async def _handle(self, session: VCenterSession, group: _Group, worker: int) -> None:
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from asyncovf.errors import UsageError
-from asyncovf.vsphere.session import Credentials
+from asyncovf.vsphere.session import Credentials, RetryPolicy, VCenterSession
 from asyncovf.vsphere.soap import Endpoint
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -83,6 +83,12 @@ class ConnectionSettings:
 
     def credentials(self) -> Credentials:
         return Credentials(self.username, self.password)
+
+    def new_session(self, retry: RetryPolicy | None = None) -> VCenterSession:
+        """A session to vCenter, not logged in yet: with the one :meth:`endpoint`,
+        these credentials and call timeout. The caller opens and closes it."""
+        return VCenterSession(self.endpoint(), self.credentials(),
+                              call_timeout=self.call_timeout, retry=retry)
 
 
 __all__ = ["ConnectionSettings"]
