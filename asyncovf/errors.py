@@ -241,6 +241,13 @@ def error_kind(error: BaseException) -> str:
     return type(error).__name__
 
 
+def error_text(error: BaseException) -> str:
+    """One line for ``error``: its message (every member's, for a group) or its type."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(error_text(e) for e in error.exceptions)
+    return str(error) or type(error).__name__
+
+
 def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
@@ -272,5 +279,6 @@ __all__ = [
     "VCenterError",
     "WaitForIPTimeout",
     "error_kind",
+    "error_text",
     "first_error",
 ]

@@ -38,6 +38,7 @@ from asyncovf.errors import (
     VCenterError,
     WaitForIPTimeout,
     error_kind,
+    error_text,
 )
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.folders import ensure_vm_folder
@@ -230,7 +231,7 @@ async def _attempts(session: VCenterSession, result: JobResult, package: Package
                     attempt -= 1
                     continue
             result.absorb(state, attempt)
-            result.error = _error_text(exc)
+            result.error = error_text(exc)
             result.error_kind = error_kind(exc)
             if attempt <= settings.job_retries and _retryable(exc):
                 log.warning("%s: attempt %d failed (%s); retrying the job", spec.name,
@@ -288,12 +289,6 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:
         return False
     return True
-
-
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(_error_text(e) for e in error.exceptions)
-    return str(error) or type(error).__name__
 
 
 def totals(results: list[JobResult]) -> dict[str, Any]:

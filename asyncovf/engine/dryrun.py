@@ -41,6 +41,7 @@ from asyncovf.errors import AsyncOvfError
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache, Placement
+from asyncovf.vsphere.removal import find_vm
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
 
@@ -212,8 +213,7 @@ class DryRun:
         if new_folder is not None:
             return  # a folder that does not exist holds no VM
         for job, _ in checked:
-            existing = await session.invoke(session.content.searchIndex, "FindChild",
-                                            entity=placement.folder.ref, name=job.name)
+            existing = await find_vm(session, placement.folder.ref, job.name)
             if existing is None:
                 continue
             policy = self.settings.on_conflict

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -37,13 +38,19 @@ from asyncovf.engine.postimport import (
     run_post_import,
 )
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
-from asyncovf.errors import ImportSpecRejected, NameConflict, UntrustedTarget, VCenterError
+from asyncovf.errors import (
+    ImportSpecRejected,
+    NameConflict,
+    UntrustedTarget,
+    VCenterError,
+    error_text,
+)
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.cleanup import CLEANUP_TIMEOUT, Stage, bounded_cleanup, shielded
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import LeaseGuard
 from asyncovf.vsphere.nfc import UploadTarget, check_device_host
-from asyncovf.vsphere.removal import remove_leftover_bounded, remove_vm_bounded
+from asyncovf.vsphere.removal import find_vm, remove_leftover_bounded, remove_vm_bounded
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
 
@@ -87,7 +94,7 @@ async def import_vm(
         _finish(state, Phase.ABORTED, "interrupted")
         raise
     except BaseException as exc:
-        _finish(state, Phase.FAILED, _error_text(exc))
+        _finish(state, Phase.FAILED, error_text(exc))
         raise
     return True
 
@@ -103,8 +110,7 @@ async def resolve_conflict(session: VCenterSession, state: JobState, placement: 
     would lose it. It is removed and imported again. A VM without the mark is
     not asyncovf's: ``skip`` leaves it alone, never destroys it.
     """
-    existing = await session.invoke(session.content.searchIndex, "FindChild",
-                                    entity=placement.folder.ref, name=state.name)
+    existing = await find_vm(session, placement.folder.ref, state.name)
     if existing is None:
         return True
     moid = str(existing._moId)
@@ -153,12 +159,6 @@ def _finish(state: JobState, phase: Phase, error: str) -> None:
     if state.phase not in TERMINAL:
         state.advance(phase)
     state.error = state.error or error
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_error_text(e) for e in exc.exceptions)
-    return str(exc) or type(exc).__name__
 
 
 async def _import_with_recovery(session: VCenterSession, package: Package,
@@ -245,15 +245,11 @@ async def _import(
     state.advance(Phase.LEASE_WAIT)
     notify()
 
-    async def find_vm() -> Any:
-        # The lease never named its VM (aborted while initializing): the name was
-        # free before ImportVApp, so the VM of that name is this import's.
-        return await session.invoke(session.content.searchIndex, "FindChild",
-                                    entity=placement.folder.ref, name=state.name)
-
+    # The lease may never name its VM (aborted while initializing): the name was
+    # free before ImportVApp, so the VM of that name is this import's.
     guard = LeaseGuard(session, lease, vm_name=state.name,
                        ready_timeout=options.lease_ready_timeout, keep_failed=options.keep_failed,
-                       find_vm=find_vm)
+                       find_vm=partial(find_vm, session, placement.folder.ref, state.name))
     try:
         async with guard:
             state.vm = guard.entity._moId if guard.entity is not None else None

@@ -62,6 +62,15 @@ def is_gone(error: BaseException) -> bool:
         isinstance(error, VCenterError) and error.fault_type == "ManagedObjectNotFound")
 
 
+async def find_vm(session: VCenterSession, folder: Any, name: str) -> Any:
+    """The VM (or vApp) called ``name`` directly in ``folder``, or None (SearchIndex.FindChild).
+
+    How an import checks its name, and finds a VM its lease never named.
+    """
+    return await session.invoke(session.content.searchIndex, "FindChild",
+                                entity=folder, name=name)
+
+
 async def remove_vm_bounded(session: VCenterSession, vm: Any, errors: list[str], *,
                             what: str, within: float = CLEANUP_TIMEOUT) -> bool:
     """:func:`power_off_and_destroy`, shielded and bounded, tried again on failure.
@@ -86,8 +95,7 @@ async def remove_leftover_bounded(session: VCenterSession, folder: Any, name: st
     ImportVApp (the name check), so a VM of that name now is that import's.
     """
     async def remove() -> None:
-        vm = await session.invoke(session.content.searchIndex, "FindChild",
-                                  entity=folder, name=name)
+        vm = await find_vm(session, folder, name)
         if vm is not None:
             await power_off_and_destroy(session, vm)
             log.info("%s: removed %s", what, vm._moId)
@@ -120,5 +128,5 @@ async def _retry_bounded(action: Any, errors: list[str], *, what: str, within: f
     return gone
 
 
-__all__ = ["REMOVAL_ATTEMPTS", "is_gone", "power_off_and_destroy", "remove_leftover_bounded",
-           "remove_vm_bounded"]
+__all__ = ["REMOVAL_ATTEMPTS", "find_vm", "is_gone", "power_off_and_destroy",
+           "remove_leftover_bounded", "remove_vm_bounded"]
