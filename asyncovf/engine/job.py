@@ -167,16 +167,15 @@ async def _import_with_recovery(session: VCenterSession, package: Package,
     """The import; on failure, end a lease nobody can name and remove a VM no lease named."""
     try:
         await _import(session, package, placement, state, options, hooks)
-    except BaseException as exc:
+    except BaseException:
+        # Only a lost ImportVApp answer leaves what nobody can name: a lease and
+        # a VM (a fault created nothing; a lease that answered has its guard).
         if state.import_unanswered:
             await end_unknown_lease(session, state)
-        # ImportVApp answered with a fault: it created nothing, no need to look.
-        refused = isinstance(exc, VCenterError) and exc.method == "ImportVApp"
-        if (state.import_unanswered and not refused and state.vm is None
-                and not options.keep_failed):
-            await remove_leftover_bounded(
-                session, placement.folder.ref, state.name, state.cleanup_errors,
-                what=f"removing half-imported VM {state.name!r}")
+            if not options.keep_failed:
+                await remove_leftover_bounded(
+                    session, placement.folder.ref, state.name, state.cleanup_errors,
+                    what=f"removing half-imported VM {state.name!r}")
         raise
 
 
