@@ -1,65 +1,37 @@
 """The OVF descriptor model: a pure function of the descriptor's bytes.
 
 Only what an importer needs to check and report is modelled: file references,
-disks, networks, deployment options and each virtual system's hardware. The
-descriptor text itself is what vCenter's CreateImportSpec reads, so it is kept
-verbatim. OVF 1.x and 2.x namespaces are both accepted; unknown sections are
-ignored, never fatal.
+disks, networks, deployment options, products and the virtual systems that
+hold them. The descriptor text itself is what vCenter's CreateImportSpec reads,
+so it is kept verbatim. OVF 1.x and 2.x namespaces are both accepted; unknown
+sections are ignored, never fatal.
+
+Two concepts the descriptor uses have modules of their own: reading the
+envelope's elements across OVF versions and schema forms (``envelope.py``),
+and each virtual system's hardware section with its allocation units
+(``hardware.py``). Neither imports this module.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Final
 
 from lxml import etree
 
 from asyncovf.errors import PackageError
+from asyncovf.ovf.envelope import EnvelopeReader
+from asyncovf.ovf.hardware import (
+    HardwareItem,
+    VirtualHardware,
+    allocation_unit_factor,
+    parse_hardware_items,
+    summarize_hardware,
+)
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES, parse_xml
-
-OVF_NAMESPACES: Final = {
-    "http://schemas.dmtf.org/ovf/envelope/1": "1.x",
-    "http://schemas.dmtf.org/ovf/envelope/2": "2.x",
-}
-_XSI_TYPE: Final = "{http://www.w3.org/2001/XMLSchema-instance}type"
-RASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
-SASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_StorageAllocationSettingData"
-EPASD: Final = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_EthernetPortAllocationSettingData"
-
-# CIM ResourceType values (DSP1041) that an importer reports on.
-RESOURCE_CPU: Final = 3
-RESOURCE_MEMORY: Final = 4
-RESOURCE_NIC: Final = 10
-RESOURCE_DISK: Final = 17
 
 #: Disk capacities above this are rejected as absurd (64 PiB, beyond any datastore).
 MAX_DISK_CAPACITY: Final = 64 * 2**50
-
-_UNIT_FACTORS: Final = {
-    "byte": 1, "bytes": 1, "b": 1,
-    "kb": 2**10, "kilobytes": 2**10, "kib": 2**10,
-    "mb": 2**20, "megabytes": 2**20, "mib": 2**20,
-    "gb": 2**30, "gigabytes": 2**30, "gib": 2**30,
-    "tb": 2**40, "terabytes": 2**40, "tib": 2**40,
-}
-_POWER_UNIT = re.compile(r"^byte\s*\*\s*(\d+)\s*\^\s*(\d+)$", re.IGNORECASE)
-_MULTIPLE_UNIT = re.compile(r"^byte\s*\*\s*(\d+)$", re.IGNORECASE)
-
-
-def allocation_unit_factor(units: str | None) -> int:
-    """Bytes per unit for ``byte * 2^20``, ``MB``, ``GigaBytes`` and friends."""
-    if units is None or not units.strip():
-        return 1
-    text = units.strip()
-    if match := _POWER_UNIT.match(text):
-        return int(int(match.group(1)) ** int(match.group(2)))
-    if match := _MULTIPLE_UNIT.match(text):
-        return int(match.group(1))
-    factor = _UNIT_FACTORS.get(text.lower())
-    if factor is None:
-        raise ValueError(f"unknown allocation units {units!r}")
-    return factor
 
 
 @dataclass(frozen=True)
@@ -84,44 +56,6 @@ class VirtualDiskDesc:
     format: str | None
     populated_size: int | None = None
     parent_ref: str | None = None
-
-
-@dataclass(frozen=True)
-class NetworkCard:
-    network: str | None
-    adapter_type: str | None
-
-
-@dataclass(frozen=True)
-class VirtualHardware:
-    """The hardware of one virtual system for one deployment option."""
-
-    cpus: int | None = None
-    memory_mb: int | None = None
-    disk_ids: tuple[str, ...] = ()
-    nics: tuple[NetworkCard, ...] = ()
-    system_types: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HardwareItem:
-    """One ``Item`` of a VirtualHardwareSection, as the descriptor states it."""
-
-    resource_type: int
-    instance_id: str | None = None
-    element_name: str | None = None
-    quantity: str | None = None
-    units: str | None = None
-    subtype: str | None = None
-    host_resource: str | None = None
-    connection: str | None = None
-    parent: str | None = None
-    #: ``ovf:configuration``: the deployment options this item belongs to (None: all).
-    configurations: tuple[str, ...] | None = None
-    required: bool = True
-
-    def applies_to(self, option: str | None) -> bool:
-        return self.configurations is None or option is None or option in self.configurations
 
 
 @dataclass(frozen=True)
@@ -256,81 +190,6 @@ class Descriptor:
         return self.deployment_options[0].id if self.deployment_options else None
 
 
-class _Reader:
-    """Namespace-aware accessors for one descriptor; holds no state beyond its names."""
-
-    def __init__(self, root: etree._Element, name: str) -> None:
-        self.name = name
-        qname = etree.QName(root)
-        if qname.namespace == "http://www.vmware.com/schema/ovf/1/envelope":
-            raise PackageError("OVF 0.9 (VMware's pre-standard format) is not supported; "
-                               "convert it to OVF 1.0 or later with ovftool", file=name)
-        if qname.localname != "Envelope" or qname.namespace not in OVF_NAMESPACES:
-            raise PackageError(
-                f"not an OVF descriptor: root element is <{qname.localname}> in "
-                f"namespace {qname.namespace or '(none)'}",
-                file=name,
-            )
-        self.ns = qname.namespace
-        self.version = OVF_NAMESPACES[qname.namespace]
-        self.root = root
-
-    def tag(self, local: str) -> str:
-        return f"{{{self.ns}}}{local}"
-
-    def kind(self, element: etree._Element) -> str:
-        """What a child element is, also in the OVF 1.0 schema's substitution form.
-
-        ``<Section xsi:type="ovf:DiskSection_Type">`` is a DiskSection and
-        ``<Content xsi:type="ovf:VirtualSystem_Type">`` a VirtualSystem: early
-        vCenter exports (and ovftool) write them so.
-        """
-        if not isinstance(element.tag, str):
-            return ""
-        local = etree.QName(element).localname
-        if local in ("Section", "Content"):
-            declared = element.get(_XSI_TYPE)
-            if declared:
-                return declared.rsplit(":", 1)[-1].removesuffix("_Type")
-        return local
-
-    def sections(self, element: etree._Element, kind: str) -> list[etree._Element]:
-        return [child for child in element if self.kind(child) == kind]
-
-    def attr(self, element: etree._Element, local: str) -> str | None:
-        value = element.get(f"{{{self.ns}}}{local}")
-        if value is None:
-            value = element.get(local)  # some tools omit the ovf: prefix
-        return value
-
-    def children(self, element: etree._Element, local: str) -> list[etree._Element]:
-        """Child elements named ``local`` in the OVF namespace — or in none, as some
-        exporters write children of a prefixed ``ovf:Envelope`` without a prefix."""
-        return [
-            child for child in element
-            if isinstance(child.tag, str)
-            and etree.QName(child).localname == local
-            and etree.QName(child).namespace in (self.ns, None)
-        ]
-
-    def child_text(self, element: etree._Element, local: str) -> str | None:
-        found = next(iter(self.children(element, local)), None)
-        return found.text.strip() if found is not None and found.text else None
-
-    def int_attr(self, element: etree._Element, local: str, *, what: str) -> int | None:
-        raw = self.attr(element, local)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise PackageError(f"{what}: {local}={raw!r} is not an integer",
-                               file=self.name) from None
-        if value < 0:
-            raise PackageError(f"{what}: {local}={raw!r} is negative", file=self.name)
-        return value
-
-
 def parse_descriptor(
     data: bytes,
     *,
@@ -345,7 +204,7 @@ def parse_descriptor(
     """
     where = location or name
     root = parse_xml(data, name=where, max_bytes=max_bytes)
-    reader = _Reader(root, where)
+    reader = EnvelopeReader(root, where)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -389,7 +248,7 @@ def _unique(values: list[str], what: str, name: str) -> None:
         seen.add(value)
 
 
-def _parse_references(reader: _Reader) -> tuple[FileReference, ...]:
+def _parse_references(reader: EnvelopeReader) -> tuple[FileReference, ...]:
     section = next(iter(reader.sections(reader.root, "References")), None)
     if section is None:
         return ()
@@ -418,7 +277,7 @@ def _parse_references(reader: _Reader) -> tuple[FileReference, ...]:
 
 
 def _parse_disks(
-    reader: _Reader, files: tuple[FileReference, ...]
+    reader: EnvelopeReader, files: tuple[FileReference, ...]
 ) -> tuple[VirtualDiskDesc, ...]:
     file_ids = {f.id for f in files}
     disks: list[VirtualDiskDesc] = []
@@ -452,7 +311,7 @@ def _parse_disks(
 
 
 def _capacity_bytes(
-    reader: _Reader, element: etree._Element, disk_id: str, capacity: str
+    reader: EnvelopeReader, element: etree._Element, disk_id: str, capacity: str
 ) -> int | None:
     if capacity.startswith("${"):
         return None  # set by a ProductSection property at deploy time
@@ -472,7 +331,7 @@ def _capacity_bytes(
     return total
 
 
-def _parse_networks(reader: _Reader) -> tuple[str, ...]:
+def _parse_networks(reader: EnvelopeReader) -> tuple[str, ...]:
     names: list[str] = []
     for section in reader.sections(reader.root, "NetworkSection"):
         for element in reader.children(section, "Network"):
@@ -482,7 +341,7 @@ def _parse_networks(reader: _Reader) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _parse_deployment_options(reader: _Reader) -> tuple[DeploymentOption, ...]:
+def _parse_deployment_options(reader: EnvelopeReader) -> tuple[DeploymentOption, ...]:
     options: list[DeploymentOption] = []
     for section in reader.sections(reader.root, "DeploymentOptionSection"):
         for element in reader.children(section, "Configuration"):
@@ -500,7 +359,7 @@ def _parse_deployment_options(reader: _Reader) -> tuple[DeploymentOption, ...]:
     return tuple(options)
 
 
-def _parse_entity(reader: _Reader, deployment: str | None) -> VirtualSystem:
+def _parse_entity(reader: EnvelopeReader, deployment: str | None) -> VirtualSystem:
     for element in reader.root:
         if reader.kind(element) in ("VirtualSystem", "VirtualSystemCollection"):
             return _parse_system(reader, element, deployment)
@@ -519,14 +378,14 @@ _SYSTEM_SECTIONS: Final = frozenset({
 
 
 def _other_sections(
-    reader: _Reader, element: etree._Element, known: frozenset[str]
+    reader: EnvelopeReader, element: etree._Element, known: frozenset[str]
 ) -> tuple[str, ...]:
     names = [reader.kind(child) for child in element if isinstance(child.tag, str)]
     return tuple(dict.fromkeys(n for n in names if n not in known))
 
 
 def _parse_system(
-    reader: _Reader, element: etree._Element, deployment: str | None
+    reader: EnvelopeReader, element: etree._Element, deployment: str | None
 ) -> VirtualSystem:
     system_id = reader.attr(element, "id") or ""
     name = reader.child_text(element, "Name") or system_id
@@ -551,12 +410,12 @@ def _parse_system(
         )
         _unique([c.id for c in children], "virtual system id", reader.name)
         return replace(base, children=children)
-    items, system_types = _parse_items(reader, element)
+    items, system_types = parse_hardware_items(reader, element)
     return replace(base, items=items,
                    hardware=summarize_hardware(items, deployment, system_types))
 
 
-def _parse_product(reader: _Reader, section: etree._Element) -> ProductInfo:
+def _parse_product(reader: EnvelopeReader, section: etree._Element) -> ProductInfo:
     class_id = reader.attr(section, "class")
     instance = reader.attr(section, "instance")
     properties: list[ProductProperty] = []
@@ -607,7 +466,7 @@ def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1")
 
 
-def _parse_os(reader: _Reader, section: etree._Element) -> OperatingSystem:
+def _parse_os(reader: EnvelopeReader, section: etree._Element) -> OperatingSystem:
     raw_id = reader.attr(section, "id")
     os_type = next((str(v) for k, v in section.attrib.items() if str(k).endswith("osType")),
                    None)
@@ -618,109 +477,14 @@ def _parse_os(reader: _Reader, section: etree._Element) -> OperatingSystem:
     )
 
 
-def _rasd(item: etree._Element, local: str) -> str | None:
-    for namespace in (RASD, SASD, EPASD):
-        found = item.find(f"{{{namespace}}}{local}")
-        if found is not None and found.text is not None:
-            return found.text.strip()
-    return None
-
-
-def _parse_items(
-    reader: _Reader, system: etree._Element
-) -> tuple[tuple[HardwareItem, ...], tuple[str, ...]]:
-    items: list[HardwareItem] = []
-    system_types: list[str] = []
-    for section in reader.sections(system, "VirtualHardwareSection"):
-        for vssd in section.iter("{*}VirtualSystemType"):
-            if vssd.text:
-                system_types.extend(t.strip() for t in vssd.text.split(",") if t.strip())
-        for item in section:
-            if not isinstance(item.tag, str) or etree.QName(item).localname not in (
-                "Item", "StorageItem", "EthernetPortItem"
-            ):
-                continue
-            try:
-                resource_type = int(_rasd(item, "ResourceType") or "0")
-            except ValueError:
-                continue  # unknown resource types are vCenter's to judge, not ours
-            configuration = reader.attr(item, "configuration")
-            required = reader.attr(item, "required")
-            items.append(HardwareItem(
-                resource_type=resource_type,
-                instance_id=_rasd(item, "InstanceID"),
-                element_name=_rasd(item, "ElementName"),
-                quantity=_rasd(item, "VirtualQuantity"),
-                units=_rasd(item, "AllocationUnits"),
-                subtype=_rasd(item, "ResourceSubType"),
-                host_resource=_rasd(item, "HostResource"),
-                connection=_rasd(item, "Connection"),
-                parent=_rasd(item, "Parent"),
-                configurations=tuple(configuration.split()) if configuration else None,
-                required=(required or "true").strip().lower() != "false",
-            ))
-    for parsed in items:  # validate what the summary will compute, for every option
-        if parsed.resource_type in (RESOURCE_CPU, RESOURCE_MEMORY) and parsed.quantity:
-            what = "CPU" if parsed.resource_type == RESOURCE_CPU else "memory"
-            _int_or_fail(reader, parsed.quantity, f"{what} VirtualQuantity")
-            if parsed.resource_type == RESOURCE_MEMORY:
-                try:
-                    allocation_unit_factor(parsed.units or "byte*2^20")
-                except ValueError as exc:
-                    raise PackageError(f"memory: {exc}", file=reader.name) from None
-    return tuple(items), tuple(system_types)
-
-
-def summarize_hardware(
-    items: tuple[HardwareItem, ...], option: str | None, system_types: tuple[str, ...] = ()
-) -> VirtualHardware:
-    """CPUs, memory, disks and NICs of ``items`` for deployment option ``option``."""
-    cpus: int | None = None
-    memory_mb: int | None = None
-    disk_ids: list[str] = []
-    nics: list[NetworkCard] = []
-    for item in items:
-        if not item.applies_to(option):
-            continue
-        if item.resource_type == RESOURCE_CPU and item.quantity:
-            cpus = int(item.quantity)
-        elif item.resource_type == RESOURCE_MEMORY and item.quantity:
-            factor = allocation_unit_factor(item.units or "byte*2^20")
-            memory_mb = int(item.quantity) * factor // 2**20
-        elif item.resource_type == RESOURCE_DISK:
-            for prefix in ("ovf:/disk/", "ovf://disk/", "/disk/"):
-                if (item.host_resource or "").startswith(prefix):
-                    disk_ids.append((item.host_resource or "")[len(prefix):])
-                    break
-        elif item.resource_type == RESOURCE_NIC:
-            nics.append(NetworkCard(network=item.connection, adapter_type=item.subtype))
-    return VirtualHardware(cpus=cpus, memory_mb=memory_mb, disk_ids=tuple(disk_ids),
-                           nics=tuple(nics), system_types=system_types)
-
-
-def _int_or_fail(reader: _Reader, text: str, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise PackageError(f"{what} {text!r} is not an integer", file=reader.name) from None
-    if value < 0:
-        raise PackageError(f"{what} {text!r} is negative", file=reader.name)
-    return value
-
-
 __all__ = [
     "DeploymentOption",
     "Descriptor",
     "FileReference",
-    "HardwareItem",
-    "NetworkCard",
     "OperatingSystem",
     "ProductInfo",
     "ProductProperty",
     "VirtualDiskDesc",
-    "VirtualHardware",
     "VirtualSystem",
-    "allocation_unit_factor",
     "parse_descriptor",
-    "summarize_hardware",
 ]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from asyncovf.errors import PackageError
-from asyncovf.ovf.descriptor import allocation_unit_factor, parse_descriptor
+from asyncovf.ovf.descriptor import parse_descriptor
+from asyncovf.ovf.hardware import allocation_unit_factor
 from tests.corpus import CORPUS, corpus_file, corpus_files
 from tests.factory import ovf_descriptor
 
