@@ -6,7 +6,7 @@ they live in, which may move.
 
 * one import: :class:`Importer` with :class:`ConnectionSettings`,
   :class:`PlacementRequest` and :func:`open_package`;
-* a batch: :func:`load_batch`;
+* a batch: :func:`load_batch`, then :func:`run_batch`;
 * removing what a run created: :class:`Cleaner`;
 * every error raised on purpose is an :class:`AsyncOvfError`.
 
@@ -44,6 +44,7 @@ _EXPORTS: Final[Mapping[str, str]] = {
     "BatchPlan": "asyncovf.engine.plan",
     "JobSpec": "asyncovf.engine.plan",
     "RunSettings": "asyncovf.engine.options",
+    "run_batch": "asyncovf.engine.run",
     "JobResult": "asyncovf.engine.batch",
     "JobStatus": "asyncovf.engine.batch",
     # cleanup
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
     from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
     from asyncovf.engine.phases import JobState, Phase
     from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch
+    from asyncovf.engine.run import run_batch
     from asyncovf.errors import (
         AsyncOvfError,
         ImportSpecRejected,
@@ -192,4 +194,5 @@ __all__ = [
     "load_batch",
     "open_package",
     "read_reports",
+    "run_batch",
 ]

@@ -21,7 +21,7 @@ from asyncovf.engine.options import RunSettings, creates_folders
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.workers import Unfinished, WorkerPool
-from asyncovf.errors import PackageError, PlacementError
+from asyncovf.errors import AsyncOvfError, PackageError, PlacementError
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files
 from asyncovf.ovf.source import open_package
@@ -271,6 +271,50 @@ class BatchRun:
             self.on_update(result)
 
 
+async def run_batch(
+    connection: ConnectionSettings,
+    plan: BatchPlan,
+    settings: RunSettings | None = None,
+    *,
+    on_update: UpdateCallback | None = None,
+    max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
+    http: HttpSourceSettings | None = None,
+) -> list[JobResult]:
+    """``asyncovf run`` without the terminal: one result per job of ``plan``, in its order.
+
+    Opens every source once, checks every placement, then imports on the worker
+    pool (``settings``, by default :class:`RunSettings`'s). A job that cannot
+    run — its source does not open, its placement does not resolve — fails
+    without an attempt and the others still run. When the checks cannot be made
+    at all (a login refused, an inventory that cannot be read), no job starts
+    and each result says why: vCenter's answers and bad input end up in the
+    results, never raised. ``on_update`` sees every status change of the jobs
+    that were not refused.
+
+    Cancelled, it aborts the leases in flight, removes their VMs and logs out
+    before the cancellation goes on; an error that is not ours (a bug) is
+    raised the same way. Either way every job's result is settled first, for a
+    caller holding them through ``on_update``.
+    """
+    settings = settings if settings is not None else RunSettings()
+    packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
+                                                 max_descriptor_bytes=max_descriptor_bytes,
+                                                 http=http)
+    batch = BatchRun(connection, plan, packages, source_errors, settings, on_update=on_update)
+    try:
+        try:
+            await batch.check()
+        except AsyncOvfError as exc:
+            batch.settle(exc)  # not started: the results say why
+            return batch.results
+        await batch.run()
+    finally:
+        # Jobs the run never reached: a refused one fails as refused, any other
+        # was interrupted before it started. A no-op once the pool ran.
+        batch.settle()
+    return batch.results
+
+
 __all__ = [
     "BatchRun",
     "Cause",
@@ -280,4 +324,5 @@ __all__ = [
     "load_inventory",
     "open_sources",
     "resolve_placement",
+    "run_batch",
 ]
