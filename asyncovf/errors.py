@@ -54,6 +54,32 @@ class PlacementError(InputError):
     """An inventory path (datacenter, pool, host, datastore, folder) does not resolve."""
 
 
+class PropertyError(InputError):
+    """A vApp property value the descriptor does not allow (key, type or qualifier).
+
+    Checked for every job before anything is imported, because vCenter checks
+    only at CreateImportSpec time, one VM at a time, without always naming the
+    property (:mod:`asyncovf.ovf.properties`).
+    """
+
+
+class ReportFileError(InputError):
+    """The file given to ``asyncovf report`` is not a readable run report.
+
+    Its own class so the report command says what is wrong with the file
+    (missing, not JSON, another version) rather than failing on a key deep in
+    the analysis (:mod:`asyncovf.loadreport.analysis`).
+    """
+
+
+class ChartsUnavailable(InputError):
+    """A chart was asked for but matplotlib (the ``report`` extra) is not installed.
+
+    Input, not a crash: the user asked for something this installation cannot
+    do, and the message says what to install (:mod:`asyncovf.loadreport.charts`).
+    """
+
+
 class NameConflict(InputError):
     """A VM of that name already exists where the import would put it."""
 
@@ -187,6 +213,19 @@ class UntrustedTarget(TransferError):
     """
 
 
+# --- bugs ---------------------------------------------------------------------
+
+
+class IllegalTransition(RuntimeError):
+    """A job was moved to a phase its current phase may not lead to.
+
+    A bug in the orchestration, not a failure of vCenter or of the input — hence
+    a ``RuntimeError`` and not an :class:`AsyncOvfError`: raised by
+    :meth:`~asyncovf.engine.phases.JobState.advance` so that the bug shows up
+    as an error rather than as a report that lies.
+    """
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that ended a task group: the first raised that is not a cancellation.
 
@@ -256,6 +295,8 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 __all__ = [
     "AsyncOvfError",
+    "ChartsUnavailable",
+    "IllegalTransition",
     "ImportSpecRejected",
     "InputError",
     "InvalidLoginError",
@@ -267,6 +308,8 @@ __all__ = [
     "PackageError",
     "PlacementError",
     "PostImportError",
+    "PropertyError",
+    "ReportFileError",
     "RequestTimeout",
     "SourceError",
     "TLSVerificationError",

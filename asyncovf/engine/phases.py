@@ -1,7 +1,7 @@
 """A job's phases, sans-IO: the Phase enum, its one transition table, and JobState.
 
 Everything that decides which phase may follow which lives here, so a bug in
-the orchestration shows up as an :class:`IllegalTransition` rather than as a
+the orchestration shows up as an :class:`~asyncovf.errors.IllegalTransition` rather than as a
 report that lies. Each phase's duration and start time are recorded for the
 report's timeline.
 """
@@ -12,6 +12,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 from typing import Final
+
+from asyncovf.errors import IllegalTransition
 
 
 class Phase(enum.Enum):
@@ -70,10 +72,6 @@ _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
 TERMINAL: Final = frozenset({Phase.IMPORTED, Phase.FAILED, Phase.ABORTED})
 
 
-class IllegalTransition(RuntimeError):
-    pass
-
-
 @dataclass
 class JobState:
     """Mutable record of one import's progress; the report is built from it."""
@@ -120,4 +118,4 @@ class JobState:
 
 
 
-__all__ = ["IllegalTransition", "JobState", "POST_IMPORT_STEPS", "Phase", "TERMINAL"]
+__all__ = ["JobState", "POST_IMPORT_STEPS", "Phase", "TERMINAL"]

@@ -20,17 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asyncovf.errors import InputError
+from asyncovf.errors import ReportFileError
 
 #: Phases in lifecycle order (the report's own order); unknown phases follow.
 PHASES = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
           "inject_ovf_env", "upgrade_hardware", "mark_as_template", "power_on", "wait_for_ip",
           "abort")
 SUPPORTED_VERSIONS = (1,)
-
-
-class ReportFileError(InputError):
-    """The file given to ``asyncovf report`` is not a readable run report."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class StepStats:
 
 
 def load_run_report(path: str | Path) -> dict[str, Any]:
-    """Read and check a run report; a clear :class:`ReportFileError` otherwise."""
+    """Read and check a run report; a clear :class:`~asyncovf.errors.ReportFileError` otherwise."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -261,7 +257,7 @@ def statistics(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__ = ["PhaseStats", "ReportFileError", "StepStats", "concurrency_series",
+__all__ = ["PhaseStats", "StepStats", "concurrency_series",
            "errors_by_kind", "in_flight_series", "limit_at", "load_run_report", "max_in_flight",
            "percentile", "phase_latencies", "phase_order", "phase_stats", "statistics",
            "step_stats", "throughput_bins"]

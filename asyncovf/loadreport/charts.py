@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from asyncovf.errors import InputError
+from asyncovf.errors import ChartsUnavailable
 from asyncovf.loadreport import analysis
 
 INSTALL_HINT = "install the report extra: pip install 'asyncovf[report]'"
@@ -23,10 +23,6 @@ COLOURS = {"spec": "#9ecae1", "import": "#3182bd", "lease_wait": "#fdae6b",
            "inject_ovf_env": "#dadaeb", "upgrade_hardware": "#9e9ac8",
            "mark_as_template": "#636363", "power_on": "#e6550d", "wait_for_ip": "#fd8d3c",
            "abort": "#de2d26"}
-
-
-class ChartsUnavailable(InputError):
-    """matplotlib is not installed."""
 
 
 def _pyplot() -> Any:
@@ -232,4 +228,4 @@ figure{{display:inline-block;margin:0.5em}}</style></head><body>
 """
 
 
-__all__ = ["INSTALL_HINT", "ChartsUnavailable", "chart_pngs", "render_html", "write_png"]
+__all__ = ["INSTALL_HINT", "chart_pngs", "render_html", "write_png"]

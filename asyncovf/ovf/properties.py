@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from asyncovf.errors import InputError
+from asyncovf.errors import PropertyError
 from asyncovf.ovf.descriptor import Descriptor, ProductProperty
 
 _INT_RANGES: Final = {
@@ -30,13 +30,9 @@ _BOOLEANS: Final = {"true", "false", "1", "0"}
 _QUALIFIER: Final = re.compile(r"(\w+)\s*(\(([^)]*)\)|\{([^}]*)\})")
 
 
-class PropertyError(InputError):
-    """A property value that the descriptor does not allow."""
-
-
 def check_properties(descriptor: Descriptor, values: Mapping[str, str], *,
                      where: str = "", hidden: bool = False) -> None:
-    """Raise :class:`PropertyError` for the first value the descriptor does not allow.
+    """Raise :class:`~asyncovf.errors.PropertyError` for the first value the descriptor forbids.
 
     A property the vendor did not mark ``userConfigurable`` is refused unless
     ``hidden`` (govc's ``-hidden``): vCenter would silently keep the default.
@@ -127,4 +123,4 @@ def _qualifier_problem(qualifiers: str, kind: str, value: str) -> str | None:
     return None
 
 
-__all__ = ["PropertyError", "check_properties"]
+__all__ = ["check_properties"]

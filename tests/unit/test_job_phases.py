@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asyncovf.engine.phases import IllegalTransition, JobState, Phase
+from asyncovf.engine.phases import JobState, Phase
+from asyncovf.errors import IllegalTransition
 
 HAPPY = [Phase.SPEC, Phase.IMPORT, Phase.LEASE_WAIT, Phase.UPLOAD, Phase.COMPLETE,
          Phase.IMPORTED]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from asyncovf.errors import PropertyError
 from asyncovf.ovf.descriptor import Descriptor, parse_descriptor
-from asyncovf.ovf.properties import PropertyError, check_properties
+from asyncovf.ovf.properties import check_properties
 from tests.factory import ovf_descriptor
 
 PROPERTIES = """
