@@ -648,11 +648,8 @@ async def _run_command(args: argparse.Namespace) -> int:
             number, total = parse_shard(args.shard)
             plan, shard = plan.shard(number, total), f"{number}/{total}"
         connection = ConnectionSettings.from_options(
-            server=args.server or plan.connection.server,
-            username=args.user or plan.connection.user,
-            password=args.password if args.password is not None else plan.connection.password,
-            insecure=args.insecure if args.insecure is not None else plan.connection.insecure,
-            ca_file=args.ca_file or plan.connection.ca_file,
+            server=args.server, username=args.user, password=args.password,
+            insecure=args.insecure, ca_file=args.ca_file, batch=plan.connection,
         )
     except AsyncOvfError as exc:
         _report_error(exc, args.debug)

@@ -38,6 +38,19 @@ class UsageError(InputError):
     """A command-line option or environment variable is wrong or missing."""
 
 
+class BatchError(InputError):
+    """A batch file problem, located: ``file:line: field: message``.
+
+    The whole file is checked before anything is imported, so an operator
+    fixes every entry at the place the message names, not one VM at a time.
+    """
+
+    def __init__(self, file: str, line: int | None, where: str, message: str) -> None:
+        self.file, self.line, self.where = file, line, where
+        location = f"{file}:{line}" if line else file
+        super().__init__(f"{location}: {where}: {message}" if where else f"{location}: {message}")
+
+
 class PackageError(InputError):
     """An OVF/OVA package is broken or hostile; names the file concerned."""
 

@@ -16,6 +16,7 @@ from types import TracebackType
 from asyncovf.engine.job import import_vm
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import JobState
+from asyncovf.engine.resolve import check_options, map_networks
 from asyncovf.engine.uploads import JobHooks, ProgressCallback
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.connection import ConnectionSettings
@@ -74,14 +75,22 @@ class Importer:
     ) -> JobState:
         """Import ``package`` as ``name``; raises on failure with nothing left behind.
 
+        ``options`` are checked against the package's descriptor first, and
+        their ``network_mapping`` names resolved in the placement's datacenter
+        (a descriptor network left unmapped falls back to the datacenter's
+        obvious default network, with a warning in the log), as a batch job's are.
         With ``on_conflict=OnConflict.SKIP`` an existing, finished VM of that
         name is left as it is: the returned state's ``phase`` is then still
         ``pending`` and its ``vm`` names the existing VM.
         """
+        options = options or ImportOptions()
+        check_options(name, options, package.descriptor)
+        networks = map_networks(name, options.network_mapping, await self.inventory(),
+                                placement, package.descriptor)
         state = state or JobState(name=name)
         hooks = JobHooks(on_progress=on_progress,
                          host_addresses=partial(self.cache.host_addresses, self.session))
-        await import_vm(self.session, package, placement, state, options,
+        await import_vm(self.session, package, placement, state, options, networks=networks,
                         on_conflict=on_conflict, hooks=hooks)
         return state
 

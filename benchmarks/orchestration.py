@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
+from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import check_files
@@ -52,7 +52,7 @@ def plan_for(source: Path, prefix: str, count: int) -> BatchPlan:
                 origin="benchmark")
         for i in range(count)
     )
-    return BatchPlan("benchmark", Connection(), jobs)
+    return BatchPlan("benchmark", {}, jobs)
 
 
 def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
+from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import check_files
@@ -101,7 +101,7 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
     jobs = tuple(JobSpec(index=i, name=f"{PREFIX}-{i:05d}", source=str(source),
                          placement=PlacementRequest(cluster="DC0_C0", datastore="LocalDS_0"),
                          origin="soak") for i in range(args.count))
-    plan = BatchPlan("soak", Connection(), jobs)
+    plan = BatchPlan("soak", {}, jobs)
     settings = RunSettings(concurrency=args.concurrency, job_retries=args.job_retries,
                            upload_attempts=args.upload_retries + 1, upload_initial_wait=0.05,
                            stall_timeout=1.0,

@@ -24,9 +24,10 @@ from typing import Any, Final
 import anyio
 
 from asyncovf.engine.job import import_vm
-from asyncovf.engine.options import RunSettings, check_job, creates_folders, import_options
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import JobSpec
+from asyncovf.engine.resolve import check_job, resolve_options
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.errors import (
     InputError,
@@ -251,14 +252,14 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
                    state: JobState, context: JobContext, own_vms: frozenset[str]) -> bool:
     spec = result.spec
     settings = context.settings
-    if creates_folders(spec, settings):
+    if settings.creates_folders(spec.options):
         await ensure_vm_folder(session, context.inventory, spec.placement)
     snapshot, placement = await _resolve(session, context.inventory, spec.placement)
-    options = import_options(spec, snapshot, placement, settings,
-                             descriptor=package.descriptor, warnings=result.warnings)
+    options, networks = resolve_options(spec, snapshot, placement, settings,
+                                        descriptor=package.descriptor, warnings=result.warnings)
     hooks = replace(context.hooks_for(placement, result) if context.hooks_for else JobHooks(),
                     host_addresses=partial(context.inventory.host_addresses, session))
-    return await import_vm(session, package, placement, state, options,
+    return await import_vm(session, package, placement, state, options, networks=networks,
                            on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks)
 
 

@@ -3,7 +3,7 @@
 Every VM is checked, not one per group: its source (opened and checked once
 per source by :func:`~asyncovf.engine.run.open_sources`), its placement, its
 options against the descriptor — deployment, each property value, the network
-mapping (:func:`~asyncovf.engine.options.import_options`) — its post-import
+mapping (:func:`~asyncovf.engine.resolve.resolve_options`) — its post-import
 steps against each other, and its name in its folder (FindChild).
 
 vCenter's own verdict on the package, CreateImportSpec, is asked once per
@@ -24,17 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from asyncovf.engine.job import create_import_spec
-from asyncovf.engine.options import (
-    ImportOptions,
-    OnConflict,
-    RunSettings,
-    creates_folders,
-    import_options,
-)
+from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
 from asyncovf.engine.plan import BatchPlan, JobSpec
-from asyncovf.engine.postimport import check_post_import
+from asyncovf.engine.resolve import resolve_options
 from asyncovf.engine.run import Cause, resolve_placement
 from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import AsyncOvfError
@@ -86,9 +81,11 @@ def group_key(job: JobSpec, settings: RunSettings) -> tuple[object, ...]:
     The property *keys* are in it (they shape the call); whether placement
     creates its folder too, since that changes how placement is checked.
     """
-    return (job.source, job.placement, creates_folders(job, settings), job.deployment,
-            job.disk_provisioning, job.ip_allocation_policy, job.ip_protocol, job.locale,
-            tuple(sorted(job.network_mapping.items())), tuple(sorted(job.properties)))
+    options = job.options
+    return (job.source, job.placement, settings.creates_folders(options), options.deployment,
+            options.disk_provisioning, options.ip_allocation_policy, options.ip_protocol,
+            options.locale, tuple(sorted(options.network_mapping.items())),
+            tuple(sorted(options.properties)))
 
 
 def group_jobs(jobs: Sequence[JobSpec], settings: RunSettings) -> list[list[JobSpec]]:
@@ -171,7 +168,8 @@ class DryRun:
         snapshot = await self.inventory.get(session)
         try:
             placement, new_folder = resolve_placement(
-                snapshot, first.placement, create_folders=creates_folders(first, self.settings))
+                snapshot, first.placement,
+                create_folders=self.settings.creates_folders(first.options))
         except AsyncOvfError as exc:
             finding.error(str(exc), finding.jobs)
             return
@@ -181,28 +179,28 @@ class DryRun:
                          finding.jobs)
 
         # Every VM's own checks, without vCenter: what its import checks first.
-        checked: list[tuple[JobSpec, ImportOptions]] = []
+        checked: list[tuple[JobSpec, ImportOptions, dict[str, Any]]] = []
         for job in group.jobs:
             warnings: list[str] = []
             try:
-                options = import_options(job, snapshot, placement, self.settings,
-                                         descriptor=package.descriptor, warnings=warnings)
-                check_post_import(options, job.name)
+                options, networks = resolve_options(job, snapshot, placement, self.settings,
+                                                    descriptor=package.descriptor,
+                                                    warnings=warnings)
             except AsyncOvfError as exc:
                 finding.error(_without_name(str(exc), job.name), [job.name])
                 continue
             for warning in warnings:
                 finding.warn(warning, [job.name])
-            checked.append((job, options))
+            checked.append((job, options, networks))
         if not checked:
             return
-        names = [job.name for job, _ in checked]
+        names = [job.name for job, _, _ in checked]
 
         # vCenter's verdict once for the group, with its first VM that passed.
-        standing, options = checked[0]
+        standing, options, networks = checked[0]
         try:
             result = await create_import_spec(session, package, placement, standing.name,
-                                              options)
+                                              options, networks)
         except AsyncOvfError as exc:
             finding.error(str(exc), names)
         else:
@@ -212,7 +210,7 @@ class DryRun:
         # Every VM's name in its folder, as its import checks it (resolve_conflict).
         if new_folder is not None:
             return  # a folder that does not exist holds no VM
-        for job, _ in checked:
+        for job, _, _ in checked:
             existing = await find_vm(session, placement.folder.ref, job.name)
             if existing is None:
                 continue

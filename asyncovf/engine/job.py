@@ -22,6 +22,7 @@ and recorded in ``state.cleanup_errors``; the original error is what is raised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -34,7 +35,6 @@ from asyncovf.engine.phases import TERMINAL, JobState, Phase
 from asyncovf.engine.postimport import (
     IMPORT_MARK_KEY,
     IMPORT_UNFINISHED,
-    check_post_import,
     run_post_import,
 )
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
@@ -64,6 +64,7 @@ async def import_vm(
     state: JobState,
     options: ImportOptions | None = None,
     *,
+    networks: Mapping[str, Any] | None = None,
     on_conflict: OnConflict = OnConflict.FAIL,
     own_vms: frozenset[str] = frozenset(),
     hooks: JobHooks | None = None,
@@ -75,6 +76,9 @@ async def import_vm(
     was there already (``state.vm`` names it), True when imported. ``own_vms``
     are VMs earlier attempts of the same job created: one found under the name
     is this job's leftover and is removed whatever ``on_conflict`` says.
+    ``networks`` maps the descriptor's networks to network MORs: ``options``'
+    ``network_mapping`` resolved in the placement's datacenter
+    (:func:`~asyncovf.engine.resolve.map_networks`).
 
     ``state`` is updated in place (phase, bytes, timings, cleanup errors), so a
     caller can show progress and report a job even when this raises or is
@@ -85,11 +89,11 @@ async def import_vm(
     if on_progress is not None:
         hooks = replace(hooks, on_progress=on_progress)
     try:
-        check_post_import(options, state.name)
         if not await resolve_conflict(session, state, placement, on_conflict,
                                       own_vms=own_vms):
             return False
-        await _import_with_recovery(session, package, placement, state, options, hooks)
+        await _import_with_recovery(session, package, placement, state, options,
+                                    networks or {}, hooks)
     except anyio.get_cancelled_exc_class():
         _finish(state, Phase.ABORTED, "interrupted")
         raise
@@ -163,10 +167,11 @@ def _finish(state: JobState, phase: Phase, error: str) -> None:
 
 async def _import_with_recovery(session: VCenterSession, package: Package,
                                 placement: Placement, state: JobState, options: ImportOptions,
+                                networks: Mapping[str, Any],
                                 hooks: JobHooks) -> None:
     """The import; on failure, end a lease nobody can name and remove a VM no lease named."""
     try:
-        await _import(session, package, placement, state, options, hooks)
+        await _import(session, package, placement, state, options, networks, hooks)
     except BaseException:
         # Only a lost ImportVApp answer leaves what nobody can name: a lease and
         # a VM (a fault created nothing; a lease that answered has its guard).
@@ -202,6 +207,7 @@ async def _import(
     placement: Placement,
     state: JobState,
     options: ImportOptions,
+    networks: Mapping[str, Any],
     hooks: JobHooks,
 ) -> None:
     def notify() -> None:
@@ -210,7 +216,8 @@ async def _import(
 
     state.advance(Phase.SPEC)
     notify()
-    spec_result = await create_import_spec(session, package, placement, state.name, options)
+    spec_result = await create_import_spec(session, package, placement, state.name, options,
+                                           networks)
     for warning in spec_result.warning or ():
         state.warnings.append(describe_fault(warning))
     config = getattr(spec_result.importSpec, "configSpec", None)
@@ -321,8 +328,13 @@ async def create_import_spec(
     placement: Placement,
     name: str,
     options: ImportOptions,
+    networks: Mapping[str, Any] | None = None,
 ) -> Any:
-    """CreateImportSpec; raise :class:`ImportSpecRejected` with vCenter's text on errors."""
+    """CreateImportSpec; raise :class:`ImportSpecRejected` with vCenter's text on errors.
+
+    ``networks`` maps OVF network names to network MORs (``options``' mapping,
+    resolved).
+    """
     params = vim.OvfManager.CreateImportSpecParams(
         entityName=name,
         locale=options.locale or "",
@@ -337,10 +349,10 @@ async def create_import_spec(
     if options.properties:
         params.propertyMapping = [vim.KeyValue(key=k, value=v)
                                   for k, v in options.properties.items()]
-    if options.network_mapping:
+    if networks:
         params.networkMapping = [
             vim.OvfManager.NetworkMapping(name=ovf_name, network=network)
-            for ovf_name, network in options.network_mapping.items()
+            for ovf_name, network in networks.items()
         ]
     result = await session.invoke(
         session.content.ovfManager,

@@ -25,121 +25,55 @@ import csv
 import io
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
-from asyncovf.errors import InputError
-from asyncovf.spec import (
-    DISK_PROVISIONING_OPTIONS,
-    INFORMATIONAL_KEYS,
-    IP_ALLOCATION_POLICIES,
-    IP_PROTOCOLS,
+from asyncovf.engine.options import (
+    VM_OPTION_KEYS,
+    ImportOptions,
+    document_values,
+    read_options,
+    read_text,
 )
+from asyncovf.errors import BatchError, InputError
 from asyncovf.vsphere.inventory import PlacementRequest
 
 PLACEMENT_KEYS: Final = ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder")
-JOB_KEYS: Final = frozenset({
-    "name", "count", "source", *PLACEMENT_KEYS, "deployment", "disk_provisioning",
-    "ip_allocation_policy", "ip_protocol", "network_mapping", "properties", "power_on",
-    "annotation", "options", "locale", "hidden", "wait_for_ip", "ip_timeout", "inject_ovf_env",
-    "mark_as_template", "extra_config", "hardware_version", "create_folders", "parallel_disks",
-})
+JOB_KEYS: Final = frozenset({"name", "count", "source", *PLACEMENT_KEYS, "options",
+                             *VM_OPTION_KEYS})
 TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
-DISK_PROVISIONING: Final = frozenset(DISK_PROVISIONING_OPTIONS)
-#: Keys of govc's ``import.spec`` options document we act on, and their batch key.
-OPTION_KEYS: Final = {
-    "Name": "name",
-    "Deployment": "deployment",
-    "DiskProvisioning": "disk_provisioning",
-    "IPAllocationPolicy": "ip_allocation_policy",
-    "IPProtocol": "ip_protocol",
-    "NetworkMapping": "network_mapping",
-    "PropertyMapping": "properties",
-    "PowerOn": "power_on",
-    "Annotation": "annotation",
-    "InjectOvfEnv": "inject_ovf_env",
-    "WaitForIP": "wait_for_ip",
-    "MarkAsTemplate": "mark_as_template",
-    # Our extensions (govc ignores keys it does not know).
-    "ExtraConfig": "extra_config",
-    "HardwareVersion": "hardware_version",
-}
-#: Seconds to wait for the guest's IP address when no ``ip_timeout`` is given.
-DEFAULT_IP_TIMEOUT: Final = 300.0
-#: Yes/no cells of a CSV file (YAML has its own booleans).
-_CSV_BOOLEANS: Final = {"true": True, "yes": True, "1": True, "false": False, "no": False,
-                        "0": False, "": False}
+#: vCenter's limit on a VM name.
+MAX_VM_NAME: Final = 80
 
 
-class BatchError(InputError):
-    """A batch file problem, located: ``file:line: field: message``."""
-
-    def __init__(self, file: str, line: int | None, where: str, message: str) -> None:
-        self.file, self.line, self.where = file, line, where
-        location = f"{file}:{line}" if line else file
-        super().__init__(f"{location}: {where}: {message}" if where else f"{location}: {message}")
-
-
-@dataclass(frozen=True)
-class Connection:
-    server: str | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    insecure: bool | None = None
-    ca_file: str | None = None
+def check_vm_name(name: str) -> None:
+    """Raise ValueError unless vCenter takes ``name`` as a VM name."""
+    if len(name) > MAX_VM_NAME:
+        raise ValueError(f"{name!r} is longer than vCenter's {MAX_VM_NAME}-character limit")
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One VM to import, fully resolved from defaults and its entry."""
+    """One VM to import: its name, source and placement, and how to import it."""
 
     index: int  # position in file order, 0-based
     name: str
     source: str
     placement: PlacementRequest
     origin: str  # "batch.yaml:12", for error messages
-    deployment: str | None = None
-    disk_provisioning: str | None = None
-    ip_allocation_policy: str | None = None
-    ip_protocol: str | None = None
-    network_mapping: Mapping[str, str] = field(default_factory=dict)
-    properties: Mapping[str, str] = field(default_factory=dict)
-    power_on: bool = False
-    annotation: str | None = None
-    locale: str | None = None
-    #: May set properties the vendor did not mark userConfigurable (govc's -hidden).
-    hidden: bool = False
-    # Post-import steps, run in this order after the import completes.
-    extra_config: Mapping[str, str] = field(default_factory=dict)
-    inject_ovf_env: bool = False
-    hardware_version: str | None = None  # normalised: "vmx-19"
-    mark_as_template: bool = False
-    wait_for_ip: bool = False
-    ip_timeout: float = DEFAULT_IP_TIMEOUT
-    # Run-wide settings a job may override; None: the run's (``run --create-folders``,
-    # ``--parallel-disks``).
-    create_folders: bool | None = None
-    parallel_disks: int | None = None
-
-
-def parse_hardware_version(value: Any) -> str:
-    """``vmx-19``, ``19`` or 19 → ``"vmx-19"``; ValueError with a usable message otherwise."""
-    text = str(value).strip().lower() if not isinstance(value, bool) else ""
-    number = text.removeprefix("vmx-")
-    if not number.isdigit() or not 3 <= int(number) <= 99:
-        raise ValueError(f"{value!r} is not a hardware version; expected vmx-NN or NN "
-                         "(e.g. vmx-19 or 19)")
-    return f"vmx-{int(number)}"
+    options: ImportOptions = field(default_factory=ImportOptions)
 
 
 @dataclass(frozen=True)
 class BatchPlan:
     path: str
-    connection: Connection
+    #: The file's ``connection:`` values (CONNECTION_KEYS), checked; the command
+    #: line's win over them (ConnectionSettings.from_options).
+    connection: Mapping[str, str | bool] = field(repr=False)
     jobs: tuple[JobSpec, ...]
 
     def shard(self, number: int, total: int) -> BatchPlan:
@@ -314,9 +248,10 @@ def _check_keys(mapping: Mapping[str, Any], allowed: frozenset[str], file: str,
                              f"unknown key; expected one of: {hint}")
 
 
-def _parse_connection(raw: Any, file: str, document: Mapping[str, Any]) -> Connection:
+def _parse_connection(raw: Any, file: str,
+                      document: Mapping[str, Any]) -> Mapping[str, str | bool]:
     if raw is None:
-        return Connection()
+        return {}
     if not isinstance(raw, dict):
         raise BatchError(file, _line(document, "connection"), "connection", "must be a mapping")
     _check_keys(raw, CONNECTION_KEYS, file, "connection")
@@ -326,15 +261,14 @@ def _parse_connection(raw: Any, file: str, document: Mapping[str, Any]) -> Conne
     if "insecure" in raw and not isinstance(raw["insecure"], bool):
         raise BatchError(file, _line(raw, "insecure"), "connection.insecure",
                          "must be true or false")
-    return Connection(server=raw.get("server"), user=raw.get("user"),
-                      password=raw.get("password"), insecure=raw.get("insecure"),
-                      ca_file=raw.get("ca_file"))
+    return dict(raw)
 
 
 def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:
     """Fold an inline ``options:`` document (govc ``import.spec`` format) into batch keys.
 
-    Explicit batch keys win over the document's, as a per-VM override should.
+    Explicit batch keys win over the document's, as a per-VM override should;
+    the VM name comes from the entry, never from a shared document.
     """
     merged = _Located(entry)
     merged.line = _line(entry) or 0
@@ -346,39 +280,28 @@ def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:
     if not isinstance(document, dict):
         raise BatchError(file, line, f"{where}.options", "must be a mapping (asyncovf spec "
                                                          "output)")
-    for key, value in document.items():
-        if key in OPTION_KEYS:
-            target = OPTION_KEYS[key]
-            if target == "network_mapping":
-                value = _pairs(value, "Name", "Network", file, line, f"{where}.options.{key}")
-            elif target in ("properties", "extra_config"):
-                value = _pairs(value, "Key", "Value", file, line, f"{where}.options.{key}")
-            elif target == "hardware_version" and value in ("", None):
-                continue  # the document's "not asked for"
-            if target == "name" or target in merged:
-                continue  # the VM name comes from the entry, never from a shared document
-            merged[target] = value
-        elif key in INFORMATIONAL_KEYS or key == "AllDeploymentOptions":
-            continue  # what `asyncovf spec --verbose` adds to inform; nothing to apply
-        else:
-            raise BatchError(file, line, f"{where}.options.{key}", "unknown options key")
+    values = document_values(document, lambda key, message: BatchError(
+        file, line, f"{where}.options.{key}", message))
+    for key, value in values.items():
+        merged.setdefault(key, value)
     return merged
 
 
-def _pairs(value: Any, key_name: str, value_name: str, file: str, line: int | None,
-           where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): "" if v is None else str(v) for k, v in value.items()}
-    if not isinstance(value, list):
-        raise BatchError(file, line, where, f"must be a list of {{{key_name}, {value_name}}}")
-    pairs: dict[str, str] = {}
-    for item in value:
-        if not isinstance(item, dict) or key_name not in item:
-            raise BatchError(file, line, where, f"each item needs {key_name!r}")
-        pairs[str(item[key_name])] = "" if item.get(value_name) is None else str(item[value_name])
-    return pairs
+class _EntrySource:
+    """A batch entry as an options source: errors name the file, line and key."""
+
+    def __init__(self, file: str, entry: Mapping[str, Any], line: int | None,
+                 where: str) -> None:
+        self.file, self.entry, self.line, self.where = file, entry, line, where
+
+    def setting(self, key: str) -> str:
+        return f"{key}: true"
+
+    def invalid(self, key: str, message: str) -> InputError:
+        return BatchError(self.file, _line(self.entry, key) or self.line,
+                          f"{self.where}.{key}", message)
+
+    conflict = invalid
 
 
 def _expand(
@@ -412,67 +335,14 @@ def _expand(
         raise fail("source", "no source: set it here or in defaults")
     if "://" not in source:
         source = str((base / source).resolve()) if not Path(source).is_absolute() else source
-    for key in PLACEMENT_KEYS + ("deployment", "annotation", "locale"):
-        if values.get(key) is not None and not isinstance(values[key], str | int):
-            raise fail(key, "must be a string")
-    provisioning = values.get("disk_provisioning")
-    if provisioning is not None and provisioning not in DISK_PROVISIONING:
-        raise fail("disk_provisioning",
-                   f"{provisioning!r} is not one of {', '.join(sorted(DISK_PROVISIONING))}")
-    for key, allowed in (("ip_allocation_policy", IP_ALLOCATION_POLICIES),
-                         ("ip_protocol", IP_PROTOCOLS)):
-        if values.get(key) is not None and values[key] not in allowed:
-            raise fail(key, f"{values[key]!r} is not one of {', '.join(allowed)}")
-    def flag(key: str) -> bool:
-        value = values.get(key, False)
-        if isinstance(value, str) and value.strip().lower() in _CSV_BOOLEANS:
-            value = _CSV_BOOLEANS[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise fail(key, "must be true or false")
-        return value
-
-    power_on, hidden = flag("power_on"), flag("hidden")
-    create_folders = flag("create_folders") if values.get("create_folders") is not None \
-        else None
-    parallel_disks = values.get("parallel_disks")
-    if parallel_disks is not None:
-        if isinstance(parallel_disks, str) and parallel_disks.strip().isdigit():
-            parallel_disks = int(parallel_disks)
-        if not isinstance(parallel_disks, int) or isinstance(parallel_disks, bool) \
-                or parallel_disks < 1:
-            raise fail("parallel_disks", f"{values['parallel_disks']!r}: must be a positive "
-                                         "integer (disks uploaded at once)")
-    inject_ovf_env, mark_as_template = flag("inject_ovf_env"), flag("mark_as_template")
-    wait_for_ip = flag("wait_for_ip")
-    if mark_as_template and power_on:
-        raise fail("mark_as_template", "contradicts power_on: a template cannot be powered on; "
-                                       "set one of them to false")
-    if wait_for_ip and not power_on:
-        raise fail("wait_for_ip", "needs power_on: true (a VM that is off gets no IP address)")
-    ip_timeout = values.get("ip_timeout", DEFAULT_IP_TIMEOUT)
-    try:
-        ip_timeout = float(ip_timeout) if not isinstance(ip_timeout, bool) else -1.0
-    except (TypeError, ValueError):
-        ip_timeout = -1.0
-    if not ip_timeout > 0 or ip_timeout == float("inf"):
-        raise fail("ip_timeout", f"{values.get('ip_timeout')!r}: must be a positive number of "
-                                 "seconds")
-    hardware_version = None
-    if values.get("hardware_version") is not None:
-        try:
-            hardware_version = parse_hardware_version(values["hardware_version"])
-        except ValueError as exc:
-            raise fail("hardware_version", str(exc)) from None
-    mappings: dict[str, dict[str, str]] = {}
-    for key in ("network_mapping", "properties", "extra_config"):
-        raw = values.get(key) or {}
-        if not isinstance(raw, dict):
-            raise fail(key, "must be a mapping of name: value")
-        text = _vmx_text if key == "extra_config" else str
-        mappings[key] = {str(k): "" if v is None else text(v) for k, v in raw.items()}
-    if any(not k.strip() for k in mappings["extra_config"]):
-        raise fail("extra_config", "a key is empty")
-
+    for key in PLACEMENT_KEYS:
+        if values.get(key) is not None:
+            try:
+                read_text(values[key])
+            except ValueError as exc:
+                raise fail(key, str(exc)) from None
+    options = read_options({key: values[key] for key in VM_OPTION_KEYS if key in values},
+                           _EntrySource(file, entry, line, where))
     placement = PlacementRequest(**{
         key: str(values[key]) if values.get(key) is not None else None for key in PLACEMENT_KEYS
     })
@@ -480,46 +350,20 @@ def _expand(
         try:
             vm_name = render(name, index=number)
             properties = {k: render(v, index=number, name=vm_name)
-                          for k, v in mappings["properties"].items()}
-            annotation = values.get("annotation")
-            annotation = render(str(annotation), index=number, name=vm_name) \
-                if annotation is not None else None
+                          for k, v in options.properties.items()}
+            annotation = render(options.annotation, index=number, name=vm_name) \
+                if options.annotation is not None else None
+            check_vm_name(vm_name)
         except ValueError as exc:
             raise fail("name", str(exc)) from None
-        if len(vm_name) > 80:
-            raise fail("name", f"{vm_name!r} is longer than vCenter's 80-character limit")
         yield JobSpec(
             index=first_index + number - 1,
             name=vm_name,
             source=source,
             placement=placement,
             origin=f"{file}:{line}" if line else file,
-            deployment=str(values["deployment"]) if values.get("deployment") else None,
-            disk_provisioning=provisioning,
-            ip_allocation_policy=values.get("ip_allocation_policy"),
-            ip_protocol=values.get("ip_protocol"),
-            network_mapping=mappings["network_mapping"],
-            properties=properties,
-            power_on=power_on,
-            annotation=annotation,
-            locale=str(values["locale"]) if values.get("locale") else None,
-            hidden=hidden,
-            extra_config=mappings["extra_config"],
-            inject_ovf_env=inject_ovf_env,
-            hardware_version=hardware_version,
-            mark_as_template=mark_as_template,
-            wait_for_ip=wait_for_ip,
-            ip_timeout=ip_timeout,
-            create_folders=create_folders,
-            parallel_disks=parallel_disks,
+            options=replace(options, properties=properties, annotation=annotation),
         )
-
-
-def _vmx_text(value: Any) -> str:
-    """An extra config value as a .vmx file writes it: YAML's true/false as TRUE/FALSE."""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return str(value)
 
 
 def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
@@ -557,14 +401,15 @@ def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
 
 
 __all__ = [
-    "DEFAULT_IP_TIMEOUT",
-    "BatchError",
+    "CONNECTION_KEYS",
+    "JOB_KEYS",
+    "MAX_VM_NAME",
+    "PLACEMENT_KEYS",
     "BatchPlan",
-    "Connection",
     "JobSpec",
+    "check_vm_name",
     "load_batch",
     "parse_batch",
-    "parse_hardware_version",
     "parse_shard",
     "render",
 ]

@@ -29,12 +29,11 @@ from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.options import (
     OnConflict,
     RunSettings,
-    check_job,
     check_ramp,
-    import_options,
     parse_ramp,
 )
 from asyncovf.engine.plan import JobSpec
+from asyncovf.engine.resolve import check_job
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import NameConflict
@@ -198,7 +197,6 @@ __all__ = [
     "RunSettings",
     "check_job",
     "check_ramp",
-    "import_options",
     "parse_ramp",
     "totals",
 ]

@@ -24,7 +24,6 @@ from pyVmomi import vim
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import (
-    InputError,
     PostImportError,
     WaitForIPTimeout,
 )
@@ -102,16 +101,6 @@ async def wait_for_ip(session: VCenterSession, vm: Any, *, within: float,
                            step="wait_for_ip", vm=vm_name)
 
 
-def check_post_import(options: ImportOptions, name: str) -> None:
-    """Reject contradictory post-import steps before anything is created."""
-    if options.mark_as_template and options.power_on:
-        raise InputError(f"{name}: power-on and mark-as-template contradict each other: "
-                         "a template cannot be powered on")
-    if options.wait_for_ip and not options.power_on:
-        raise InputError(f"{name}: wait-for-ip needs power-on: a VM that is off gets no IP "
-                         "address")
-
-
 PostImportStep = Callable[[], Awaitable[None]]
 
 #: The extraConfig key that tells a finished import from an unfinished one.
@@ -139,7 +128,8 @@ def post_import_steps(session: VCenterSession, vm: Any, package: Package, state:
     steps: list[tuple[Phase | None, PostImportStep]] = []
     if options.extra_config:
         steps.append((Phase.EXTRA_CONFIG, partial(set_extra_config, session, vm,
-                                                  (*options.extra_config, *marks))))
+                                                  (*options.extra_config.items(),
+                                                   *marks))))
     elif marks:
         steps.append((None, partial(set_extra_config, session, vm, marks)))
     if options.inject_ovf_env:
@@ -198,7 +188,6 @@ async def run_post_import(session: VCenterSession, vm: Any, package: Package, st
 
 
 __all__ = [
-    "check_post_import",
     "post_import_steps",
     "run_post_import",
     "inject_ovf_env",

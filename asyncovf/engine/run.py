@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from asyncovf.engine.batch import JobResult, JobStatus, Refusal, UpdateCallback, refuse
-from asyncovf.engine.options import RunSettings, creates_folders
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.workers import Unfinished, WorkerPool
@@ -169,7 +169,8 @@ async def check_placements(connection: ConnectionSettings, jobs: Sequence[JobSpe
     """
     requests: dict[tuple[PlacementRequest, bool], list[int]] = {}
     for job in jobs:
-        requests.setdefault((job.placement, creates_folders(job, settings)), []).append(job.index)
+        requests.setdefault((job.placement, settings.creates_folders(job.options)),
+                            []).append(job.index)
     if not requests:
         return {}
     snapshot = await load_inventory(connection, settings, inventory)

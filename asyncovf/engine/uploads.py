@@ -102,7 +102,7 @@ async def upload_all(
     The API requires CreateImportSpecResult.fileItem in order when delta disks
     (a disk with a parent) are present, so then it is always one at a time.
     """
-    parallel = max(1, options.parallel_disks)
+    parallel = max(1, options.parallel_disks or 1)
     if parallel > 1 and any(d.parent_ref for d in package.descriptor.disks):
         log.info("%s: delta disks present; uploading in order", state.name)
         parallel = 1

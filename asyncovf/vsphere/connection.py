@@ -8,6 +8,7 @@ Options first, then the Terraform vSphere provider's environment variables
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,6 +17,10 @@ from asyncovf.vsphere.session import Credentials, RetryPolicy, VCenterSession
 from asyncovf.vsphere.soap import Endpoint
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _text(value: str | bool | None) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,23 @@ class ConnectionSettings:
         password: str | None,
         insecure: bool | None,
         ca_file: str | None,
+        batch: Mapping[str, str | bool] | None = None,
         environ: os._Environ[str] | dict[str, str] | None = None,
     ) -> ConnectionSettings:
-        """Options first, then the Terraform vSphere provider's environment variables."""
+        """Options first, then a batch file's ``connection:`` values (server, user,
+        password, insecure, ca_file), then the Terraform vSphere provider's
+        environment variables."""
+        given = batch or {}
         env = os.environ if environ is None else environ
-        server = server or env.get("VSPHERE_SERVER")
-        username = username or env.get("VSPHERE_USER")
-        password = password if password is not None else env.get("VSPHERE_PASSWORD")
+        server = server or _text(given.get("server")) or env.get("VSPHERE_SERVER")
+        username = username or _text(given.get("user")) or env.get("VSPHERE_USER")
+        if password is None:
+            password = _text(given.get("password"))
+        if password is None:
+            password = env.get("VSPHERE_PASSWORD")
+        if insecure is None and isinstance(given.get("insecure"), bool):
+            insecure = bool(given["insecure"])
+        ca_file = ca_file or _text(given.get("ca_file"))
         if insecure is None:
             insecure = env.get("VSPHERE_ALLOW_UNVERIFIED_SSL", "").strip().lower() in _TRUE
         missing = [

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.plan import BatchPlan, Connection, JobSpec
+from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
 from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import Package, check_files
@@ -143,7 +143,7 @@ def plan_of(run: FaultRun, count: int) -> BatchPlan:
     jobs = tuple(JobSpec(index=i, name=job_name(run, i), source=str(run.package_path),
                          placement=PlacementRequest(cluster="DC0_C0", datastore="LocalDS_0"),
                          origin="test") for i in range(count))
-    return BatchPlan("test", Connection(), jobs)
+    return BatchPlan("test", {}, jobs)
 
 
 async def run_batch(run: FaultRun, *, count: int,

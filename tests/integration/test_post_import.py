@@ -25,6 +25,7 @@ import pytest
 from lxml import etree
 from pyVmomi import vim
 
+from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import Phase
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, RunSettings
@@ -67,7 +68,7 @@ def job(run: FaultRun, **fields: Any) -> JobSpec:
     placement = fields.pop("placement", PlacementRequest(cluster="DC0_C0",
                                                          datastore="LocalDS_0"))
     return JobSpec(index=0, name=run.prefix, source=str(run.package_path), placement=placement,
-                   origin="test", **fields)
+                   origin="test", options=ImportOptions(**fields))
 
 
 async def import_one(run: FaultRun, spec: JobSpec, *, settings: RunSettings | None = None,

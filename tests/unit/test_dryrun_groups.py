@@ -5,14 +5,13 @@ Pure: jobs and an inventory snapshot in, groups, causes and placements out.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from asyncovf.engine.batch import Refusal
 from asyncovf.engine.dryrun import Finding, group_jobs, group_key
-from asyncovf.engine.options import RunSettings
+from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.run import Cause, affected, causes, resolve_placement
 from asyncovf.errors import PlacementError
@@ -23,10 +22,14 @@ SETTINGS = RunSettings()
 
 
 def job(index: int, **fields: Any) -> JobSpec:
-    base = JobSpec(index=index, name=f"web-{index:03d}", source="/a.ova",
-                   placement=PlacementRequest(cluster="C0", datastore="LocalDS_0"),
-                   origin="batch.yaml:3", properties={"hostname": f"web-{index:03d}"})
-    return replace(base, **fields)
+    """A job; ``source`` and ``placement`` are the job's, the other fields its options."""
+    where = {key: fields.pop(key) for key in ("source", "placement") if key in fields}
+    options = ImportOptions(**{"properties": {"hostname": f"web-{index:03d}"}, **fields})
+    return JobSpec(index=index, name=f"web-{index:03d}", origin="batch.yaml:3",
+                   options=options, **{"source": "/a.ova",
+                                       "placement": PlacementRequest(cluster="C0",
+                                                                     datastore="LocalDS_0"),
+                                       **where})
 
 
 def test_vms_that_differ_only_in_name_and_property_values_are_one_group() -> None:
@@ -54,7 +57,8 @@ def test_what_create_import_spec_depends_on_makes_another_group(change: dict[str
 
 
 @pytest.mark.parametrize("change", [
-    {"power_on": True}, {"annotation": "x"}, {"hidden": True}, {"wait_for_ip": True},
+    {"power_on": True}, {"annotation": "x"}, {"hidden": True},
+    {"power_on": True, "wait_for_ip": True},
     {"extra_config": {"a": "b"}}, {"hardware_version": "vmx-19"}, {"mark_as_template": True},
 ], ids=lambda change: next(iter(change)))
 def test_what_create_import_spec_does_not_see_stays_in_the_group(change: dict[str, Any]) -> None:

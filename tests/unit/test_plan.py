@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
+from asyncovf.engine.options import DEFAULT_IP_TIMEOUT, parse_hardware_version
 from asyncovf.engine.plan import (
-    DEFAULT_IP_TIMEOUT,
-    BatchError,
     JobSpec,
     load_batch,
     parse_batch,
-    parse_hardware_version,
     parse_shard,
     render,
 )
-from asyncovf.errors import InputError
+from asyncovf.errors import BatchError, InputError
 from asyncovf.ovf.descriptor import parse_descriptor
 from asyncovf.spec import options_document
 from tests.factory import ovf_descriptor
@@ -69,10 +67,10 @@ vms:
     power_on: false
 """))
     first, second = plan.jobs
-    assert dict(first.properties) == {"hostname": "web-1.lab", "ip": "10.0.0.1"}
-    assert second.properties["ip"] == "10.0.0.2" and not first.power_on
+    assert dict(first.options.properties) == {"hostname": "web-1.lab", "ip": "10.0.0.1"}
+    assert second.options.properties["ip"] == "10.0.0.2" and not first.options.power_on
     assert first.placement.folder == "/DC0/vm/web"
-    assert dict(first.network_mapping) == {"VM Network": "DC0_DVPG0"}
+    assert dict(first.options.network_mapping) == {"VM Network": "DC0_DVPG0"}
 
 
 def test_options_document_from_spec_is_accepted_inline(tmp_path: Path) -> None:
@@ -93,9 +91,10 @@ vms:
     disk_provisioning: thick
 """))
     one, two = plan.jobs
-    assert (one.name, one.deployment, one.disk_provisioning) == ("one", "small", "thin")
-    assert two.disk_provisioning == "thick"  # the entry's own key wins
-    assert dict(one.properties) == {"vami.ip0": "10.1.1.1"}
+    assert one.name == "one"
+    assert (one.options.deployment, one.options.disk_provisioning) == ("small", "thin")
+    assert two.options.disk_provisioning == "thick"  # the entry's own key wins
+    assert dict(one.options.properties) == {"vami.ip0": "10.1.1.1"}
 
 
 def test_post_import_keys_in_entries_and_defaults(tmp_path: Path) -> None:
@@ -117,7 +116,7 @@ vms:
     hardware_version: vmx-15
     extra_config: {guestinfo.role: template}
 """))
-    web, tmpl = plan.jobs
+    web, tmpl = (job.options for job in plan.jobs)
     assert (web.power_on, web.wait_for_ip, web.ip_timeout, web.inject_ovf_env,
             web.mark_as_template, web.hardware_version) == (True, True, 30.0, True, False,
                                                              "vmx-19")
@@ -129,8 +128,9 @@ vms:
 
 def test_post_import_defaults_ask_for_nothing(tmp_path: Path) -> None:
     (job,) = load_batch(write(tmp_path, "vms: [{name: a, source: x}]\n")).jobs
-    assert (job.power_on, job.wait_for_ip, job.inject_ovf_env, job.mark_as_template,
-            job.hardware_version, dict(job.extra_config), job.ip_timeout) == (
+    options = job.options
+    assert (options.power_on, options.wait_for_ip, options.inject_ovf_env, options.mark_as_template,
+            options.hardware_version, dict(options.extra_config), options.ip_timeout) == (
         False, False, False, False, None, {}, DEFAULT_IP_TIMEOUT)
 
 
@@ -152,7 +152,7 @@ def test_post_import_csv_columns(tmp_path: Path) -> None:
                     "extra_config.guestinfo.role,mark_as_template\n"
                     "c-1,a.ova,yes,true,12.5,17,db,\n"
                     "c-2,a.ova,no,,,,,TRUE\n", name="rows.csv")
-    one, two = load_batch(tmp_path / "rows.csv").jobs
+    one, two = (job.options for job in load_batch(tmp_path / "rows.csv").jobs)
     assert (one.power_on, one.wait_for_ip, one.ip_timeout, one.hardware_version) == (
         True, True, 12.5, "vmx-17")
     assert dict(one.extra_config) == {"guestinfo.role": "db"}
@@ -174,10 +174,11 @@ vms:
     parallel_disks: 1
 """))
     inherits, overrides = plan.jobs
-    assert (inherits.create_folders, inherits.parallel_disks) == (True, 3)
-    assert (overrides.create_folders, overrides.parallel_disks) == (False, 1)
+    assert (inherits.options.create_folders, inherits.options.parallel_disks) == (True, 3)
+    assert (overrides.options.create_folders, overrides.options.parallel_disks) == (False, 1)
     (unset,) = load_batch(write(tmp_path, "vms: [{name: a, source: x}]\n")).jobs
-    assert (unset.create_folders, unset.parallel_disks) == (None, None)  # the run's flags
+    # None: the run's flags
+    assert (unset.options.create_folders, unset.options.parallel_disks) == (None, None)
 
 
 def test_create_folders_and_parallel_disks_csv_columns(tmp_path: Path) -> None:
@@ -185,8 +186,8 @@ def test_create_folders_and_parallel_disks_csv_columns(tmp_path: Path) -> None:
                     "c-1,a.ova,yes,4\n"
                     "c-2,a.ova,,\n", name="rows.csv")
     one, two = load_batch(tmp_path / "rows.csv").jobs
-    assert (one.create_folders, one.parallel_disks) == (True, 4)
-    assert (two.create_folders, two.parallel_disks) == (None, None)
+    assert (one.options.create_folders, one.options.parallel_disks) == (True, 4)
+    assert (two.options.create_folders, two.options.parallel_disks) == (None, None)
 
 
 def test_a_bad_parallel_disks_cell_names_the_file_row_and_column(tmp_path: Path) -> None:
@@ -214,19 +215,19 @@ def test_the_spec_document_round_trips_with_the_post_import_options(tmp_path: Pa
         return job
 
     document = options_document(descriptor)
-    untouched = job_from(document)
+    untouched = job_from(document).options
     assert (untouched.power_on, untouched.wait_for_ip, untouched.inject_ovf_env,
             untouched.mark_as_template, untouched.hardware_version,
             dict(untouched.extra_config)) == (False, False, False, False, None, {})
     document.update(PowerOn=True, WaitForIP=True, InjectOvfEnv=True, HardwareVersion="19",
                     ExtraConfig=[{"Key": "guestinfo.a", "Value": "1"},
                                  {"Key": "disk.EnableUUID", "Value": "TRUE"}])
-    edited = job_from(document)
+    edited = job_from(document).options
     assert (edited.power_on, edited.wait_for_ip, edited.inject_ovf_env,
             edited.hardware_version) == (True, True, True, "vmx-19")
     assert list(edited.extra_config.items()) == [("guestinfo.a", "1"), ("disk.EnableUUID", "TRUE")]
     document.update(PowerOn=False, WaitForIP=False, MarkAsTemplate=True)
-    assert job_from(document).mark_as_template
+    assert job_from(document).options.mark_as_template
 
 
 def test_csv_rows_are_vm_entries(tmp_path: Path) -> None:
@@ -237,8 +238,8 @@ def test_csv_rows_are_vm_entries(tmp_path: Path) -> None:
     one, two = plan.jobs
     assert (one.name, one.placement.datastore, one.placement.cluster) == ("csv-1", "LocalDS_0",
                                                                           "C0")
-    assert dict(one.properties) == {"hostname": "h1"}
-    assert dict(one.network_mapping) == {"VM Network": "DC0_DVPG0"}
+    assert dict(one.options.properties) == {"hostname": "h1"}
+    assert dict(one.options.network_mapping) == {"VM Network": "DC0_DVPG0"}
     assert two.placement.datastore is None and two.source.endswith("b.ova")
     assert one.origin == f"{tmp_path / 'rows.csv'}:2"
 
@@ -273,7 +274,8 @@ def test_a_csv_file_alone_is_a_batch(tmp_path: Path) -> None:
         ("defaults:\n  options: {WaitForIP: true}\nvms: [{name: a, source: x}]\n",
          ":3: vms[0].wait_for_ip: needs power_on: true"),
         ("vms:\n  - name: a\n    source: x\n    power_on: true\n    mark_as_template: true\n",
-         ":5: vms[0].mark_as_template: contradicts power_on: a template cannot be powered on"),
+         ":5: vms[0].mark_as_template: contradicts power_on: true (a template cannot be "
+         "powered on)"),
         ("vms:\n  - name: a\n    source: x\n    hardware_version: banana\n",
          ":4: vms[0].hardware_version: 'banana' is not a hardware version; expected vmx-NN"),
         ("vms:\n  - name: a\n    source: x\n    hardware_version: vmx-1000\n",

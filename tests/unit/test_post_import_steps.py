@@ -16,7 +16,6 @@ from asyncovf.engine.phases import JobState, Phase
 from asyncovf.engine.postimport import (
     IMPORT_FINISHED,
     IMPORT_MARK_KEY,
-    check_post_import,
     run_post_import,
 )
 from asyncovf.errors import InputError, PostImportError, TaskError, WaitForIPTimeout, error_kind
@@ -79,7 +78,7 @@ async def run(session: FakeSession, options: ImportOptions, state: JobState | No
 
 async def test_every_step_sends_its_call_in_order_and_the_ip_is_recorded() -> None:
     session = FakeSession()
-    options = ImportOptions(extra_config=(("guestinfo.role", "web"), ("disk.EnableUUID", "TRUE")),
+    options = ImportOptions(extra_config={"guestinfo.role": "web", "disk.EnableUUID": "TRUE"},
                             inject_ovf_env=True, hardware_version="vmx-19", power_on=True,
                             wait_for_ip=True, ip_timeout=5,
                             properties={"appliance.hostname.web": "web-01"})
@@ -167,14 +166,14 @@ async def test_a_cancelled_step_still_removes_the_vm() -> None:
     assert state.phase is Phase.ABORT
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (ImportOptions(power_on=True, mark_as_template=True),
-     "web: power-on and mark-as-template contradict each other"),
-    (ImportOptions(wait_for_ip=True), "web: wait-for-ip needs power-on"),
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"power_on": True, "mark_as_template": True},
+     r"^mark_as_template contradicts power_on=True \(a template cannot be powered on\)$"),
+    ({"wait_for_ip": True}, r"^wait_for_ip needs power_on=True \(a VM that is off gets no IP "),
 ])
-def test_contradictory_steps_are_input_errors(options: ImportOptions, message: str) -> None:
+def test_contradictory_steps_cannot_be_asked_for(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
-        check_post_import(options, "web")
+        ImportOptions(**fields)
 
 
 def item(ref: Any, kind: str) -> InventoryItem:

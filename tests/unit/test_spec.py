@@ -154,9 +154,9 @@ def test_the_document_feeds_back_into_a_batch_entry() -> None:
     plan = parse_batch({"vms": [{"name": "x", "source": "/a.ova", "options": doc}]},
                        file="inline", base=Path("/"))
     (job,) = plan.jobs
-    assert job.deployment == "large" and job.disk_provisioning == "flat"
-    assert job.properties["hostname"] == "web-1"
-    assert dict(job.network_mapping) == {"Management": "DC0_DVPG0"}
+    assert job.options.deployment == "large" and job.options.disk_provisioning == "flat"
+    assert job.options.properties["hostname"] == "web-1"
+    assert dict(job.options.network_mapping) == {"Management": "DC0_DVPG0"}
 
 
 def test_cli_spec_prints_json_and_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:

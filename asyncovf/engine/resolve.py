@@ -1,0 +1,116 @@
+"""A VM's options against its descriptor and vCenter's inventory, before anything is created.
+
+:func:`check_options` holds them against the descriptor alone (deployment,
+property values): pure, so a bad value is an :class:`~asyncovf.errors.InputError`
+before anything reaches vCenter. :func:`map_networks` turns the network names
+an operator gave into managed object references in the VM's datacenter, and
+maps what was left unmapped to the datacenter's obvious default, with a
+warning. :func:`resolve_options` does both for a batch job and gives it the
+run's transfer settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from asyncovf.engine.options import ImportOptions, RunSettings
+from asyncovf.engine.plan import JobSpec
+from asyncovf.errors import InputError
+from asyncovf.ovf.descriptor import Descriptor
+from asyncovf.ovf.properties import check_properties
+from asyncovf.spec import check_deployment
+from asyncovf.vsphere.inventory import InventorySnapshot, Placement
+
+log = logging.getLogger(__name__)
+
+#: What vCenter calls the network a fresh host comes with: the usual default.
+DEFAULT_NETWORK_NAMES: Final = ("VM Network",)
+
+
+def check_job(spec: JobSpec, descriptor: Descriptor) -> None:
+    """Refuse, as an :class:`InputError`, a job whose deployment the descriptor lacks:
+    a job's first check, before any session is spent on it."""
+    check_deployment_of(spec.name, spec.options, descriptor)
+
+
+def check_deployment_of(name: str, options: ImportOptions, descriptor: Descriptor) -> None:
+    try:
+        check_deployment(descriptor, options.deployment)
+    except ValueError as exc:
+        raise InputError(f"{name}: {exc}") from None
+
+
+def check_options(name: str, options: ImportOptions, descriptor: Descriptor) -> None:
+    """Refuse, as an :class:`InputError`, options the descriptor alone shows to be wrong:
+    a deployment it does not define, a property it does not have or a value its
+    type refuses."""
+    check_deployment_of(name, options, descriptor)
+    check_properties(descriptor, options.properties, where=name, hidden=options.hidden)
+
+
+def map_networks(name: str, mapping: Mapping[str, str], snapshot: InventorySnapshot,
+                 placement: Placement, descriptor: Descriptor | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """OVF network name → network MOR (port group, distributed port group, opaque).
+
+    Given the ``descriptor``, a mapped name it does not have is refused, listing
+    its networks, and its networks left unmapped fall back to the datacenter's
+    default network, with a warning.
+    """
+    ovf_networks = descriptor.networks if descriptor is not None else ()
+    if descriptor is not None:
+        unknown = [ovf_name for ovf_name in mapping if ovf_name not in ovf_networks]
+        if unknown:
+            raise InputError(f"{name}: network mapping names {', '.join(map(repr, unknown))}"
+                             f", which the descriptor does not have (its networks: "
+                             f"{', '.join(ovf_networks) or 'none'})")
+    mapped = {
+        ovf_name: snapshot.find("network", target, datacenter=placement.datacenter,
+                                what=f"network for {ovf_name!r}").ref
+        for ovf_name, target in mapping.items() if target
+    }
+    unmapped = [ovf_name for ovf_name in ovf_networks if ovf_name not in mapped]
+    if unmapped:
+        fallback = _default_network(snapshot, placement)
+        if fallback is not None:
+            for ovf_name in unmapped:
+                if ovf_name == fallback.name:
+                    continue  # same name: vCenter maps it by itself
+                note = f"network {ovf_name!r} is not mapped; using {fallback.name!r}"
+                log.warning("%s: %s", name, note)
+                if warnings is not None:
+                    warnings.append(note)
+                mapped[ovf_name] = fallback.ref
+    return mapped
+
+
+def _default_network(snapshot: InventorySnapshot, placement: Placement) -> Any:
+    """The datacenter's only network, or its "VM Network"; None when it has no obvious one."""
+    networks = snapshot.items("network", placement.datacenter)
+    if len(networks) == 1:
+        return networks[0]
+    return next((n for n in networks if n.name in DEFAULT_NETWORK_NAMES), None)
+
+
+def resolve_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Placement,
+                    settings: RunSettings, *, descriptor: Descriptor | None = None,
+                    warnings: list[str] | None = None) -> tuple[ImportOptions, dict[str, Any]]:
+    """A batch job's options with the run's transfer settings, and its networks as MORs,
+    both from the one ``snapshot`` its placement was resolved in."""
+    if descriptor is not None:
+        check_options(spec.name, spec.options, descriptor)
+    networks = map_networks(spec.name, spec.options.network_mapping, snapshot, placement,
+                            descriptor, warnings)
+    return settings.apply(spec.options, esxi_hosts=snapshot.host_addresses()), networks
+
+
+__all__ = [
+    "DEFAULT_NETWORK_NAMES",
+    "check_deployment_of",
+    "check_job",
+    "check_options",
+    "map_networks",
+    "resolve_options",
+]
