@@ -60,6 +60,7 @@ _EXPORTS: Final[Mapping[str, str]] = {
     "AsyncOvfError": "asyncovf.errors",
     "InputError": "asyncovf.errors",
     "UsageError": "asyncovf.errors",
+    "BatchError": "asyncovf.errors",
     "PackageError": "asyncovf.errors",
     "ManifestError": "asyncovf.errors",
     "PlacementError": "asyncovf.errors",
@@ -103,6 +104,7 @@ if TYPE_CHECKING:
     from asyncovf.engine.run import run_batch
     from asyncovf.errors import (
         AsyncOvfError,
+        BatchError,
         ChartsUnavailable,
         ImportSpecRejected,
         InputError,
@@ -152,6 +154,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsyncOvfError",
+    "BatchError",
     "BatchPlan",
     "ChartsUnavailable",
     "Cleaner",
