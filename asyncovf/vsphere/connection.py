@@ -38,11 +38,11 @@ class ConnectionSettings:
     def from_options(
         cls,
         *,
-        server: str | None,
-        username: str | None,
-        password: str | None,
-        insecure: bool | None,
-        ca_file: str | None,
+        server: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        insecure: bool | None = None,
+        ca_file: str | None = None,
         batch: Mapping[str, str | bool] | None = None,
         environ: os._Environ[str] | dict[str, str] | None = None,
     ) -> ConnectionSettings:
