@@ -16,11 +16,16 @@ Families, so callers can decide what to do without string matching:
 Errors carry the VM, file and host they concern so one line on stderr is enough
 to act on. Third-party exceptions (aiohttp, pyVmomi, lxml) are translated at the
 boundary where they happen and chained with ``from``.
+
+What a retry may cure is decided here too, in one table (:func:`retry_scopes`):
+for an error, the levels (:class:`RetryScope`) at which doing it again may
+succeed. Every place that retries asks :func:`retryable` at its own level.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Final
 
 
 class AsyncOvfError(Exception):
@@ -239,6 +244,88 @@ class IllegalTransition(RuntimeError):
     """
 
 
+# --- what a retry may cure -----------------------------------------------------
+
+
+class RetryScope(enum.Enum):
+    """How much is done again when an error is retried, from the least to the most."""
+
+    #: Send the SOAP call again (the session sends again only a method that is
+    #: safe to repeat: ``IDEMPOTENT_METHODS``), or read the property
+    #: collector's pages again from the first.
+    CALL = "call"
+    #: Log in again (the session expired), then send the call once more.
+    LOGIN = "login"
+    #: Upload the file again from the start, from a reopened source.
+    UPLOAD = "upload"
+    #: Run the whole import again: a job retry (``job_retries``).
+    JOB = "job"
+
+
+#: vCenter faults that retrying cannot fix.
+PERMANENT_FAULTS: Final = frozenset({
+    "DuplicateName", "FileAlreadyExists", "InvalidName", "InvalidDatastorePath", "NoPermission",
+    "NotSupported", "InvalidArgument", "OvfImport",
+})
+
+_NEVER: Final[frozenset[RetryScope]] = frozenset()
+_JOB: Final = frozenset({RetryScope.JOB})
+
+
+def retry_scopes(error: BaseException) -> frozenset[RetryScope]:
+    """The one table of what is retryable: the levels at which a retry may cure ``error``.
+
+    ============================================  ====  =====  ======  ===
+    error (the first row that matches)            CALL  LOGIN  UPLOAD  JOB
+    ============================================  ====  =====  ======  ===
+    not an ``Exception``: cancellation, Ctrl-C    -     -      -       -
+    :class:`InputError`: package, name conflict   -     -      -       -
+    :class:`WaitForIPTimeout`                     -     -      -       -
+    :class:`PostImportError`                      -     -      -       (1)
+    :class:`UntrustedTarget`                      -     -      -       -
+    :class:`TransferTimeout`: a stalled upload    -     -      yes     (2)
+    :class:`TransferError`, :class:`SourceError`  -     -      (2)     (2)
+    :class:`TransportError`: TLS, timeout, reset  yes   -      -       yes
+    :class:`NotAuthenticatedError`                -     yes    -       (3)
+    :class:`VCenterError`: lease, task, fault     -     -      -       (3)
+    anything else, an exception group too         -     -      -       yes
+    ============================================  ====  =====  ======  ===
+
+    (1) What its cause gets at JOB (a step's fault is as permanent as it is
+    alone); yes when it has none. (2) Not when refused, a status below 500:
+    vCenter or the web server turned the request itself down, and repeating it
+    changes nothing. (3) Not for a fault in :data:`PERMANENT_FAULTS`.
+    """
+    if not isinstance(error, Exception):
+        return _NEVER  # a cancellation or an interrupt: stop, never try again
+    if isinstance(error, InputError):
+        return _NEVER  # bad package, placement, options, name conflict, spec rejected
+    if isinstance(error, WaitForIPTimeout):
+        return _NEVER  # the guest did not report an address: a new import would not either
+    if isinstance(error, PostImportError):
+        # A step's fault is as permanent as it is alone; only a new import redoes a step.
+        cause = error.__cause__
+        return _JOB if cause is None else retry_scopes(cause) & _JOB
+    if isinstance(error, UntrustedTarget):
+        return _NEVER  # a security refusal: the same request would go to the same place
+    if isinstance(error, TransferError):
+        refused = error.status is not None and error.status < 500
+        upload = not refused or isinstance(error, TransferTimeout)
+        return frozenset({RetryScope.UPLOAD} if upload else ()) | (_NEVER if refused else _JOB)
+    if isinstance(error, TransportError):
+        # The answer was lost, not refused: send again (if safe), or redo the job.
+        return frozenset({RetryScope.CALL, RetryScope.JOB})
+    if isinstance(error, VCenterError):
+        login = frozenset({RetryScope.LOGIN} if isinstance(error, NotAuthenticatedError) else ())
+        return login | (_NEVER if error.fault_type in PERMANENT_FAULTS else _JOB)
+    return _JOB
+
+
+def retryable(error: BaseException, scope: RetryScope) -> bool:
+    """May retrying at ``scope`` cure ``error``? Every retry in asyncovf asks this."""
+    return scope in retry_scopes(error)
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that ended a task group: the first raised that is not a cancellation.
 
@@ -318,12 +405,14 @@ __all__ = [
     "ManifestError",
     "NameConflict",
     "NotAuthenticatedError",
+    "PERMANENT_FAULTS",
     "PackageError",
     "PlacementError",
     "PostImportError",
     "PropertyError",
     "ReportFileError",
     "RequestTimeout",
+    "RetryScope",
     "SourceError",
     "TLSVerificationError",
     "TaskError",
@@ -337,4 +426,6 @@ __all__ = [
     "error_kind",
     "error_text",
     "first_error",
+    "retry_scopes",
+    "retryable",
 ]

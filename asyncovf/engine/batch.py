@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 import anyio
 
@@ -33,13 +33,10 @@ from asyncovf.errors import (
     InputError,
     ManagedObjectNotFoundError,
     PlacementError,
-    PostImportError,
-    TransferError,
-    UntrustedTarget,
-    VCenterError,
-    WaitForIPTimeout,
+    RetryScope,
     error_kind,
     error_text,
+    retryable,
 )
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.folders import ensure_vm_folder
@@ -52,13 +49,6 @@ from asyncovf.vsphere.inventory import (
 from asyncovf.vsphere.session import VCenterSession
 
 log = logging.getLogger(__name__)
-
-#: vCenter faults that retrying cannot fix.
-PERMANENT_FAULTS: Final = frozenset({
-    "DuplicateName", "FileAlreadyExists", "InvalidName", "InvalidDatastorePath", "NoPermission",
-    "NotSupported", "InvalidArgument", "OvfImport",
-})
-
 
 class JobStatus(enum.Enum):
     PENDING = "pending"
@@ -234,7 +224,7 @@ async def _attempts(session: VCenterSession, result: JobResult, package: Package
             result.absorb(state, attempt)
             result.error = error_text(exc)
             result.error_kind = error_kind(exc)
-            if attempt <= settings.job_retries and _retryable(exc):
+            if attempt <= settings.job_retries and retryable(exc, RetryScope.JOB):
                 log.warning("%s: attempt %d failed (%s); retrying the job", spec.name,
                             attempt, result.error)
                 continue
@@ -275,23 +265,6 @@ async def _resolve(session: VCenterSession, inventory: InventoryCache,
         return snapshot, snapshot.resolve(request)
 
 
-def _retryable(error: BaseException) -> bool:
-    """A job is retried from scratch only for failures a new attempt can fix."""
-    if isinstance(error, InputError):
-        return False  # bad package, placement, options, name conflict, spec rejected
-    if isinstance(error, WaitForIPTimeout):
-        return False  # the guest did not report an address: a new import would not either
-    if isinstance(error, PostImportError) and error.__cause__ is not None:
-        return _retryable(error.__cause__)  # a step's fault is as permanent as it is alone
-    if isinstance(error, UntrustedTarget):
-        return False  # a security refusal: the same request would go to the same place
-    if isinstance(error, TransferError) and error.status is not None and error.status < 500:
-        return False  # vCenter refused the request itself: repeating it changes nothing
-    if isinstance(error, VCenterError) and error.fault_type in PERMANENT_FAULTS:
-        return False
-    return True
-
-
 def totals(results: list[JobResult]) -> dict[str, Any]:
     counts = Counter(r.status.value for r in results)
     return {
@@ -307,7 +280,6 @@ __all__ = [
     "JobContext",
     "JobResult",
     "JobStatus",
-    "PERMANENT_FAULTS",
     "Refusal",
     "UpdateCallback",
     "refuse",

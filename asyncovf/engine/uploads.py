@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState
-from asyncovf.errors import TransferError, TransferTimeout, UntrustedTarget, first_error
+from asyncovf.errors import RetryScope, TransferError, first_error, retryable
 from asyncovf.ovf.content import open_content
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.nfc import UploadTarget, device_url, pin_certificate, upload
@@ -49,16 +49,6 @@ class JobHooks:
     upload_slot: UploadSlot | None = None
     throttle: Throttle | None = None
     host_addresses: HostAddresses | None = None
-
-
-def is_transient_transfer(error: BaseException) -> bool:
-    """Worth another upload attempt: connection trouble, stalls and 5xx — never 4xx."""
-    if isinstance(error, TransferTimeout):
-        return True
-    if isinstance(error, TransferError) and not isinstance(error, UntrustedTarget):
-        return error.status is None or error.status >= 500
-    return False
-
 
 
 def upload_targets(
@@ -156,7 +146,7 @@ async def upload_verified(
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, options.upload_attempts)),
         wait=backoff(options.upload_initial_wait, options.upload_max_wait),
-        retry=retry_if_exception(is_transient_transfer),
+        retry=retry_if_exception(lambda error: retryable(error, RetryScope.UPLOAD)),
         before_sleep=lambda rs: _note_upload_retry(target, rs, state),
         reraise=True,
     )
@@ -188,7 +178,6 @@ __all__ = [
     "ProgressCallback",
     "Throttle",
     "UploadSlot",
-    "is_transient_transfer",
     "upload_all",
     "upload_targets",
     "upload_verified",

@@ -19,14 +19,14 @@ from pyVmomi import vim, vmodl
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
     wait_random,
 )
 from tenacity.wait import wait_base
 
-from asyncovf.errors import NotAuthenticatedError, TaskError, TransportError, VCenterError
+from asyncovf.errors import RetryScope, TaskError, VCenterError, retryable
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
 
@@ -193,9 +193,13 @@ class VCenterSession:
     async def invoke(self, mo: Any, method: str, **kwargs: Any) -> Any:
         """Call a vSphere method (pyVmomi name) on ``mo``, retrying what is safe to retry.
 
-        * ``NotAuthenticated`` (the session expired): log in again once, then retry.
-        * Transport errors and timeouts: retry with exponential backoff and jitter,
-          but only methods that are safe to repeat (:data:`IDEMPOTENT_METHODS`).
+        What a retry may cure is :func:`~asyncovf.errors.retryable`'s to say:
+
+        * ``NotAuthenticated`` (the session expired; ``RetryScope.LOGIN``): log in
+          again once, then retry.
+        * Transport errors and timeouts (``RetryScope.CALL``): retry with exponential
+          backoff and jitter, but only methods that are safe to repeat
+          (:data:`IDEMPOTENT_METHODS`).
           ImportVApp, Destroy or PowerOn are never repeated blindly: a lost answer
           may mean they happened.
         """
@@ -203,7 +207,7 @@ class VCenterSession:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts if method in IDEMPOTENT_METHODS else 1),
             wait=backoff(self.retry.initial_wait, self.retry.max_wait),
-            retry=retry_if_exception_type(TransportError),
+            retry=retry_if_exception(lambda error: retryable(error, RetryScope.CALL)),
             before_sleep=lambda state: self._note_retry(method, state),
             reraise=True,
         )
@@ -211,8 +215,9 @@ class VCenterSession:
             with attempt:
                 try:
                     return await self.client.invoke(mo, method, **kwargs)
-                except NotAuthenticatedError:
-                    if (relogged or method in ("Login", "Logout") or self._content is None
+                except Exception as exc:
+                    if (not retryable(exc, RetryScope.LOGIN) or relogged
+                            or method in ("Login", "Logout") or self._content is None
                             or self._closed):
                         raise
                     relogged = True
@@ -304,8 +309,8 @@ class VCenterSession:
                         break
                     result = await self.invoke(collector, "ContinueRetrievePropertiesEx",
                                                token=result.token)
-            except TransportError as exc:
-                if attempt == self.retry.attempts:
+            except Exception as exc:
+                if attempt == self.retry.attempts or not retryable(exc, RetryScope.CALL):
                     raise
                 self.retries += 1
                 log.warning("a page of RetrievePropertiesEx was lost (%s); starting over", exc)
