@@ -243,7 +243,7 @@ async def list_by_prefix(connection: ConnectionSettings, prefix: str, *,
                          datacenter: str | None = None,
                          folder: str | None = None) -> list[CleanupTarget]:
     """:func:`find_by_prefix` in a session of its own."""
-    async with connection.new_session() as session:
+    async with VCenterSession(connection) as session:
         return await find_by_prefix(session, prefix, datacenter=datacenter, folder=folder)
 
 
@@ -289,7 +289,7 @@ class Cleaner:
         return self.results
 
     def _new_session(self) -> VCenterSession:
-        return self.connection.new_session(self.settings.soap_retry)
+        return VCenterSession(self.connection, retry=self.settings.soap_retry)
 
     async def _handle(self, session: VCenterSession, result: RemovalResult, worker: int) -> None:
         result.worker = worker

@@ -27,7 +27,7 @@ from asyncovf.vsphere.inventory import (
     Placement,
     PlacementRequest,
 )
-from asyncovf.vsphere.session import log_in_shielded
+from asyncovf.vsphere.session import VCenterSession, log_in_shielded
 
 
 class Importer:
@@ -35,7 +35,7 @@ class Importer:
 
     def __init__(self, connection: ConnectionSettings) -> None:
         self.connection = connection
-        self.session = connection.new_session()
+        self.session = VCenterSession(connection)
         self.cache = InventoryCache()
 
     async def __aenter__(self) -> Importer:

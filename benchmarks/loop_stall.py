@@ -36,9 +36,9 @@ import anyio
 import anyio.lowlevel
 from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot, snapshot_from_contents
-from asyncovf.vsphere.session import RETRIEVE_PAGE_SIZE, Credentials, VCenterSession
-from asyncovf.vsphere.soap import Endpoint
+from asyncovf.vsphere.session import RETRIEVE_PAGE_SIZE, VCenterSession
 
 PC = vmodl.query.PropertyCollector
 VERSION = "vim.version.v8_0_3_0"
@@ -246,7 +246,7 @@ async def longest_stall(url: str, page_size: int) -> dict[str, float]:
         else:
             collections.append((started_gc[0], time.perf_counter()))
 
-    async with VCenterSession(Endpoint.parse(url), Credentials("user", "secret")) as session:
+    async with VCenterSession(ConnectionSettings(url, "user", "secret")) as session:
         done = anyio.Event()
         gaps: list[tuple[float, float]] = []
 

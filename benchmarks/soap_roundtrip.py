@@ -22,7 +22,7 @@ PC = vmodl.query.PropertyCollector
 
 
 async def measure(connection: ConnectionSettings, calls: int) -> dict[str, float]:
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         root = session.content.rootFolder
         spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=root)],
                              propSet=[PC.PropertySpec(type=type(root), pathSet=["name"])])

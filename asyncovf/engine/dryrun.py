@@ -148,7 +148,7 @@ class DryRun:
         return self.findings
 
     def _new_session(self) -> VCenterSession:
-        return self.connection.new_session(self.settings.soap_retry)
+        return VCenterSession(self.connection, retry=self.settings.soap_retry)
 
     async def _handle(self, session: VCenterSession, group: _Group, worker: int) -> None:
         try:

@@ -146,7 +146,7 @@ class BatchRunner:
     # -- the pool's callbacks -------------------------------------------------------------------
 
     def _new_session(self) -> VCenterSession:
-        return self.connection.new_session(self.settings.soap_retry)
+        return VCenterSession(self.connection, retry=self.settings.soap_retry)
 
     def _settle(self, result: JobResult, why: Unfinished) -> None:
         """A job the run ended without: failed if no worker could log in, else aborted."""

@@ -147,7 +147,7 @@ async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
         pass  # not loaded: the pool says why (no session), or the interrupt is raised
 
     pool = WorkerPool([load], steps=(1,), handle=handle, settle=settle,
-                      new_session=lambda: connection.new_session(settings.soap_retry),
+                      new_session=lambda: VCenterSession(connection, retry=settings.soap_retry),
                       name="placement check")
     await pool.run()
     if pool.no_session:

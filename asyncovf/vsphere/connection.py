@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from asyncovf.errors import UsageError
-from asyncovf.vsphere.session import Credentials, RetryPolicy, VCenterSession
 from asyncovf.vsphere.soap import Endpoint
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -95,15 +94,6 @@ class ConnectionSettings:
     @cached_property
     def _endpoint(self) -> Endpoint:
         return Endpoint.parse(self.server, insecure=self.insecure, ca_file=self.ca_file)
-
-    def credentials(self) -> Credentials:
-        return Credentials(self.username, self.password)
-
-    def new_session(self, retry: RetryPolicy | None = None) -> VCenterSession:
-        """A session to vCenter, not logged in yet: with the one :meth:`endpoint`,
-        these credentials and call timeout. The caller opens and closes it."""
-        return VCenterSession(self.endpoint(), self.credentials(),
-                              call_timeout=self.call_timeout, retry=retry)
 
 
 __all__ = ["ConnectionSettings"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -28,7 +28,8 @@ from tenacity.wait import wait_base
 
 from asyncovf.errors import RetryScope, TaskError, VCenterError, retryable
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
-from asyncovf.vsphere.soap import Endpoint, SoapClient, describe_fault
+from asyncovf.vsphere.connection import ConnectionSettings
+from asyncovf.vsphere.soap import SoapClient, describe_fault
 
 log = logging.getLogger(__name__)
 
@@ -93,34 +94,26 @@ class RetryPolicy:
     max_wait: float = 5.0
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """User name and password; the password never appears in ``repr``."""
-
-    username: str
-    password: str = field(repr=False)
-
-
 class VCenterSession:
     """One vCenter login: a :class:`SoapClient`, its service content and helpers."""
 
     def __init__(
         self,
-        endpoint: Endpoint,
-        credentials: Credentials,
+        connection: ConnectionSettings,
         *,
-        call_timeout: float = 120.0,
         connections: int = 4,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        # The one Endpoint of the settings: every session of a run shares its TLS contexts.
+        endpoint = self.endpoint = connection.endpoint()
         self.retry = retry or RetryPolicy()
         self.relogins = 0
         self.retries = 0
         #: Logouts and logins again by :meth:`renew`.
         self.renewals = 0
-        self._credentials = credentials
-        self.client = SoapClient(endpoint, call_timeout=call_timeout, connections=connections)
+        self._connection = connection
+        self.client = SoapClient(endpoint, call_timeout=connection.call_timeout,
+                                 connections=connections)
         self._content: Any = None
         self._logged_in = False
         self._closed = False
@@ -129,7 +122,7 @@ class VCenterSession:
 
     def __repr__(self) -> str:
         state = "logged-in" if self._logged_in else "closed"
-        return f"<VCenterSession {self._credentials.username}@{self.endpoint.host} {state}>"
+        return f"<VCenterSession {self._connection.username}@{self.endpoint.host} {state}>"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -257,8 +250,8 @@ class VCenterSession:
         await self.client.invoke(
             self.content.sessionManager,
             "Login",
-            userName=self._credentials.username,
-            password=self._credentials.password,
+            userName=self._connection.username,
+            password=self._connection.password,
         )
 
     # -- property collector ----------------------------------------------------------
@@ -421,5 +414,5 @@ class SessionTally:
             self.closed += 1
 
 
-__all__ = ["Credentials", "IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "SessionTally",
+__all__ = ["IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "SessionTally",
            "VCenterSession", "backoff", "log_in_shielded"]

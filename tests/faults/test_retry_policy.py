@@ -30,7 +30,7 @@ async def test_a_lost_answer_is_resent_only_for_a_call_that_creates_nothing(
     fault_run: FaultRun, call: Any, sent: int,
 ) -> None:
     connection = fault_run.connection
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         mo, method, arguments = call(session)
         await fault_run.set_faults(soap=[{"method": method, "drop": True, "nth": 1}])
         if sent == 1:

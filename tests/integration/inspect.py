@@ -25,7 +25,7 @@ class VmFacts:
 
 async def list_vms(connection: ConnectionSettings) -> list[VmFacts]:
     """Every VM in the inventory with the hardware facts the tests compare."""
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         manager = session.content.viewManager
         view = await session.invoke(manager, "CreateContainerView",
                                     container=session.content.rootFolder,

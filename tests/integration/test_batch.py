@@ -219,7 +219,7 @@ async def test_a_stale_folder_reference_refreshes_the_cache_and_retries_once(
                             extra_defaults="  folder: /DC0/vm/moving\n")
     packages, _ = await open_sources(plan)
     runner = BatchRunner(connection, plan.jobs, packages, RunSettings(concurrency=1))
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         vm_folder = (await runner.inventory.get(session)).find("vm-folder", "/DC0/vm").ref
         old = await session.invoke(vm_folder, "CreateFolder", name="moving")
         snapshot = await runner.inventory.refresh(session, seen=runner.inventory.snapshot)

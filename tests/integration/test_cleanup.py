@@ -137,7 +137,7 @@ async def test_cleanup_report_of_vms_already_gone_or_templates_succeeds(
     runner = await import_batch(connection, tmp_path, '  - name: "clgone-{index}"\n    count: 3\n')
     report = await write_run_report(runner, tmp_path / "report.json")
     vms = {job["name"]: job["vm"] for job in report["jobs"]}
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         await power_off_and_destroy(session, session.client.mor("VirtualMachine",
                                                                 vms["clgone-1"]))
         # A template cannot be powered off (or on): it is destroyed straight away.
@@ -170,7 +170,7 @@ async def test_cleanup_skips_a_vm_whose_name_no_longer_matches_its_id(
     report["jobs"].append({"name": "clname-impostor", "status": "imported",
                            "vm": before[BYSTANDER]})
     await anyio.Path(tmp_path / "report.json").write_text(json.dumps(report))
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         await session.wait_for_task(await session.invoke(
             session.client.mor("VirtualMachine", vms["clname-1"]), "Rename",
             newName="clname-renamed"))

@@ -16,7 +16,7 @@ async def test_host_addresses_are_read_once_per_snapshot_and_not_by_the_inventor
 ) -> None:
     connection = fault_run.connection
     cache = InventoryCache()
-    async with VCenterSession(connection.endpoint(), connection.credentials()) as session:
+    async with VCenterSession(connection) as session:
         snapshot = await cache.get(session)
         names = snapshot.host_addresses()
         # The load reads names only: the hosts' network config is left for when it is needed.

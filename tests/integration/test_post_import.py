@@ -113,7 +113,7 @@ async def give_ip_when_asked(run: FaultRun, waiting: anyio.Event, result: JobRes
 
 
 def session_for(run: FaultRun) -> VCenterSession:
-    return VCenterSession(run.connection.endpoint(), run.connection.credentials())
+    return VCenterSession(run.connection)
 
 
 async def vm_properties(run: FaultRun, name: str) -> dict[str, Any]:

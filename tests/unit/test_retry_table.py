@@ -62,9 +62,9 @@ from asyncovf.errors import (
     retryable,
 )
 from asyncovf.vsphere import session as session_module
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.nfc import UploadTarget
-from asyncovf.vsphere.session import Credentials, RetryPolicy, VCenterSession
-from asyncovf.vsphere.soap import Endpoint
+from asyncovf.vsphere.session import RetryPolicy, VCenterSession
 
 CALL, LOGIN, UPLOAD, JOB = RetryScope.CALL, RetryScope.LOGIN, RetryScope.UPLOAD, RetryScope.JOB
 NEVER: frozenset[RetryScope] = frozenset()
@@ -256,7 +256,7 @@ class ScriptedClient:
 
 
 def scripted_session(client: ScriptedClient) -> VCenterSession:
-    session = VCenterSession(Endpoint.parse("vc.invalid"), Credentials("user", "secret"),
+    session = VCenterSession(ConnectionSettings("vc.invalid", "user", "secret"),
                              retry=RetryPolicy(attempts=2, initial_wait=0, max_wait=0))
     session.client = client  # type: ignore[assignment]
     session._content = SimpleNamespace(

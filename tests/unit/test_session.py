@@ -13,15 +13,14 @@ from pyVmomi import vim, vmodl
 
 from asyncovf.errors import TransportError, VCenterError
 from asyncovf.vsphere import inventory
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
 from asyncovf.vsphere.session import (
     IDEMPOTENT_METHODS,
     RETRIEVE_PAGE_SIZE,
-    Credentials,
     RetryPolicy,
     VCenterSession,
 )
-from asyncovf.vsphere.soap import Endpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +71,7 @@ class FakeClient:
 
 def session_over(client: FakeClient, attempts: int = 3) -> VCenterSession:
     """A session whose calls go to ``client``, logged in as far as it can tell."""
-    session = VCenterSession(Endpoint.parse("vc.invalid"), Credentials("user", "secret"),
+    session = VCenterSession(ConnectionSettings("vc.invalid", "user", "secret"),
                              retry=RetryPolicy(attempts=attempts, initial_wait=0, max_wait=0))
     session.client = client  # type: ignore[assignment]
     # What RetrieveContent would have answered: only these two are used here.
