@@ -95,4 +95,4 @@ class Importer:
         return state
 
 
-__all__ = ["ConnectionSettings", "Importer"]
+__all__ = ["Importer"]

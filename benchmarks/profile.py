@@ -17,9 +17,9 @@ from pathlib import Path
 import anyio
 
 from asyncovf.engine.pool import BatchRunner, RunSettings
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.vsphere.connection import ConnectionSettings
 from benchmarks.orchestration import plan_for
 from tests.factory import DiskSpec, build_package
 from tests.vcsim.harness import running_vcsim

@@ -25,9 +25,9 @@ from typing import Any
 import anyio
 
 from asyncovf.engine.pool import BatchRunner, RunSettings
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.vsphere.connection import ConnectionSettings
 from benchmarks.children import batch_file, idle_baseline, run_batch
 from benchmarks.orchestration import plan_for
 from tests.factory import DiskSpec, build_package

@@ -46,10 +46,10 @@ import anyio
 
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.report import RunInfo, build_report
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 from asyncovf.vsphere.session import RetryPolicy
 from tests.factory import DiskSpec, build_package

@@ -14,7 +14,7 @@ import time
 import anyio
 from pyVmomi import vmodl
 
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession
 from tests.vcsim.harness import running_vcsim
 

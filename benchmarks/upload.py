@@ -30,9 +30,10 @@ from asyncovf.engine.job import create_import_spec
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.uploads import upload_targets
-from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.importer import Importer
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE, Package, check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 from asyncovf.vsphere.lease import LeaseGuard
 from tests.factory import DiskSpec, build_package

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from tests.faults.support import FaultRun, make_package
 from tests.vcsim.harness import Vcsim, start_vcsim
 

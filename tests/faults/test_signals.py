@@ -42,7 +42,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms
 from tests.vcsim.harness import Counters, Vcsim, start_vcsim

@@ -7,7 +7,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession
 
 PC = vmodl.query.PropertyCollector

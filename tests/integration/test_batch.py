@@ -23,7 +23,7 @@ import pytest
 from asyncovf.engine.plan import JOB_KEYS, BatchPlan, load_batch
 from asyncovf.engine.pool import BatchRunner, JobStatus, OnConflict, RunSettings
 from asyncovf.engine.run import open_sources
-from asyncovf.importer import ConnectionSettings
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms

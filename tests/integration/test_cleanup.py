@@ -19,8 +19,8 @@ import anyio
 import pytest
 
 from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings
 from asyncovf.report import RunInfo, build_report, write_report
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.removal import power_off_and_destroy
 from asyncovf.vsphere.session import VCenterSession
 from tests.integration.inspect import list_vms

@@ -14,9 +14,10 @@ import pytest
 
 from asyncovf.engine.plan import load_batch
 from asyncovf.engine.pool import JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.importer import Importer
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms

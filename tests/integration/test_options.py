@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from asyncovf.engine.pool import JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.importer import Importer
+from asyncovf.vsphere.connection import ConnectionSettings
 from tests.factory import DEPLOYMENT_OPTION_SECTION, DiskSpec, build_package
 from tests.integration.inspect import list_vms, vms_named
 from tests.integration.test_batch import check_invariants, make_batch, run_plan

@@ -29,8 +29,8 @@ from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import Phase
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, RunSettings
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.environment import ENVIRONMENT_NS, VMWARE_ENVIRONMENT_NS
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 from asyncovf.vsphere.session import VCenterSession
 from tests.factory import APPLIANCE_PRODUCT_SECTION, DiskSpec, build_package

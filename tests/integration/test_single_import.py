@@ -16,9 +16,10 @@ import pytest
 
 from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import ManifestError
-from asyncovf.importer import ConnectionSettings, Importer
+from asyncovf.importer import Importer
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 from tests.factory import DEPLOYMENT_OPTION_SECTION, DiskSpec, build_package
 from tests.integration.inspect import vms_named

@@ -22,9 +22,9 @@ import pytest
 import trustme
 from aiohttp import web
 
-from asyncovf.importer import ConnectionSettings
 from asyncovf.ovf.blobs import HttpBlob, HttpSourceSettings
 from asyncovf.vsphere import nfc, soap
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.nfc import pin_certificate
 from asyncovf.vsphere.soap import Endpoint, SoapClient
 
