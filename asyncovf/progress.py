@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from asyncovf.engine.pool import JobResult, JobStatus
+from asyncovf.engine.batch import JobResult, JobStatus
 
 _DONE = (JobStatus.IMPORTED, JobStatus.SKIPPED, JobStatus.FAILED, JobStatus.ABORTED)
 _STYLE = {"imported": "green", "skipped": "cyan", "failed": "bold red", "aborted": "yellow"}

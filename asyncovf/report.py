@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, totals
+from asyncovf.engine.batch import JobResult, JobStatus, totals
+from asyncovf.engine.pool import BatchRunner
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",

@@ -28,8 +28,10 @@ from typing import Any
 
 import anyio
 
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import BatchPlan, JobSpec
-from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.vsphere.connection import ConnectionSettings

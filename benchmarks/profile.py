@@ -16,7 +16,8 @@ from pathlib import Path
 
 import anyio
 
-from asyncovf.engine.pool import BatchRunner, RunSettings
+from asyncovf.engine.options import RunSettings
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.vsphere.connection import ConnectionSettings

@@ -20,9 +20,10 @@ from typing import Any
 import anyio
 import pytest
 
+from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
 from asyncovf.engine.phases import JobState
-from asyncovf.engine.pool import BatchRunner, JobStatus
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import LeaseError, NameConflict, TransportError
 from asyncovf.importer import Importer
 from asyncovf.vsphere.inventory import PlacementRequest

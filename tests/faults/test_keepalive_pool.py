@@ -20,7 +20,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
+from asyncovf.engine.pool import BatchRunner
 from tests.factory import DiskSpec, build_package
 from tests.faults.support import FaultRun, run_batch
 from tests.vcsim.harness import Counters

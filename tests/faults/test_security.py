@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from tests.faults.support import FaultRun, make_package, run_batch
 from tests.vcsim.harness import Vcsim
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from tests.faults.support import FaultRun, report_jobs, run_batch
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from asyncovf.engine.pool import BatchRunner, RunSettings
+from asyncovf.engine.options import RunSettings
+from asyncovf.engine.pool import BatchRunner
 from tests.faults.support import FaultRun, job_name, report_jobs, run_batch
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]

@@ -20,8 +20,10 @@ from typing import Any
 import anyio
 import pytest
 
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import OnConflict, RunSettings
 from asyncovf.engine.plan import JOB_KEYS, BatchPlan, load_batch
-from asyncovf.engine.pool import BatchRunner, JobStatus, OnConflict, RunSettings
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.run import open_sources
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession

@@ -18,7 +18,9 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncovf.engine.pool import BatchRunner, JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.report import RunInfo, build_report, write_report
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.removal import power_off_and_destroy

@@ -12,8 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import load_batch
-from asyncovf.engine.pool import JobStatus, RunSettings
 from asyncovf.importer import Importer
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package

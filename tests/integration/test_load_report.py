@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncovf.engine.pool import RunSettings
+from asyncovf.engine.options import RunSettings
 from asyncovf.loadreport import analysis
 from tests.faults.support import ROOT, FaultRun, job_name, run_batch, run_cli
 

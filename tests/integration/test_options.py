@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from asyncovf.importer import Importer
 from asyncovf.vsphere.connection import ConnectionSettings
 from tests.factory import DEPLOYMENT_OPTION_SECTION, DiskSpec, build_package

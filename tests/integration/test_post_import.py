@@ -25,10 +25,11 @@ import pytest
 from lxml import etree
 from pyVmomi import vim
 
-from asyncovf.engine.options import ImportOptions
+from asyncovf.engine.batch import JobResult, JobStatus
+from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.engine.phases import Phase
 from asyncovf.engine.plan import JobSpec
-from asyncovf.engine.pool import BatchRunner, JobResult, JobStatus, RunSettings
+from asyncovf.engine.pool import BatchRunner
 from asyncovf.ovf.environment import ENVIRONMENT_NS, VMWARE_ENVIRONMENT_NS
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest

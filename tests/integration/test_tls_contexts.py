@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from asyncovf.engine.pool import JobStatus, RunSettings
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.options import RunSettings
 from asyncovf.vsphere import nfc, soap
 from tests.faults.support import FaultRun, run_batch
 
