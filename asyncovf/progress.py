@@ -1,12 +1,15 @@
-"""Progress on long runs: a live display on a terminal, plain log lines otherwise.
+"""Progress: a live display on a terminal, plain log lines otherwise.
 
-The engine calls :meth:`ProgressDisplay.update` (synchronously, cheaply) on
-every job change; the terminal display redraws on its own clock, so a burst of
-updates from hundreds of jobs costs nothing extra.
+:class:`ProgressDisplay` is a batch's: the engine calls its
+:meth:`~ProgressDisplay.update` (synchronously, cheaply) on every job change;
+the terminal display redraws on its own clock, so a burst of updates from
+hundreds of jobs costs nothing extra. :class:`ProgressLine` is one import's:
+a single line redrawn in place.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from asyncovf.engine.batch import JobResult, JobStatus
+from asyncovf.engine.phases import JobState
+
+log = logging.getLogger(__name__)
 
 _DONE = (JobStatus.IMPORTED, JobStatus.SKIPPED, JobStatus.FAILED, JobStatus.ABORTED)
 _STYLE = {"imported": "green", "skipped": "cyan", "failed": "bold red", "aborted": "yellow"}
@@ -99,4 +105,31 @@ class ProgressDisplay:
         return Group(header, table)
 
 
-__all__ = ["ProgressDisplay"]
+class ProgressLine:
+    """One import's progress: a line redrawn in place on a terminal, phase log lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._last_phase = ""
+        self._last_draw = 0.0
+
+    def __call__(self, state: JobState) -> None:
+        phase = state.phase.value
+        now = time.monotonic()
+        if phase != self._last_phase:
+            self._last_phase = phase
+            if not self.tty:
+                log.info("%s: %s", state.name, phase)
+        if self.tty and (now - self._last_draw > 0.1 or phase != "upload"):
+            self._last_draw = now
+            percent = state.bytes_done * 100 // state.bytes_total if state.bytes_total else 0
+            print(f"\r{state.name}: {phase:<10} {percent:3d}% "
+                  f"{state.bytes_done / 2**20:8.1f}/{state.bytes_total / 2**20:.1f} MiB",
+                  end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self._last_phase:
+            print(file=sys.stderr)
+
+
+__all__ = ["ProgressDisplay", "ProgressLine"]

@@ -1,0 +1,105 @@
+"""The ``asyncovf`` command line.
+
+Exit codes: 0 success; 1 an import failed; 2 usage error or input rejected
+before anything was created on vCenter; 130 interrupted (SIGINT or SIGTERM,
+alike). Errors are one line on stderr; ``--debug`` adds the traceback.
+Passwords are never printed.
+
+One module per command (``import_``, ``run``, ``spec``, ``report``,
+``cleanup``), each declaring its own options; the options several commands
+take are declared once in ``groups``, the exit codes are in ``exits``. This
+module is :func:`main` only, and imports nothing that loads pyVmomi, aiohttp,
+lxml or rich: :func:`main` catches SIGTERM first, then loads the tool.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from asyncovf.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM's KeyboardInterrupt.
+
+    Not a plain one: CPython (3.11) ends the process by SIGINT, even after the
+    interrupt was caught and 130 returned, when a plain KeyboardInterrupt came
+    through ``eval()`` — which ``namedtuple`` calls while the tool loads.
+    """
+
+
+class _Interruption:
+    """What interrupted a command outside a watched run: SIGINT, unless SIGTERM came.
+
+    Each :func:`main` call has its own, so its message names its own signal.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name = "SIGINT"
+
+    def terminate_like_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM outside a watched run: whatever SIGINT's handler does now."""
+        self.signal_name = signal.Signals(signum).name
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)  # asyncio's cancels the main task
+        else:
+            raise _Terminated  # what Python's own handler raises
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; SIGINT or SIGTERM at any point ends it with 130.
+
+    While imports run, :func:`~asyncovf.interrupt.run_until_signal` turns
+    either signal into an orderly cancellation. Before that (loading the tool,
+    reading the batch, opening sources) and after it (writing the report),
+    SIGTERM does what Ctrl-C does there — the same exit status and message,
+    and no traceback.
+    """
+    interruption = _Interruption()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, interruption.terminate_like_interrupt)
+    try:
+        # The tool loads here, under the handler: pyVmomi, aiohttp, lxml and rich take a moment.
+        import anyio
+
+        from asyncovf.cli import cleanup, import_, report, run, spec
+        from asyncovf.cli.parser import build_parser
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.debug = getattr(args, "debug", False)
+        args.verbose = getattr(args, "verbose", False)
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.INFO if args.verbose
+            else logging.WARNING,
+            format="asyncovf: %(levelname)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command == "import":
+            return anyio.run(import_.command, args)
+        if args.command == "run":
+            return anyio.run(run.command, args)
+        if args.command == "spec":
+            return anyio.run(spec.command, args)
+        if args.command == "report":
+            return report.command(args)
+        if args.command == "cleanup":
+            return anyio.run(cleanup.command, args)
+        parser.error(f"unknown command {args.command}")
+        return EXIT_USAGE  # pragma: no cover - parser.error exits
+    except KeyboardInterrupt:
+        print(f"asyncovf: interrupted ({interruption.signal_name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["main"]

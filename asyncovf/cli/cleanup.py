@@ -1,0 +1,164 @@
+"""``asyncovf cleanup``: power off and destroy the VMs a run created, or those a prefix names."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import anyio
+
+from asyncovf.cleanup import (
+    Cleaner,
+    CleanupSettings,
+    CleanupTarget,
+    cleanup_document,
+    list_by_prefix,
+    preview,
+    read_reports,
+)
+from asyncovf.cleanup import summary as cleanup_summary
+from asyncovf.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exit_code_for
+from asyncovf.cli.groups import (
+    _positive_int,
+    add_connection_options,
+    add_debug_options,
+    connection_settings,
+)
+from asyncovf.cli.output import report_error
+from asyncovf.errors import AsyncOvfError, UsageError
+from asyncovf.interrupt import run_until_signal
+from asyncovf.report import write_report
+from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "cleanup", help="power off and destroy the VMs a run created",
+        usage="%(prog)s REPORT [REPORT ...] [options]\n"
+              "       %(prog)s --name-prefix PREFIX [--yes] [options]",
+        description="Power off and destroy exactly the VMs a run created (the jobs its "
+                    "report says 'imported'), or every VM whose name starts with a prefix, "
+                    "with a bounded pool of workers. A VM is removed only if its id still "
+                    "carries the name it had; a VM already gone is reported, not an error.")
+    add_debug_options(parser)
+    # Reports are read, so they are arguments: '--report FILE' always writes one.
+    parser.add_argument("reports", nargs="*", metavar="REPORT",
+                        help="a report that 'asyncovf run --report' wrote (several for the "
+                             "shards of a run): remove its imported VMs; acts without --yes")
+    parser.add_argument("--report", dest="report_option", action="append",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--name-prefix", metavar="PREFIX",
+                        help="instead of reports: every VM whose name starts with PREFIX; "
+                             "lists them, and removes them only with --yes")
+    parser.add_argument("--yes", action="store_true",
+                        help="remove what --name-prefix lists (a report acts without it)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list what would be removed; remove nothing")
+    scope = parser.add_argument_group("scope of --name-prefix (paths, names or ids)")
+    scope.add_argument("--datacenter", help="only VMs in this datacenter")
+    scope.add_argument("--folder", help="only VMs in this VM folder (and below)")
+    add_connection_options(parser)
+    parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
+                        help="workers, each with its own session (default 8)")
+    parser.add_argument("--output", metavar="FILE",
+                        help="write what was removed, already gone, skipped or failed as JSON")
+
+
+async def command(args: argparse.Namespace) -> int:
+    """``asyncovf cleanup``: 0 every target gone, 1 one is not, 2 bad input, 130 interrupted.
+
+    A report names its VMs exactly (id and name), so it acts at once; a name
+    prefix is broad, so it only lists until ``--yes`` is given.
+    """
+    targets: list[CleanupTarget] | None = None
+    try:
+        if args.report_option:
+            raise UsageError("cleanup reads run reports as arguments ('--report FILE' writes "
+                             "one): asyncovf cleanup " + " ".join(args.report_option))
+        if args.reports and args.name_prefix is not None:
+            raise UsageError("give run reports or --name-prefix, not both")
+        if not args.reports and args.name_prefix is None:
+            raise UsageError("say what to remove: run reports (asyncovf cleanup REPORT "
+                             "[REPORT ...]) or --name-prefix PREFIX")
+        if args.name_prefix is None and (args.datacenter or args.folder):
+            raise UsageError("--datacenter and --folder scope --name-prefix; "
+                             "a report names its VMs exactly")
+        if args.name_prefix is not None and not args.name_prefix:
+            raise UsageError("--name-prefix must not be empty: it would match every VM")
+        if args.reports:
+            selected = await anyio.to_thread.run_sync(read_reports, args.reports)
+            targets = list(selected.targets)
+            print(f"{', '.join(args.reports)}: {len(targets)} VMs the run imported"
+                  + (f"; {selected.left_alone} other jobs left alone"
+                     if selected.left_alone else ""))
+        connection = connection_settings(args)
+    except AsyncOvfError as exc:
+        report_error(exc, args.debug)
+        return EXIT_USAGE
+    selection: dict[str, Any] = (
+        {"reports": args.reports} if args.reports else
+        {"name_prefix": args.name_prefix, "datacenter": args.datacenter, "folder": args.folder})
+    act = not args.dry_run and (targets is not None or args.yes)
+    listed: list[CleanupTarget] = targets or []
+    cleaner: Cleaner | None = None
+
+    async def work() -> None:
+        nonlocal listed, cleaner
+        if targets is None:
+            listed = await list_by_prefix(connection, args.name_prefix,
+                                          datacenter=args.datacenter, folder=args.folder)
+        if act and listed:
+            cleaner = Cleaner(connection, listed, CleanupSettings(concurrency=args.concurrency))
+            await cleaner.run()
+
+    outcome = await run_until_signal(work, on_signal=lambda name: log.warning(
+        "%s: stopping: no new removals; every session is logged out within %g s", name,
+        INTERRUPT_BUDGET))
+    if cleaner is None:  # listed only, or nothing to remove
+        if outcome.interrupted:
+            print(f"asyncovf: interrupted ({outcome.signal_name}); nothing was removed",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if outcome.error is not None:
+            report_error(outcome.error, args.debug)
+            return exit_code_for(outcome.error)
+        if not listed:
+            print("nothing to remove" + (f": no VM's name starts with {args.name_prefix!r}"
+                                         if targets is None else ""))
+            return EXIT_OK
+        print(preview(listed))
+        if args.dry_run:
+            print(f"dry run: {len(listed)} VMs would be removed; nothing was removed")
+            return EXIT_OK
+        print(f"asyncovf: {len(listed)} VMs match --name-prefix {args.name_prefix!r}; "
+              "nothing was removed: add --yes to power them off and destroy them",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.output:
+        await anyio.to_thread.run_sync(write_report, args.output, cleanup_document(
+            cleaner, selection=selection, interrupted=outcome.signal_name))
+    if cleaner.login_errors and not cleaner.sessions_opened and not outcome.interrupted:
+        report_error(cleaner.login_errors[0], args.debug)  # once, not once per VM
+        print(f"asyncovf: nothing was removed ({len(cleaner.results)} VMs targeted)",
+              file=sys.stderr)
+        return exit_code_for(cleaner.login_errors[0])
+    print(cleanup_summary(cleaner.results))
+    if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.error is not None:
+        report_error(outcome.error, args.debug)
+        return EXIT_FAILED
+    left = [r for r in cleaner.results if not r.gone]
+    if left:
+        print(f"asyncovf: {len(left)} of {len(cleaner.results)} VMs are not removed "
+              "(see above)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+__all__ = ["add_parser", "command"]

@@ -1,0 +1,222 @@
+"""``asyncovf run BATCH``: every VM of a batch file through a bounded pool, or its dry run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from typing import Final
+
+import anyio
+
+from asyncovf.cli.exits import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_code_for,
+    exit_status,
+)
+from asyncovf.cli.groups import (
+    RunFlags,
+    _bandwidth,
+    _non_negative_int,
+    _positive_float,
+    _positive_int,
+    _ramp,
+    _size,
+    add_connection_options,
+    add_debug_options,
+    add_source_limits,
+    connection_settings,
+    run_settings,
+    source_settings,
+)
+from asyncovf.cli.output import announce_interrupt, report_error
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.dryrun import dry_run
+from asyncovf.engine.options import RunSettings
+from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
+from asyncovf.engine.run import BatchRun, open_sources
+from asyncovf.errors import AsyncOvfError
+from asyncovf.interrupt import run_until_signal
+from asyncovf.ovf.package import Package
+from asyncovf.progress import ProgressDisplay
+from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
+from asyncovf.vsphere.connection import ConnectionSettings
+
+#: How a batch words the flags it shares with ``import``.
+FLAGS: Final = RunFlags(
+    job_retries_default=1,
+    parallel_disks="upload up to N disks of one VM at once (never with delta disks; default 1)",
+    lease_timeout="how long to wait for a lease to become ready (default 300)",
+    keep_failed="leave half-imported VMs in place after failures",
+    no_verify_manifest="do not check manifest digests while uploading",
+    create_folders="create missing VM folders the batch names",
+    on_conflict="when a VM of that name exists (default fail)",
+    job_retries="retry a failed job from scratch N times (default %(default)s)",
+    report="write the JSON run report here",
+)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "run", help="import every VM of a batch file",
+        description="Import the VMs a batch file (YAML, or CSV rows) describes, with a "
+                    "bounded pool of workers, each with its own vCenter session.")
+    add_debug_options(parser)
+    add_source_limits(parser)
+    parser.add_argument("batch", help="batch file (.yaml/.yml, or .csv with one VM per row)")
+    add_connection_options(parser)
+    pool = parser.add_argument_group("pool")
+    pool.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
+                      help="workers, each with its own session (default 8)")
+    pool.add_argument("--ramp", type=_ramp, metavar="SCHEDULE",
+                      help="load test: grow the workers over the run, e.g. 4:64 (doubling), "
+                           "4:64:4 (linear) or 4,8,16,64; overrides --concurrency")
+    pool.add_argument("--ramp-interval", type=_positive_float, default=30.0, metavar="SECONDS",
+                      help="time at each step of --ramp (default 30)")
+    pool.add_argument("--max-per-host", type=_positive_int, metavar="N",
+                      help="uploads in flight per ESXi host")
+    pool.add_argument("--max-per-datastore", type=_positive_int, metavar="N",
+                      help="uploads in flight per datastore")
+    pool.add_argument("--bandwidth", type=_bandwidth, metavar="RATE",
+                      help="total upload bandwidth, e.g. 200M (bytes/s)")
+    FLAGS.add(pool, "--parallel-disks")
+    pool.add_argument("--chunk-size", type=_size, metavar="SIZE",
+                      help="upload chunk, e.g. 256K (default: 1M, smaller above 16 workers "
+                           "to bound memory)")
+    pool.add_argument("--shard", metavar="K/N",
+                      help="run only shard K of N (1-based, round robin over the file)")
+    behaviour = parser.add_argument_group("behaviour")
+    FLAGS.add(behaviour, "--on-conflict", "--job-retries")
+    behaviour.add_argument("--upload-retries", type=_non_negative_int, default=3, metavar="N",
+                           help="retry a failed file upload N times (default 3)")
+    behaviour.add_argument("--timeout", type=float, metavar="SECONDS",
+                           help="bound the whole run; unfinished jobs are aborted")
+    behaviour.add_argument("--job-timeout", type=float, metavar="SECONDS",
+                           help="bound each job (including its retries)")
+    FLAGS.add(behaviour, "--lease-timeout", "--keep-failed", "--create-folders",
+              "--no-verify-manifest")
+    behaviour.add_argument("--dry-run", action="store_true",
+                           help="resolve placement, check names and run CreateImportSpec; "
+                                "create nothing")
+    output = parser.add_argument_group("output")
+    FLAGS.add(output, "--report")
+    output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
+                        help="live display (terminal) or plain log lines (default auto)")
+
+
+async def command(args: argparse.Namespace) -> int:
+    """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
+    try:
+        plan = await anyio.to_thread.run_sync(load_batch, args.batch)
+        shard = None
+        if args.shard:
+            number, total = parse_shard(args.shard)
+            plan, shard = plan.shard(number, total), f"{number}/{total}"
+        connection = connection_settings(args, batch=plan.connection)
+    except AsyncOvfError as exc:
+        report_error(exc, args.debug)
+        return EXIT_USAGE
+    if not plan.jobs:
+        print(f"asyncovf: shard {shard} of {args.batch} has no jobs", file=sys.stderr)
+        return EXIT_OK
+
+    settings = replace(
+        run_settings(args, concurrency=args.concurrency),
+        max_per_host=args.max_per_host,
+        max_per_datastore=args.max_per_datastore,
+        bandwidth=args.bandwidth,
+        job_timeout=args.job_timeout,
+        upload_attempts=args.upload_retries + 1,
+        chunk_size=args.chunk_size,
+        ramp=args.ramp or (),
+        ramp_interval=args.ramp_interval,
+    )
+    packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
+                                                 max_descriptor_bytes=args.max_descriptor_size,
+                                                 http=source_settings(args))
+
+    if args.dry_run:
+        return await _dry_run(args, connection, plan, packages, source_errors, settings)
+
+    batch = BatchRun(connection, plan, packages, source_errors, settings)
+    timed_out = False
+
+    async def work() -> None:
+        nonlocal timed_out
+        # Before the first import: each cause once, naming its VMs. Their jobs fail
+        # without an attempt, and without a progress line each.
+        for cause in await batch.check():
+            print(f"asyncovf: error: {cause}", file=sys.stderr)
+        display = ProgressDisplay(batch.to_run, live={"auto": None, "live": True,
+                                                      "plain": False}[args.progress])
+        batch.on_update = display.update
+        with display:
+            if args.timeout is None:
+                await batch.run()
+                return
+            with anyio.move_on_after(args.timeout) as scope:
+                await batch.run()
+            timed_out = scope.cancelled_caught
+
+    outcome = await run_until_signal(
+        work, on_signal=announce_interrupt("stopping: no new jobs; aborting leases in flight"))
+    # Jobs the run never reached: interrupted, or the checks could not be made.
+    batch.settle(None if batch.checked else outcome.error)
+
+    report = build_report(batch.runner, RunInfo(batch=args.batch,
+                                                concurrency=settings.concurrency,
+                                                shard=shard, interrupted=outcome.signal_name))
+    if args.report:
+        write_report(args.report, report)
+    print(summary_table(batch.results))
+    print(totals_line(report))
+    if outcome.error is not None:
+        report_error(outcome.error, args.debug)
+    if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
+    if timed_out:
+        print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
+    failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+    # Raised by the checks, an error is theirs (a wrong password, an untrusted
+    # certificate are our input); raised by the pool, a bug.
+    checks_refused = (outcome.error is not None and not batch.checked
+                      and exit_code_for(outcome.error) == EXIT_USAGE)
+    every_input_refused = bool(failed) and all(r.input_error for r in failed) and not any(
+        r.status is JobStatus.IMPORTED for r in batch.results)
+    return exit_status(interrupted=outcome.interrupted,
+                       rejected=checks_refused or every_input_refused,
+                       failed=bool(failed) or timed_out or outcome.error is not None)
+
+
+async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,
+                   packages: dict[str, Package], source_errors: dict[str, str],
+                   settings: RunSettings) -> int:
+    """``run --dry-run``: what would fail, said once per group of alike VMs; nothing is created."""
+    outcome = await run_until_signal(
+        lambda: dry_run(connection, plan, packages, source_errors, settings))
+    if outcome.interrupted:
+        print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.error is not None or outcome.value is None:
+        report_error(outcome.error or RuntimeError("dry run did not finish"), args.debug)
+        return exit_code_for(outcome.error or RuntimeError())
+    failing = 0
+    for finding in outcome.value:
+        names = finding.jobs[0] + (f" … {finding.jobs[-1]} ({len(finding.jobs)} VMs)"
+                                   if len(finding.jobs) > 1 else "")
+        verdict = "ERROR" if finding.errors else "ok"
+        print(f"{verdict:<5} {names}: {finding.source} -> {finding.placement}")
+        # A cause of the whole group is said once; one of some of its VMs names them.
+        for error in finding.errors:
+            print(f"      error: {error.describe(finding.jobs)}")
+        for warning in finding.warnings:
+            print(f"      warning: {warning.describe(finding.jobs)}")
+        failing += len(finding.failing)
+    print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups; {failing} would "
+          "fail; nothing was created")
+    return EXIT_USAGE if failing else EXIT_OK
+
+
+__all__ = ["FLAGS", "add_parser", "command"]
