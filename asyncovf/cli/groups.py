@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from asyncovf.engine.limits import parse_bandwidth, parse_size
-from asyncovf.engine.options import OnConflict, RunSettings, parse_ramp
+from asyncovf.engine.options import (
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    Kind,
+    OnConflict,
+    RunSettings,
+    Stage,
+    parse_ramp,
+)
+from asyncovf.errors import InputError, UsageError
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.vsphere.connection import ConnectionSettings
@@ -131,6 +140,58 @@ def add_placement_options(parser: argparse.ArgumentParser) -> argparse._Argument
     return group
 
 
+#: The help groups of the per-VM option flags.
+STAGE_TITLES: Final = {
+    Stage.IMPORT: "import",
+    Stage.AFTER: "after the import (in this order; a failed step removes the VM)",
+}
+
+
+def add_vm_options(parser: argparse.ArgumentParser) -> dict[Stage, argparse._ArgumentGroup]:
+    """A flag for each per-VM option of :data:`~asyncovf.engine.options.OPTIONS` that
+    has one, in help groups by stage; returns the groups, for the command's own
+    flags. Values stay as typed: :class:`CommandLine` words their errors when
+    :func:`~asyncovf.engine.options.read_options` reads them, as a batch file's."""
+    groups = {stage: parser.add_argument_group(title) for stage, title in STAGE_TITLES.items()}
+    for option in OPTIONS:
+        if not option.has_flag:
+            continue
+        arguments: dict[str, Any] = {"dest": option.key, "help": option.help}
+        if option.kind is Kind.SWITCH:
+            arguments.update(action="store_true", default=None)
+        elif option.kind is Kind.PAIRS:
+            arguments.update(action="append", type=_key_value, metavar=option.metavar)
+        else:
+            arguments.update(choices=option.choices, metavar=option.metavar)
+        groups[option.stage].add_argument(option.flag, **arguments)
+    return groups
+
+
+class CommandLine:
+    """The flags over an ``--options`` document, as an options source: an error
+    names the flag, or the document's key, the operator wrote."""
+
+    def __init__(self, document: str | None = None,
+                 from_document: frozenset[str] = frozenset()) -> None:
+        self.document, self.from_document = document, from_document
+
+    def _name(self, key: str) -> str:
+        option = OPTIONS_BY_KEY[key]
+        if key in self.from_document:
+            return f"--options {self.document}: {option.document_key}"
+        return option.flag
+
+    def setting(self, key: str) -> str:
+        option = OPTIONS_BY_KEY[key]
+        return f"{option.document_key}: true" if key in self.from_document else option.flag
+
+    def invalid(self, key: str, message: str) -> InputError:
+        return UsageError(f"{self._name(key)}: {message}")
+
+    def conflict(self, key: str, complaint: str) -> InputError:
+        return UsageError(f"{self._name(key)} {complaint}")
+
+
 RunFlag = Literal["--parallel-disks", "--lease-timeout", "--keep-failed", "--no-verify-manifest",
                   "--create-folders", "--on-conflict", "--job-retries", "--report"]
 
@@ -212,6 +273,9 @@ def source_settings(args: argparse.Namespace) -> HttpSourceSettings:
 
 __all__ = [
     "SOURCE_HELP",
+    "STAGE_TITLES",
+    "CommandLine",
+    "add_vm_options",
     "RunFlag",
     "RunFlags",
     "add_connection_options",

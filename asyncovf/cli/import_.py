@@ -18,20 +18,21 @@ import anyio
 from asyncovf.cli.exits import EXIT_USAGE, exit_code_for, exit_status
 from asyncovf.cli.groups import (
     SOURCE_HELP,
+    CommandLine,
     RunFlags,
-    _key_value,
-    _positive_float,
     add_connection_options,
     add_debug_options,
     add_placement_options,
     add_source_limits,
+    add_vm_options,
     connection_settings,
     run_settings,
     source_settings,
 )
 from asyncovf.cli.output import announce_interrupt, report_error
 from asyncovf.engine.batch import JobStatus
-from asyncovf.engine.plan import JobSpec, parse_batch
+from asyncovf.engine.options import OPTIONS, Kind, Stage, document_values, read_options
+from asyncovf.engine.plan import PLACEMENT_KEYS, JobSpec, check_vm_name
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.resolve import check_job
 from asyncovf.errors import AsyncOvfError, UsageError
@@ -40,7 +41,7 @@ from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.progress import ProgressLine
 from asyncovf.report import RunInfo, build_report, write_report
-from asyncovf.spec import IP_ALLOCATION_POLICIES, IP_PROTOCOLS
+from asyncovf.vsphere.inventory import PlacementRequest
 
 log = logging.getLogger(__name__)
 
@@ -69,82 +70,64 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                        "Name, else the descriptor's)")
     add_connection_options(parser)
     FLAGS.add(add_placement_options(parser), "--create-folders")
-    opts = parser.add_argument_group("import")
-    opts.add_argument("--deployment", help="deployment option id (default: the descriptor's)")
-    opts.add_argument("--disk-provisioning",
-                      help="thin, thick, eagerZeroedThick, … (default: vCenter's)")
+    opts = add_vm_options(parser)[Stage.IMPORT]
     opts.add_argument("--options", metavar="FILE",
                       help="options document (JSON, as 'asyncovf spec' or govc import.spec "
                            "prints); explicit flags win")
-    opts.add_argument("--locale", help="locale for the descriptor's messages (e.g. de_DE)")
-    opts.add_argument("--hidden", action="store_true",
-                      help="allow setting properties the vendor did not mark user-configurable")
-    opts.add_argument("--net", action="append", type=_key_value, metavar="OVFNETWORK=TARGET",
-                      help="map an OVF network to a port group, distributed port group or "
-                           "opaque network (repeatable)")
-    opts.add_argument("--prop", action="append", type=_key_value, metavar="KEY=VALUE",
-                      help="set a vApp property (full class.key.instance key; repeatable)")
-    opts.add_argument("--annotation", metavar="TEXT", help="the VM's annotation (notes)")
-    opts.add_argument("--ip-allocation-policy", choices=IP_ALLOCATION_POLICIES,
-                      help="how the appliance gets its IP addresses (default: vCenter's)")
-    opts.add_argument("--ip-protocol", choices=IP_PROTOCOLS, help="IPv4 or IPv6")
-    post = parser.add_argument_group(
-        "after the import (in this order; a failed step removes the VM)")
-    post.add_argument("--extra-config", action="append", type=_key_value, metavar="KEY=VALUE",
-                      help="add an extra config (.vmx) key (repeatable)")
-    post.add_argument("--inject-ovf-env", action="store_true", default=None,
-                      help="write the OVF environment (properties) into guestinfo.ovfEnv")
-    post.add_argument("--hardware-version", metavar="VERSION",
-                      help="upgrade the virtual hardware, e.g. vmx-19 or 19")
-    post.add_argument("--mark-as-template", action="store_true", default=None,
-                      help="turn the VM into a template (not with --power-on)")
-    post.add_argument("--power-on", action="store_true", default=None,
-                      help="power the VM on")
-    post.add_argument("--wait-for-ip", action="store_true", default=None,
-                      help="wait until the guest reports an IP address (needs --power-on)")
-    post.add_argument("--ip-timeout", type=_positive_float, metavar="SECONDS",
-                      help="how long --wait-for-ip waits (default 300)")
     # Listed under "import", after the options of the VM itself.
     FLAGS.add(opts, "--no-verify-manifest", "--keep-failed", "--parallel-disks",
               "--lease-timeout", "--on-conflict", "--job-retries", "--report")
 
 
-def _import_job(args: argparse.Namespace, default_name: str) -> JobSpec:
-    """The single import as a batch entry, so it is validated exactly like one.
+def read_options_document(path: str) -> dict[str, Any]:
+    """The JSON object of ``--options FILE``, or a one-line UsageError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except OSError as exc:
+        raise UsageError(f"--options {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--options {path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--options {path}: not UTF-8 text: {exc.reason}") from None
+    if not isinstance(document, dict):
+        raise UsageError(f"--options {path}: expected a JSON object (what 'asyncovf spec' "
+                         "prints)")
+    return document
+
+
+def import_job(args: argparse.Namespace, default_name: str) -> JobSpec:
+    """The single import as a job: the flags over the ``--options`` document, read
+    by the one options reader a batch entry goes through.
 
     The name: ``--name``, else the options document's ``Name``, else the
     descriptor's (what govc and ovftool do).
     """
-    entry: dict[str, Any] = {"source": args.source}
-    for key in ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder",
-                "deployment", "disk_provisioning", "ip_allocation_policy", "ip_protocol",
-                "annotation", "locale", "power_on", "wait_for_ip", "ip_timeout",
-                "inject_ovf_env", "mark_as_template", "hardware_version"):
-        if getattr(args, key, None) is not None:
-            entry[key] = getattr(args, key)
-    for key, flag in (("network_mapping", "net"), ("properties", "prop"),
-                      ("extra_config", "extra_config")):
-        if getattr(args, flag):
-            entry[key] = dict(getattr(args, flag))
-    if args.hidden:
-        entry["hidden"] = True
-    origin = "command line"
-    document: Any = None
+    values: dict[str, Any] = {}
+    document: dict[str, Any] = {}
     if args.options:
-        origin = args.options
-        try:
-            with open(args.options, encoding="utf-8") as handle:
-                document = entry["options"] = json.load(handle)
-        except OSError as exc:
-            raise UsageError(f"--options {args.options}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--options {args.options}:{exc.lineno}: not JSON: {exc.msg}") \
-                from None
-    from_options = document.get("Name") if isinstance(document, dict) else None
-    entry["name"] = args.name or (from_options if isinstance(from_options, str) and from_options
-                                  else default_name)
-    plan = parse_batch({"vms": [entry]}, file=origin, base=Path.cwd())
-    return plan.jobs[0]
+        document = read_options_document(args.options)
+        values = document_values(document, lambda key, message: UsageError(
+            f"--options {args.options}: {key}: {message}"))
+    from_document = set(values)
+    for option in OPTIONS:
+        given = getattr(args, option.key, None) if option.has_flag else None
+        if given is not None:
+            values[option.key] = dict(given) if option.kind is Kind.PAIRS else given
+            from_document.discard(option.key)
+    options = read_options(values, CommandLine(args.options, frozenset(from_document)))
+    named = document.get("Name")
+    name = args.name or (named if isinstance(named, str) and named else default_name)
+    try:
+        check_vm_name(name)
+    except ValueError as exc:
+        raise UsageError(f"--name: {exc}") from None
+    source = args.source
+    if "://" not in source and not Path(source).is_absolute():
+        source = str((Path.cwd() / source).resolve())
+    placement = PlacementRequest(**{key: getattr(args, key) for key in PLACEMENT_KEYS})
+    return JobSpec(index=0, name=name, source=source, placement=placement,
+                   origin="command line", options=options)
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -157,7 +140,7 @@ async def command(args: argparse.Namespace) -> int:
         for warning in package.warnings:
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
-        job = await anyio.to_thread.run_sync(_import_job, args, package.descriptor.entity.name)
+        job = await anyio.to_thread.run_sync(import_job, args, package.descriptor.entity.name)
         check_job(job, package.descriptor)  # before logging in: refused on the descriptor
     except AsyncOvfError as exc:
         report_error(exc, args.debug)
@@ -202,4 +185,4 @@ async def command(args: argparse.Namespace) -> int:
                        not in (JobStatus.IMPORTED, JobStatus.SKIPPED))
 
 
-__all__ = ["FLAGS", "add_parser", "command"]
+__all__ = ["FLAGS", "add_parser", "command", "import_job", "read_options_document"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from asyncovf import __version__
 from asyncovf.cli import cleanup, import_, report, run, spec
 from asyncovf.cli.groups import add_debug_options
 
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Import OVF/OVA appliances into VMware vCenter, one or hundreds at a time.",
     )
     add_debug_options(parser)
+    parser.add_argument("--version", action="version", version=f"asyncovf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order --help lists them.
     import_.add_parser(commands)

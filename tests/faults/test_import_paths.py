@@ -273,7 +273,8 @@ async def test_a_vm_whose_power_on_answer_was_lost_is_removed_and_imported_again
         {"method": "PowerOnVM_Task", "times": 1, "drop_after_call": True},
         {"method": "PowerOffVM_Task", "times": 1, "fault": "TaskInProgress"}])
     package = await fault_run.package()
-    jobs = tuple(dataclasses.replace(job, power_on=True) for job in plan_of(fault_run, 2).jobs)
+    jobs = tuple(dataclasses.replace(job, options=ImportOptions(power_on=True))
+                 for job in plan_of(fault_run, 2).jobs)
     runner = BatchRunner(fault_run.connection, jobs, {str(fault_run.package_path): package},
                          RunSettings(concurrency=1, job_retries=1))
     await runner.run()

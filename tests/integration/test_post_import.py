@@ -13,6 +13,7 @@ itself — the test sets one from outside with the simulator's
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -325,19 +326,32 @@ async def test_the_import_command_takes_every_option_as_a_flag(run: FaultRun) ->
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--power-on", "--mark-as-template"],
-     "vms[0].mark_as_template: contradicts power_on: a template cannot be powered on"),
-    (["--wait-for-ip"], "vms[0].wait_for_ip: needs power_on: true"),
+     "--mark-as-template contradicts --power-on (a template cannot be powered on)"),
+    (["--wait-for-ip"], "--wait-for-ip needs --power-on (a VM that is off gets no IP address)"),
     (["--hardware-version", "banana"],
-     "vms[0].hardware_version: 'banana' is not a hardware version; expected vmx-NN or NN"),
+     "--hardware-version: 'banana' is not a hardware version; expected vmx-NN or NN"),
+    (["--ip-timeout", "-5"], "--ip-timeout: '-5': must be a positive number of seconds"),
     (["--prop", "appliance.port.web=eighty"], "appliance.port.web"),
-])
+    # The options document's keys are named as the document names them.
+    (["--options", "{document}"], "--options {document}: WaitForIP needs --power-on (a VM "
+                                  "that is off gets no IP address)"),
+    # The flag completes the document (WaitForIP, --power-on), and breaks another rule.
+    (["--options", "{document}", "--power-on", "--mark-as-template"],
+     "--mark-as-template contradicts --power-on (a template cannot be powered on)"),
+], ids=["template-and-power-on", "wait-for-ip-alone", "hardware-version", "ip-timeout",
+        "property-type", "document-rule", "document-and-flags"])
 async def test_bad_post_import_flags_are_refused_before_vcenter_is_touched(
-    run: FaultRun, flags: list[str], message: str
+    run: FaultRun, tmp_path: Path, flags: list[str], message: str
 ) -> None:
+    document = tmp_path / "options.json"
+    document.write_text(json.dumps({"WaitForIP": True}))
+    flags = [flag.format(document=document) for flag in flags]
+    message = message.format(document=document)
     done = await anyio.to_thread.run_sync(lambda: run_cli(
         run.vcsim, str(run.package_path), "--name", run.prefix, *flags))
     assert done.returncode == 2, done.stderr
-    assert message in done.stderr and done.stderr.startswith("asyncovf: error: ")
+    assert done.stderr.startswith("asyncovf: error: ") and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # one line
     counters = await run.counters()
     assert counters.calls("ImportVApp") == 0
     assert await vms_named(run.connection, run.prefix) == []

@@ -44,3 +44,67 @@ def test_one_import_is_retried_only_when_asked_and_a_batch_job_once(command: str
                                                                     job_retries: int) -> None:
     args = build_parser().parse_args([command, "source"])
     assert run_settings(args, concurrency=1).job_retries == job_retries
+
+
+#: A value for each per-VM flag, and what the options value holds for it.
+FLAG_VALUES = {
+    "deployment": (["small"], "small"),
+    "disk_provisioning": (["thin"], "thin"),
+    "locale": (["de_DE"], "de_DE"),
+    "hidden": ([], True),
+    "network_mapping": (["VM Network=DC0_DVPG0"], {"VM Network": "DC0_DVPG0"}),
+    "properties": (["a.b=c=d"], {"a.b": "c=d"}),
+    "annotation": (["notes"], "notes"),
+    "ip_allocation_policy": (["fixedPolicy"], "fixedPolicy"),
+    "ip_protocol": (["IPv6"], "IPv6"),
+    "extra_config": (["guestinfo.x=1"], {"guestinfo.x": "1"}),
+    "inject_ovf_env": ([], True),
+    "hardware_version": (["19"], "vmx-19"),
+    "mark_as_template": ([], True),
+    "power_on": ([], True),
+    "wait_for_ip": ([], True),
+    "ip_timeout": (["12.5"], 12.5),
+}
+
+
+@pytest.mark.parametrize("key", sorted(FLAG_VALUES))
+def test_each_per_vm_flag_is_its_option_of_the_one_table(key: str) -> None:
+    from asyncovf.cli.import_ import import_job
+    from asyncovf.engine.options import OPTIONS_BY_KEY
+
+    option = OPTIONS_BY_KEY[key]
+    words, expected = FLAG_VALUES[key]
+    extra = ["--power-on"] if key == "wait_for_ip" else []
+    args = build_parser().parse_args(["import", "/x.ova", option.flag, *words, *extra])
+    value = getattr(import_job(args, "default-name").options, key)
+    assert (dict(value) if isinstance(value, dict) else value) == expected
+
+
+def test_every_per_vm_option_with_a_flag_is_tested_above() -> None:
+    from asyncovf.engine.options import OPTIONS
+
+    assert {option.key for option in OPTIONS if option.has_flag} == set(FLAG_VALUES)
+
+
+def test_the_options_document_is_under_the_flags_and_names_the_vm(tmp_path: Path) -> None:
+    from asyncovf.cli.import_ import import_job
+
+    document = tmp_path / "options.json"
+    document.write_text(json.dumps({"Name": "from-document", "PowerOn": True,
+                                    "Annotation": "document",
+                                    "PropertyMapping": [{"Key": "a", "Value": "1"}]}))
+    args = build_parser().parse_args(["import", "/x.ova", "--options", str(document),
+                                      "--annotation", "flag"])
+    job = import_job(args, "descriptor-name")
+    assert (job.name, job.options.power_on, job.options.annotation,
+            dict(job.options.properties)) == ("from-document", True, "flag", {"a": "1"})
+    named = build_parser().parse_args(["import", "/x.ova", "--name", "given"])
+    assert import_job(named, "descriptor-name").name == "given"
+
+
+def test_version_prints_the_package_version() -> None:
+    import asyncovf
+
+    done = subprocess.run([sys.executable, "-m", "asyncovf", "--version"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (0, f"asyncovf {asyncovf.__version__}\n")
