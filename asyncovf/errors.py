@@ -244,6 +244,19 @@ class IllegalTransition(RuntimeError):
     """
 
 
+# --- signals ------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python's own SIGINT handler would raise KeyboardInterrupt.
+
+    The command line treats SIGTERM as Ctrl-C. Not a plain KeyboardInterrupt:
+    CPython (3.11) ends the process by SIGINT, even after the interrupt was
+    caught and 130 returned, when a plain KeyboardInterrupt came through
+    ``eval()`` — which ``namedtuple`` calls while the tool loads.
+    """
+
+
 # --- what a retry may cure -----------------------------------------------------
 
 
@@ -395,6 +408,7 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 __all__ = [
     "AsyncOvfError",
+    "Terminated",
     "ChartsUnavailable",
     "IllegalTransition",
     "ImportSpecRejected",

@@ -22,15 +22,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from asyncovf.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM's KeyboardInterrupt.
-
-    Not a plain one: CPython (3.11) ends the process by SIGINT, even after the
-    interrupt was caught and 130 returned, when a plain KeyboardInterrupt came
-    through ``eval()`` — which ``namedtuple`` calls while the tool loads.
-    """
+from asyncovf.errors import Terminated
 
 
 class _Interruption:
@@ -49,7 +41,7 @@ class _Interruption:
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signal.SIGINT, frame)  # asyncio's cancels the main task
         else:
-            raise _Terminated  # what Python's own handler raises
+            raise Terminated  # what Python's own handler raises
 
 
 def main(argv: Sequence[str] | None = None) -> int:

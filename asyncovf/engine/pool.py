@@ -23,20 +23,12 @@ from asyncovf.engine.batch import (
     Refusal,
     UpdateCallback,
     run_job,
-    totals,
 )
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
-from asyncovf.engine.options import (
-    OnConflict,
-    RunSettings,
-    check_ramp,
-    parse_ramp,
-)
+from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
-from asyncovf.engine.resolve import check_job
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.engine.workers import Unfinished, WorkerPool
-from asyncovf.errors import NameConflict
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache, Placement
@@ -188,15 +180,4 @@ class BatchRunner:
         return slot
 
 
-__all__ = [
-    "BatchRunner",
-    "JobResult",
-    "JobStatus",
-    "NameConflict",
-    "OnConflict",
-    "RunSettings",
-    "check_job",
-    "check_ramp",
-    "parse_ramp",
-    "totals",
-]
+__all__ = ["BatchRunner"]
