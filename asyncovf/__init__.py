@@ -48,14 +48,14 @@ _EXPORTS: Final[Mapping[str, str]] = {
     "JobResult": "asyncovf.engine.batch",
     "JobStatus": "asyncovf.engine.batch",
     # cleanup
-    "Cleaner": "asyncovf.cleanup",
-    "CleanupSettings": "asyncovf.cleanup",
-    "CleanupTarget": "asyncovf.cleanup",
-    "RemovalResult": "asyncovf.cleanup",
-    "RemovalStatus": "asyncovf.cleanup",
-    "ReportTargets": "asyncovf.cleanup",
-    "read_reports": "asyncovf.cleanup",
-    "list_by_prefix": "asyncovf.cleanup",
+    "Cleaner": "asyncovf.engine.cleaner",
+    "CleanupSettings": "asyncovf.engine.cleaner",
+    "CleanupTarget": "asyncovf.engine.cleaner",
+    "RemovalResult": "asyncovf.engine.cleaner",
+    "RemovalStatus": "asyncovf.engine.cleaner",
+    "ReportTargets": "asyncovf.report",
+    "read_reports": "asyncovf.report",
+    "list_by_prefix": "asyncovf.engine.cleaner",
     # errors
     "AsyncOvfError": "asyncovf.errors",
     "InputError": "asyncovf.errors",
@@ -87,17 +87,15 @@ _EXPORTS: Final[Mapping[str, str]] = {
 }
 
 if TYPE_CHECKING:
-    from asyncovf.cleanup import (
+    from asyncovf.engine.batch import JobResult, JobStatus
+    from asyncovf.engine.cleaner import (
         Cleaner,
         CleanupSettings,
         CleanupTarget,
         RemovalResult,
         RemovalStatus,
-        ReportTargets,
         list_by_prefix,
-        read_reports,
     )
-    from asyncovf.engine.batch import JobResult, JobStatus
     from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
     from asyncovf.engine.phases import JobState, Phase
     from asyncovf.engine.plan import BatchPlan, JobSpec, load_batch
@@ -135,6 +133,7 @@ if TYPE_CHECKING:
     from asyncovf.ovf.blobs import HttpSourceSettings
     from asyncovf.ovf.package import Package, check_files
     from asyncovf.ovf.source import open_package
+    from asyncovf.report import ReportTargets, read_reports
     from asyncovf.vsphere.connection import ConnectionSettings
     from asyncovf.vsphere.inventory import Placement, PlacementRequest
 else:

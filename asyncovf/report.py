@@ -1,8 +1,17 @@
-"""The run report: one JSON object with every job and the totals, and the summary table.
+"""The two report schemas, written and read here only: the run report and the cleanup report.
 
-Times in the report are seconds from the start of the run, so reports from
-different machines (shards) line up; ``started_at`` gives the wall clock.
-The report is written atomically: a reader never sees half of it.
+The run report (``asyncovf run --report``) is one JSON object with every job
+and the totals; with it comes the summary table printed at the end of a run.
+Times in it are seconds from the start of the run, so reports from different
+machines (shards) line up; ``started_at`` gives the wall clock. ``asyncovf
+cleanup`` reads run reports back (:func:`read_reports`) into the VMs to remove:
+reading is pure (:func:`parse_report`), and refuses a document it does not
+understand, naming the file and the job, so that nothing is removed on a misread.
+
+The cleanup report (``asyncovf cleanup --output``) says what became of every
+VM targeted (:func:`cleanup_document`).
+
+Reports are written atomically: a reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -16,15 +25,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from asyncovf.engine.batch import JobResult, JobStatus, totals
+from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
+from asyncovf.errors import InputError
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
                "inject_ovf_env", "upgrade_hardware", "mark_as_template", "power_on",
                "wait_for_ip", "abort")
+#: The run report versions this asyncovf reads back.
+READABLE_VERSIONS: Final = (REPORT_VERSION,)
+#: The statuses a finished job has in a run report; only ``imported`` VMs are the run's
+#: to remove.
+JOB_STATUSES: Final = frozenset(status.value for status in (
+    JobStatus.IMPORTED, JobStatus.SKIPPED, JobStatus.FAILED, JobStatus.ABORTED))
+CLEANUP_VERSION: Final = 1
 
 
 @dataclass(frozen=True)
@@ -156,5 +174,119 @@ def totals_line(report: Mapping[str, Any]) -> str:
             + f"{t['bytes'] / 2**20:.1f} MiB uploaded)")
 
 
-__all__ = ["RunInfo", "build_report", "job_record", "summary_table", "totals_line",
-           "write_report"]
+# -- reading a run report back: the VMs a run created (pure, then the files) --------------------
+
+
+@dataclass(frozen=True)
+class ReportTargets:
+    """What a run report asks to remove, and how many of its jobs it leaves alone."""
+
+    targets: tuple[CleanupTarget, ...]
+    left_alone: int = 0
+
+
+def parse_report(data: Any, *, file: str) -> ReportTargets:
+    """The targets of one run report (``asyncovf run --report``), already decoded from JSON.
+
+    Raises :class:`InputError` naming the file and the job when the document is
+    not a run report, so that nothing is removed on a misread.
+    """
+    if not isinstance(data, dict) or "jobs" not in data:
+        raise InputError(f"{file}: not an asyncovf run report (expected a JSON object with "
+                         "'jobs', as 'asyncovf run --report' writes)")
+    version = data.get("version")
+    if version not in READABLE_VERSIONS:
+        raise InputError(f"{file}: report version {version!r}; this asyncovf reads version "
+                         + ", ".join(map(str, READABLE_VERSIONS)))
+    jobs = data["jobs"]
+    if not isinstance(jobs, list):
+        raise InputError(f"{file}: 'jobs' is {type(jobs).__name__}, expected a list")
+    targets: dict[str, CleanupTarget] = {}
+    left_alone = 0
+    for index, job in enumerate(jobs):
+        where = f"{file}: jobs[{index}]"
+        if not isinstance(job, dict):
+            raise InputError(f"{where}: expected an object, got {type(job).__name__}")
+        name, status, vm = job.get("name"), job.get("status"), job.get("vm")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{where}: 'name' missing or not a string")
+        where = f"{where} ({name})"
+        if status not in JOB_STATUSES:
+            raise InputError(f"{where}: status {status!r} is not one of "
+                             + ", ".join(sorted(JOB_STATUSES)))
+        if status != JobStatus.IMPORTED.value:
+            left_alone += 1
+            continue
+        if not isinstance(vm, str) or not vm or vm != vm.strip() or " " in vm:
+            raise InputError(f"{where}: status 'imported' but 'vm' is {vm!r}, not a managed "
+                             "object id such as 'vm-123'")
+        known = targets.get(vm)
+        if known is not None and known.name != name:
+            raise InputError(f"{where}: {vm} is also {known.name!r} ({known.origin}); "
+                             "a VM has one name")
+        targets.setdefault(vm, CleanupTarget(vm=vm, name=name, origin=where))
+    return ReportTargets(tuple(targets.values()), left_alone)
+
+
+def read_report(path: str | Path) -> ReportTargets:
+    """Read and parse one report file (blocking: call it in a worker thread)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text, so not a run report") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run report") \
+            from None
+    return parse_report(data, file=str(path))
+
+
+def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
+    """Several reports (the shards of one run) as one list of targets."""
+    targets: dict[str, CleanupTarget] = {}
+    left_alone = 0
+    for path in paths:
+        report = read_report(path)
+        left_alone += report.left_alone
+        for target in report.targets:
+            known = targets.get(target.vm)
+            if known is not None and known.name != target.name:
+                raise InputError(f"{target.origin}: {target.vm} is also {known.name!r} "
+                                 f"({known.origin}); a VM has one name")
+            targets.setdefault(target.vm, target)
+    return ReportTargets(tuple(targets.values()), left_alone)
+
+
+# -- the cleanup report -------------------------------------------------------------------------
+
+
+def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
+                     interrupted: str | None = None) -> dict[str, Any]:
+    """The ``asyncovf cleanup --output`` JSON: every target's outcome, and the totals."""
+    return {
+        "version": CLEANUP_VERSION,
+        "selection": selection,
+        "interrupted": interrupted,
+        "vms": [{"vm": r.target.vm, "name": r.target.name, "status": r.status.value,
+                 "detail": r.detail, "powered_off": r.powered_off, "seconds": r.seconds,
+                 "origin": r.target.origin} for r in cleaner.results],
+        "totals": {**counts(cleaner.results), "sessions_opened": cleaner.sessions_opened,
+                   "sessions_closed": cleaner.sessions_closed},
+    }
+
+
+__all__ = [
+    "ReportTargets",
+    "RunInfo",
+    "build_report",
+    "cleanup_document",
+    "job_record",
+    "parse_report",
+    "read_report",
+    "read_reports",
+    "summary_table",
+    "totals_line",
+    "write_report",
+]

@@ -1,24 +1,20 @@
-"""``asyncovf cleanup``: power off and destroy the VMs a run created, or those a prefix names."""
+"""``asyncovf cleanup``: power off and destroy the VMs a run created, or those a prefix names.
+
+The removing is :mod:`asyncovf.engine.cleaner`'s; reading run reports and writing the
+cleanup report, :mod:`asyncovf.report`'s. This module turns the command line into
+targets, and prints what it would remove and what became of each VM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
 
 import anyio
 
-from asyncovf.cleanup import (
-    Cleaner,
-    CleanupSettings,
-    CleanupTarget,
-    cleanup_document,
-    list_by_prefix,
-    preview,
-    read_reports,
-)
-from asyncovf.cleanup import summary as cleanup_summary
 from asyncovf.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, exit_code_for
 from asyncovf.cli.groups import (
     _positive_int,
@@ -27,9 +23,18 @@ from asyncovf.cli.groups import (
     connection_settings,
 )
 from asyncovf.cli.output import report_error
+from asyncovf.engine.cleaner import (
+    Cleaner,
+    CleanupSettings,
+    CleanupTarget,
+    RemovalResult,
+    RemovalStatus,
+    counts,
+    list_by_prefix,
+)
 from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
-from asyncovf.report import write_report
+from asyncovf.report import cleanup_document, read_reports, write_report
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
 log = logging.getLogger(__name__)
@@ -146,7 +151,7 @@ async def command(args: argparse.Namespace) -> int:
         print(f"asyncovf: nothing was removed ({len(cleaner.results)} VMs targeted)",
               file=sys.stderr)
         return exit_code_for(cleaner.login_errors[0])
-    print(cleanup_summary(cleaner.results))
+    print(summary(cleaner.results))
     if outcome.interrupted:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -161,4 +166,34 @@ async def command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_parser", "command"]
+def preview(targets: Sequence[CleanupTarget]) -> str:
+    """What would be removed, one VM a line."""
+    width = max([len(t.vm) for t in targets] + [2])
+    return "\n".join(f"{t.vm:<{width}}  {t.name}" for t in targets)
+
+
+#: Problems first: they are what the operator has to act on.
+_ORDER: Final = (RemovalStatus.FAILED, RemovalStatus.SKIPPED, RemovalStatus.INTERRUPTED,
+                 RemovalStatus.PENDING, RemovalStatus.REMOVED, RemovalStatus.ALREADY_GONE)
+
+
+def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
+    """One line per VM (every problem, then up to ``limit`` others), then the totals."""
+    rows = sorted(results, key=lambda r: (_ORDER.index(r.status), r.target.name))
+    problems = [r for r in rows if not r.gone]
+    shown = problems + [r for r in rows if r.gone][:limit]
+    width = max([len(r.target.name) for r in shown] + [4])
+    lines = []
+    for r in shown:
+        note = r.detail or ("powered off first" if r.powered_off else "")
+        lines.append(f"{r.status.label:<12}  {r.target.vm:<10}  {r.target.name:<{width}}"
+                     + (f"  {note}" if note else ""))
+    if len(shown) < len(rows):
+        lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
+    total = counts(results)
+    lines.append(f"{total['targeted']} VMs targeted: " + ", ".join(
+        f"{total[s.value]} {s.label}" for s in _ORDER if s is not RemovalStatus.PENDING))
+    return "\n".join(lines)
+
+
+__all__ = ["add_parser", "command", "preview", "summary"]

@@ -8,17 +8,10 @@ from typing import Any
 
 import pytest
 
-from asyncovf.cleanup import (
-    CleanupTarget,
-    RemovalResult,
-    RemovalStatus,
-    parse_report,
-    read_report,
-    read_reports,
-    same_name,
-    summary,
-)
+from asyncovf.cli.cleanup import summary
+from asyncovf.engine.cleaner import CleanupTarget, RemovalResult, RemovalStatus, same_name
 from asyncovf.errors import InputError
+from asyncovf.report import parse_report, read_report, read_reports
 
 
 def report(*jobs: dict[str, Any], version: Any = 1) -> dict[str, Any]:

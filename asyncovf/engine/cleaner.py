@@ -1,38 +1,35 @@
-"""``asyncovf cleanup``: remove exactly the VMs a run created, concurrently.
+"""Removing exactly the VMs a run created, concurrently: the engine of ``asyncovf cleanup``.
 
 What to remove is a list of :class:`CleanupTarget` — a VM's managed object id
-*and* the name it had — taken from run reports (the VMs of jobs reported
-``imported``; a ``skipped`` job's VM existed before the run and is left alone)
-or listed by name prefix. A target is removed only if its id still carries that
-name: a VM renamed since, or an id now naming another VM, is skipped and said
-so, never destroyed. A VM already gone is reported as such, not as an error.
+*and* the name it had — taken from run reports (:func:`asyncovf.report.read_reports`:
+the VMs of jobs reported ``imported``; a ``skipped`` job's VM existed before the
+run and is left alone) or listed by name prefix (:func:`list_by_prefix`). A
+target is removed only if its id still carries that name: a VM renamed since,
+or an id now naming another VM, is skipped and said so, never destroyed. A VM
+already gone is reported as such, not as an error.
 
 Removal runs through the import engine's worker pool
 (:class:`~asyncovf.engine.workers.WorkerPool`): a bounded number of workers,
 each logging in once, owning its session and logging out on every path, taking
 the targets in order; each VM is powered off
 if it is on, then destroyed (:func:`~asyncovf.vsphere.removal.power_off_and_destroy`).
-Reading reports is pure (:func:`parse_report`) and tested without vCenter.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
 
 import anyio
 from pyVmomi import vim, vmodl
 
 from asyncovf.engine.workers import Unfinished, WorkerPool
-from asyncovf.errors import InputError, UsageError
+from asyncovf.errors import UsageError
 from asyncovf.vsphere.cleanup import bounded_cleanup
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import load_snapshot
@@ -42,12 +39,6 @@ from asyncovf.vsphere.session import RetryPolicy, VCenterSession
 log = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
-
-#: The run report versions this module reads (asyncovf.report.REPORT_VERSION).
-REPORT_VERSIONS: Final = (1,)
-#: Job statuses a run report may hold; only ``imported`` VMs are the run's to remove.
-JOB_STATUSES: Final = frozenset({"imported", "skipped", "failed", "aborted"})
-CLEANUP_VERSION: Final = 1
 
 
 class RemovalStatus(enum.Enum):
@@ -72,14 +63,6 @@ class CleanupTarget:
     origin: str
 
 
-@dataclass(frozen=True)
-class ReportTargets:
-    """What a run report asks to remove, and how many of its jobs it leaves alone."""
-
-    targets: tuple[CleanupTarget, ...]
-    left_alone: int = 0
-
-
 @dataclass
 class RemovalResult:
     target: CleanupTarget
@@ -102,81 +85,7 @@ class CleanupSettings:
     soap_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-# -- reports (pure) -------------------------------------------------------------------------
-
-
-def parse_report(data: Any, *, file: str) -> ReportTargets:
-    """The targets of one run report (``asyncovf run --report``), already decoded from JSON.
-
-    Raises :class:`InputError` naming the file and the job when the document is
-    not a run report, so that nothing is removed on a misread.
-    """
-    if not isinstance(data, dict) or "jobs" not in data:
-        raise InputError(f"{file}: not an asyncovf run report (expected a JSON object with "
-                         "'jobs', as 'asyncovf run --report' writes)")
-    version = data.get("version")
-    if version not in REPORT_VERSIONS:
-        raise InputError(f"{file}: report version {version!r}; this asyncovf reads version "
-                         + ", ".join(map(str, REPORT_VERSIONS)))
-    jobs = data["jobs"]
-    if not isinstance(jobs, list):
-        raise InputError(f"{file}: 'jobs' is {type(jobs).__name__}, expected a list")
-    targets: dict[str, CleanupTarget] = {}
-    left_alone = 0
-    for index, job in enumerate(jobs):
-        where = f"{file}: jobs[{index}]"
-        if not isinstance(job, dict):
-            raise InputError(f"{where}: expected an object, got {type(job).__name__}")
-        name, status, vm = job.get("name"), job.get("status"), job.get("vm")
-        if not isinstance(name, str) or not name:
-            raise InputError(f"{where}: 'name' missing or not a string")
-        where = f"{where} ({name})"
-        if status not in JOB_STATUSES:
-            raise InputError(f"{where}: status {status!r} is not one of "
-                             + ", ".join(sorted(JOB_STATUSES)))
-        if status != "imported":
-            left_alone += 1
-            continue
-        if not isinstance(vm, str) or not vm or vm != vm.strip() or " " in vm:
-            raise InputError(f"{where}: status 'imported' but 'vm' is {vm!r}, not a managed "
-                             "object id such as 'vm-123'")
-        known = targets.get(vm)
-        if known is not None and known.name != name:
-            raise InputError(f"{where}: {vm} is also {known.name!r} ({known.origin}); "
-                             "a VM has one name")
-        targets.setdefault(vm, CleanupTarget(vm=vm, name=name, origin=where))
-    return ReportTargets(tuple(targets.values()), left_alone)
-
-
-def read_report(path: str | Path) -> ReportTargets:
-    """Read and parse one report file (blocking: call it in a worker thread)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text, so not a run report") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run report") \
-            from None
-    return parse_report(data, file=str(path))
-
-
-def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
-    """Several reports (the shards of one run) as one list of targets."""
-    targets: dict[str, CleanupTarget] = {}
-    left_alone = 0
-    for path in paths:
-        report = read_report(path)
-        left_alone += report.left_alone
-        for target in report.targets:
-            known = targets.get(target.vm)
-            if known is not None and known.name != target.name:
-                raise InputError(f"{target.origin}: {target.vm} is also {known.name!r} "
-                                 f"({known.origin}); a VM has one name")
-            targets.setdefault(target.vm, target)
-    return ReportTargets(tuple(targets.values()), left_alone)
+# -- names (pure) -------------------------------------------------------------------------------
 
 
 def same_name(actual: str, expected: str) -> bool:
@@ -192,7 +101,7 @@ def same_name(actual: str, expected: str) -> bool:
     return unescaped == expected
 
 
-# -- listing by name prefix -------------------------------------------------------------------
+# -- listing by name prefix ---------------------------------------------------------------------
 
 
 async def find_by_prefix(session: VCenterSession, prefix: str, *,
@@ -346,58 +255,14 @@ class Cleaner:
             result.detail = "interrupted mid-removal; it may be gone (run again to know)"
 
 
-# -- reporting ----------------------------------------------------------------------------------
+# -- totals -------------------------------------------------------------------------------------
 
 
 def counts(results: Sequence[RemovalResult]) -> dict[str, int]:
+    """How many targets there were, and how many ended in each status."""
     tally = Counter(r.status for r in results)
     return {"targeted": len(results),
             **{s.value: tally.get(s, 0) for s in RemovalStatus if s is not RemovalStatus.PENDING}}
-
-
-def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
-                     interrupted: str | None = None) -> dict[str, Any]:
-    """The ``--output`` JSON: every target's outcome, and the totals."""
-    return {
-        "version": CLEANUP_VERSION,
-        "selection": selection,
-        "interrupted": interrupted,
-        "vms": [{"vm": r.target.vm, "name": r.target.name, "status": r.status.value,
-                 "detail": r.detail, "powered_off": r.powered_off, "seconds": r.seconds,
-                 "origin": r.target.origin} for r in cleaner.results],
-        "totals": {**counts(cleaner.results), "sessions_opened": cleaner.sessions_opened,
-                   "sessions_closed": cleaner.sessions_closed},
-    }
-
-
-#: Problems first: they are what the operator has to act on.
-_ORDER: Final = (RemovalStatus.FAILED, RemovalStatus.SKIPPED, RemovalStatus.INTERRUPTED,
-                 RemovalStatus.PENDING, RemovalStatus.REMOVED, RemovalStatus.ALREADY_GONE)
-
-
-def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
-    """One line per VM (every problem, then up to ``limit`` others), then the totals."""
-    rows = sorted(results, key=lambda r: (_ORDER.index(r.status), r.target.name))
-    problems = [r for r in rows if not r.gone]
-    shown = problems + [r for r in rows if r.gone][:limit]
-    width = max([len(r.target.name) for r in shown] + [4])
-    lines = []
-    for r in shown:
-        note = r.detail or ("powered off first" if r.powered_off else "")
-        lines.append(f"{r.status.label:<12}  {r.target.vm:<10}  {r.target.name:<{width}}"
-                     + (f"  {note}" if note else ""))
-    if len(shown) < len(rows):
-        lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
-    total = counts(results)
-    lines.append(f"{total['targeted']} VMs targeted: " + ", ".join(
-        f"{total[s.value]} {s.label}" for s in _ORDER if s is not RemovalStatus.PENDING))
-    return "\n".join(lines)
-
-
-def preview(targets: Sequence[CleanupTarget]) -> str:
-    """What would be removed, one VM a line."""
-    width = max([len(t.vm) for t in targets] + [2])
-    return "\n".join(f"{t.vm:<{width}}  {t.name}" for t in targets)
 
 
 __all__ = [
@@ -406,15 +271,8 @@ __all__ = [
     "CleanupTarget",
     "RemovalResult",
     "RemovalStatus",
-    "ReportTargets",
-    "cleanup_document",
     "counts",
     "find_by_prefix",
     "list_by_prefix",
-    "parse_report",
-    "preview",
-    "read_report",
-    "read_reports",
     "same_name",
-    "summary",
 ]
