@@ -7,12 +7,12 @@ they live in, which may move.
 * one import: :class:`Importer` with :class:`ConnectionSettings`,
   :class:`PlacementRequest` and :func:`open_package`;
 * a batch: :func:`load_batch`, then :func:`run_batch`;
-* removing what a run created: :class:`Cleaner`;
+* removing what a run created: :class:`Cleaner`, with :func:`read_reports`;
 * every error raised on purpose is an :class:`AsyncOvfError`.
 
 Each name is imported on first use (PEP 562), so ``import asyncovf`` loads
-neither pyVmomi nor aiohttp nor lxml: the command line installs its signal
-handling before those load (``asyncovf/__main__.py``).
+neither pyVmomi nor aiohttp nor lxml: the command line
+(:func:`asyncovf.cli.main`) installs its signal handling before those load.
 """
 
 from __future__ import annotations
