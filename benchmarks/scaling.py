@@ -24,19 +24,16 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.options import RunSettings
-from asyncovf.engine.pool import BatchRunner
-from asyncovf.ovf.package import check_files
-from asyncovf.ovf.source import open_package
-from asyncovf.vsphere.connection import ConnectionSettings
-from benchmarks.children import batch_file, idle_baseline, run_batch
+from asyncovf import ConnectionSettings, JobResult, JobStatus, RunSettings, run_batch
+from benchmarks.children import batch_file, idle_baseline
+from benchmarks.children import run_batch as run_cli
 from benchmarks.orchestration import plan_for
 from tests.factory import DiskSpec, build_package
 from tests.vcsim.harness import Vcsim, running_vcsim
 
 
 def retained_per_job(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> float:
-    """Bytes still allocated per job after a batch ends (tracemalloc, in-process).
+    """Bytes still allocated per job after :func:`asyncovf.run_batch` returns (tracemalloc).
 
     What a finished job should keep is its report line (name, status, phase
     times); anything more would grow a 100,000-job run without bound.
@@ -44,23 +41,21 @@ def retained_per_job(vcsim: Vcsim, source: Path, count: int, concurrency: int) -
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
 
-    async def batch(jobs: int, prefix: str) -> BatchRunner:
-        package = await open_package(source)
-        check_files(package)
-        runner = BatchRunner(connection, plan_for(source, prefix, jobs).jobs,
-                             {str(source): package}, RunSettings(concurrency=concurrency))
-        await runner.run()
-        return runner
+    def batch(jobs: int, prefix: str) -> list[JobResult]:
+        return anyio.run(run_batch, connection, plan_for(source, prefix, jobs),
+                         RunSettings(concurrency=concurrency))
 
-    anyio.run(batch, 20, f"warm{count}")  # imports, caches, first-use allocations
+    batch(20, f"warm{count}")  # imports, caches, first-use allocations
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    runner = anyio.run(batch, count, f"kept{count}")
+    results = batch(count, f"kept{count}")  # what a library caller holds once it returns
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert len(runner.results) == count
+    assert len(results) == count
+    assert all(r.status is JobStatus.IMPORTED for r in results), \
+        [r.error for r in results if r.error][:3]
     return (after - before) / count
 
 
@@ -78,8 +73,8 @@ def main() -> None:
         floor = idle_baseline()
         for size in args.sizes:
             with running_vcsim() as vcsim:
-                run = run_batch(vcsim, batch_file(Path(tmp), built.path, size, "scale"),
-                                args.concurrency, "--report", str(Path(tmp) / f"r{size}.json"))
+                run = run_cli(vcsim, batch_file(Path(tmp), built.path, size, "scale"),
+                              args.concurrency, "--report", str(Path(tmp) / f"r{size}.json"))
             rows.append({"jobs": size, "seconds": round(run.seconds, 2),
                          "ms_per_job": round(1000 * run.seconds / size, 1),
                          "cpu_ms_per_job": round(1000 * run.cpu_seconds / size, 1),

@@ -1,8 +1,10 @@
 """Soak: thousands of imports against vcsim with random faults, then the invariant check.
 
 Not part of the test suite (it takes minutes). One simulator, one batch of
-``--count`` imports of a small OVA at ``--concurrency``, with faults injected
-at random (``--fault-rate`` each, seeded by ``--seed``):
+``--count`` imports of a small OVA at ``--concurrency``, run as ``asyncovf
+run`` and :func:`asyncovf.run_batch` run it (the source opened, the
+placements checked in a session of their own, then the pool), with faults
+injected at random (``--fault-rate`` each, seeded by ``--seed``):
 
 * SOAP: InvalidState on CreateImportSpec, TaskInProgress on ImportVApp,
   FileFault on FindChild, lost answers of lease reads (repeated by the
@@ -18,13 +20,12 @@ The seed fixes the sequence of random draws; which call draws which number
 still depends on how the workers interleave, so two runs with one seed are
 alike, not identical.
 
-Then it checks, on the server's side: every Login logged out, every
-ImportVApp completed or aborted (or ended with the session the worker renewed
-after losing its answer — never more of those than renewals), no lease open,
-and the inventory holding
-exactly the VMs the run reports imported. It prints one JSON document (the
-invariants, job outcomes, retries, what was injected) and exits 1 if an
-invariant fails. Run:
+Then it checks, on the server's side: every Login logged out (the placement
+check's too), every ImportVApp completed or aborted (or ended with the session
+the worker renewed after losing its answer — never more of those than
+renewals), no lease open, and the inventory holding exactly the VMs the run
+reports imported. It prints one JSON document (the invariants, job outcomes,
+retries, what was injected) and exits 1 if an invariant fails. Run:
 
 ``.venv/bin/python -m benchmarks.soak [--count 2000] [--concurrency 16] [--seed N]``
 """
@@ -44,15 +45,25 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.batch import JobStatus
-from asyncovf.engine.options import RunSettings
-from asyncovf.engine.plan import BatchPlan, JobSpec
-from asyncovf.engine.pool import BatchRunner
-from asyncovf.ovf.package import check_files
-from asyncovf.ovf.source import open_package
-from asyncovf.report import RunInfo, build_report
-from asyncovf.vsphere.connection import ConnectionSettings
-from asyncovf.vsphere.inventory import PlacementRequest
+from asyncovf import (
+    AsyncOvfError,
+    BatchPlan,
+    ConnectionSettings,
+    JobSpec,
+    JobStatus,
+    PlacementRequest,
+    RunSettings,
+)
+
+# Internal, on purpose. The run goes through BatchRun, the object run_batch and
+# ``asyncovf run`` drive, rather than run_batch itself: the invariants need the
+# pool's own counters (sessions renewed after a lost ImportVApp answer, sessions
+# opened and closed, relogins, SOAP retries), which only its runner keeps and
+# run_batch's results do not carry.
+from asyncovf.engine.run import BatchRun, open_sources
+
+# RunSettings.soap_retry's type, which has no public name: the SOAP session's
+# retry policy, shortened here so that lost answers cost little.
 from asyncovf.vsphere.session import RetryPolicy
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms
@@ -109,22 +120,34 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
                            stall_timeout=1.0,
                            soap_retry=RetryPolicy(attempts=3, initial_wait=0.05, max_wait=0.5))
 
-    async def run() -> BatchRunner:
-        package = await open_package(source)
-        check_files(package)
-        runner = BatchRunner(connection, plan.jobs, {str(source): package}, settings)
-        await runner.run()
-        return runner
+    async def run() -> BatchRun:
+        # run_batch's steps, keeping hold of the run for its counters. The
+        # placement check logs in once more than the workers (Login == Logout
+        # still holds) and makes its calls under the same faults.
+        packages, source_errors = await open_sources(
+            plan, verify_manifest=settings.verify_manifest)
+        batch = BatchRun(connection, plan, packages, source_errors, settings)
+        try:
+            try:
+                await batch.check()
+            except AsyncOvfError as exc:  # the check could not be made: no job starts
+                batch.settle(exc)
+                return batch
+            await batch.run()
+        finally:
+            batch.settle()
+        return batch
 
     vcsim.reset_counters()
     vcsim.set_faults(seed=args.seed, **fault_rules(args.fault_rate))
     started = time.perf_counter()
-    runner = anyio.run(run)
+    batch = anyio.run(run)
     elapsed = time.perf_counter() - started
+    results, runner = batch.results, batch.runner
     vcsim.set_faults()  # none: the checks below read the inventory undisturbed
     counters = settled(vcsim)
 
-    imported = {r.name for r in runner.results if r.status is JobStatus.IMPORTED}
+    imported = {r.name for r in results if r.status is JobStatus.IMPORTED}
     in_inventory = {vm.name for vm in anyio.run(list_vms, connection)
                     if vm.name.startswith(PREFIX + "-")}
     completes, aborts = counters.ok("HttpNfcLeaseComplete"), counters.ok("HttpNfcLeaseAbort")
@@ -140,10 +163,9 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
         "inventory_equals_imported": in_inventory == imported,
         "runner_sessions_closed": runner.sessions_opened == runner.sessions_closed,
         "every_job_imported_or_failed": all(
-            r.status in (JobStatus.IMPORTED, JobStatus.FAILED) for r in runner.results),
+            r.status in (JobStatus.IMPORTED, JobStatus.FAILED) for r in results),
     }
-    report = build_report(runner, RunInfo(batch=None, concurrency=args.concurrency))
-    statuses = Counter(r.status.value for r in runner.results)
+    statuses = Counter(r.status.value for r in results)
     injected_soap = {method: {k: v for k, v in (("faults", counters.faults(method)),
                                                 ("dropped", counters.dropped(method)),
                                                 ("delayed", counters.delayed(method))) if v}
@@ -157,14 +179,16 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
                 "imports_per_s": round(len(imported) / elapsed, 1)},
         "jobs": {
             **{status: statuses.get(status, 0) for status in ("imported", "failed", "aborted")},
-            "retried_jobs": sum(r.attempts > 1 for r in runner.results),
-            "attempts": sum(r.attempts for r in runner.results),
-            "upload_retries": sum(r.upload_retries for r in runner.results),
-            "errors_by_kind": report["totals"]["errors_by_kind"],
-            "error_samples": sorted({(r.error or "")[:140] for r in runner.results
+            "retried_jobs": sum(r.attempts > 1 for r in results),
+            "attempts": sum(r.attempts for r in results),
+            "upload_retries": sum(r.upload_retries for r in results),
+            # As the run report counts them (its totals' errors_by_kind).
+            "errors_by_kind": dict(Counter(r.error_kind or "other" for r in results
+                                           if r.status is JobStatus.FAILED).most_common()),
+            "error_samples": sorted({(r.error or "")[:140] for r in results
                                      if r.status is JobStatus.FAILED})[:8],
-            "cleanup_errors": sum(len(r.cleanup_errors) for r in runner.results),
-            "cleanup_error_samples": sorted({e[:160] for r in runner.results
+            "cleanup_errors": sum(len(r.cleanup_errors) for r in results),
+            "cleanup_error_samples": sorted({e[:160] for r in results
                                              for e in r.cleanup_errors})[:8],
         },
         "sessions": {"login": counters.ok("Login"), "logout": counters.ok("Logout"),
