@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import anyio
 from pyVmomi import vim, vmodl
 
-from asyncovf.engine.workers import Unfinished, WorkerPool
+from asyncovf.engine.workers import OnWorkerPool, Unfinished, WorkerPool
 from asyncovf.errors import UsageError
 from asyncovf.vsphere.cleanup import bounded_cleanup
 from asyncovf.vsphere.connection import ConnectionSettings
@@ -161,7 +161,7 @@ async def list_by_prefix(connection: ConnectionSettings, prefix: str, *,
 UpdateCallback = Callable[[RemovalResult], None]
 
 
-class Cleaner:
+class Cleaner(OnWorkerPool):
     """Remove targets with a :class:`~asyncovf.engine.workers.WorkerPool`; results are
     readable at any time."""
 
@@ -175,19 +175,6 @@ class Cleaner:
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._handle, settle=self._settle,
                                steps=(self.settings.concurrency,), name="cleanup worker")
-
-    @property
-    def sessions_opened(self) -> int:
-        return self.pool.sessions_opened
-
-    @property
-    def sessions_closed(self) -> int:
-        return self.pool.sessions_closed
-
-    @property
-    def login_errors(self) -> list[Exception]:
-        """Why workers could not log in: with no session at all, nothing was attempted."""
-        return [failure.error for failure in self.pool.login_errors]
 
     async def run(self) -> list[RemovalResult]:
         """Remove every target; raises the cancellation when interrupted.

@@ -28,7 +28,7 @@ from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.uploads import JobHooks
-from asyncovf.engine.workers import Unfinished, WorkerPool
+from asyncovf.engine.workers import OnWorkerPool, Unfinished, WorkerPool
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache, Placement
@@ -38,7 +38,7 @@ from asyncovf.vsphere.session import VCenterSession
 log = logging.getLogger(__name__)
 
 
-class BatchRunner:
+class BatchRunner(OnWorkerPool):
     """Run jobs with a bounded pool of workers; results are readable at any time."""
 
     def __init__(
@@ -101,14 +101,6 @@ class BatchRunner:
         return self.pool.concurrency_series
 
     @property
-    def sessions_opened(self) -> int:
-        return self.pool.sessions_opened
-
-    @property
-    def sessions_closed(self) -> int:
-        return self.pool.sessions_closed
-
-    @property
     def soap_calls(self) -> Counter[str]:
         return self.pool.soap_calls
 
@@ -129,11 +121,6 @@ class BatchRunner:
     def worker_errors(self) -> list[str]:
         """``worker N: why it could not log in``, one per worker that could not."""
         return [str(failure) for failure in self.pool.login_errors]
-
-    @property
-    def login_errors(self) -> list[Exception]:
-        """Why workers could not log in (the errors themselves, for the exit status)."""
-        return [failure.error for failure in self.pool.login_errors]
 
     # -- the pool's callbacks -------------------------------------------------------------------
 

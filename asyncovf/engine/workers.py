@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -233,4 +233,27 @@ class WorkerPool(Generic[Item]):
                 self._settle(item, Unfinished.NOT_STARTED)
 
 
-__all__ = ["LoginFailure", "Unfinished", "WorkerPool"]
+class OnWorkerPool:
+    """What a command reads of the :class:`WorkerPool` its work runs on.
+
+    The batch runner and the cleaner each run on one; a report and an exit
+    status read these of either, so they are written once, here.
+    """
+
+    pool: WorkerPool[Any]
+
+    @property
+    def sessions_opened(self) -> int:
+        return self.pool.sessions_opened
+
+    @property
+    def sessions_closed(self) -> int:
+        return self.pool.sessions_closed
+
+    @property
+    def login_errors(self) -> list[Exception]:
+        """Why workers could not log in: with no session at all, nothing was attempted."""
+        return [failure.error for failure in self.pool.login_errors]
+
+
+__all__ = ["LoginFailure", "OnWorkerPool", "Unfinished", "WorkerPool"]
