@@ -278,6 +278,9 @@ def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
 
 
 __all__ = [
+    "PHASE_ORDER",
+    "READABLE_VERSIONS",
+    "REPORT_VERSION",
     "ReportTargets",
     "RunInfo",
     "build_report",

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from asyncovf.errors import ReportFileError
+from asyncovf.report import PHASE_ORDER, READABLE_VERSIONS
 
 #: Phases in lifecycle order (the report's own order); unknown phases follow.
-PHASES = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
-          "inject_ovf_env", "upgrade_hardware", "mark_as_template", "power_on", "wait_for_ip",
-          "abort")
-SUPPORTED_VERSIONS = (1,)
+PHASES = PHASE_ORDER
+#: The run report versions read here: those the report module reads back.
+SUPPORTED_VERSIONS = READABLE_VERSIONS
 
 
 @dataclass(frozen=True)

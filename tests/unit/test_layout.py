@@ -20,7 +20,7 @@ MAX_MODULE_BYTES = 25_000
 #: The package's __init__ (the public names, loaded lazily) and __main__ sit above all.
 FLOORS = (
     ("asyncovf.cli",),
-    ("asyncovf.importer", "asyncovf.report", "asyncovf.progress"),
+    ("asyncovf.importer", "asyncovf.report", "asyncovf.progress", "asyncovf.loadreport"),
     ("asyncovf.engine",),
 )
 
