@@ -30,7 +30,7 @@ from typing import Any, Final
 from asyncovf.engine.batch import JobResult, JobStatus, totals
 from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
-from asyncovf.errors import InputError
+from asyncovf.errors import InputError, ReportFileError
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
@@ -191,16 +191,7 @@ def parse_report(data: Any, *, file: str) -> ReportTargets:
     Raises :class:`InputError` naming the file and the job when the document is
     not a run report, so that nothing is removed on a misread.
     """
-    if not isinstance(data, dict) or "jobs" not in data:
-        raise InputError(f"{file}: not an asyncovf run report (expected a JSON object with "
-                         "'jobs', as 'asyncovf run --report' writes)")
-    version = data.get("version")
-    if version not in READABLE_VERSIONS:
-        raise InputError(f"{file}: report version {version!r}; this asyncovf reads version "
-                         + ", ".join(map(str, READABLE_VERSIONS)))
-    jobs = data["jobs"]
-    if not isinstance(jobs, list):
-        raise InputError(f"{file}: 'jobs' is {type(jobs).__name__}, expected a list")
+    jobs = check_run_report(data, file=file)["jobs"]
     targets: dict[str, CleanupTarget] = {}
     left_alone = 0
     for index, job in enumerate(jobs):
@@ -228,19 +219,42 @@ def parse_report(data: Any, *, file: str) -> ReportTargets:
     return ReportTargets(tuple(targets.values()), left_alone)
 
 
-def read_report(path: str | Path) -> ReportTargets:
-    """Read and parse one report file (blocking: call it in a worker thread)."""
+def check_run_report(data: Any, *, file: str) -> dict[str, Any]:
+    """``data`` as a run report (a JSON object with a readable version and a list of
+    jobs), or a :class:`ReportFileError` saying why it is not one. What every
+    reader of a run report checks first: the cleanup's targets and the load
+    report's statistics."""
+    if not isinstance(data, dict) or "jobs" not in data:
+        raise ReportFileError(f"{file}: not an asyncovf run report (expected a JSON object "
+                              "with 'jobs', as 'asyncovf run --report' writes)")
+    version = data.get("version")
+    if version not in READABLE_VERSIONS:
+        raise ReportFileError(f"{file}: report version {version!r}; this asyncovf reads "
+                              "version " + ", ".join(map(str, READABLE_VERSIONS)))
+    jobs = data["jobs"]
+    if not isinstance(jobs, list):
+        raise ReportFileError(f"{file}: 'jobs' is {type(jobs).__name__}, expected a list")
+    return data
+
+
+def load_run_report(path: str | Path) -> dict[str, Any]:
+    """A run report file, decoded and checked (:func:`check_run_report`); blocking."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
+        raise ReportFileError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text, so not a run report") from None
+        raise ReportFileError(f"{path}: not UTF-8 text, so not a run report") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run report") \
-            from None
-    return parse_report(data, file=str(path))
+        raise ReportFileError(f"{path}:{exc.lineno}: not JSON ({exc.msg}), so not a run "
+                              "report") from None
+    return check_run_report(data, file=str(path))
+
+
+def read_report(path: str | Path) -> ReportTargets:
+    """Read and parse one report file (blocking: call it in a worker thread)."""
+    return parse_report(load_run_report(path), file=str(path))
 
 
 def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
@@ -284,8 +298,10 @@ __all__ = [
     "ReportTargets",
     "RunInfo",
     "build_report",
+    "check_run_report",
     "cleanup_document",
     "job_record",
+    "load_run_report",
     "parse_report",
     "read_report",
     "read_reports",

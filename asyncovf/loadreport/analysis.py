@@ -12,7 +12,6 @@ p99 with a log line expects.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from asyncovf.errors import ReportFileError
-from asyncovf.report import PHASE_ORDER, READABLE_VERSIONS
+from asyncovf.report import PHASE_ORDER
+from asyncovf.report import load_run_report as read_run_report
 
 #: Phases in lifecycle order (the report's own order); unknown phases follow.
 PHASES = PHASE_ORDER
-#: The run report versions read here: those the report module reads back.
-SUPPORTED_VERSIONS = READABLE_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -52,25 +50,13 @@ class StepStats:
 
 
 def load_run_report(path: str | Path) -> dict[str, Any]:
-    """Read and check a run report; a clear :class:`~asyncovf.errors.ReportFileError` otherwise."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReportFileError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportFileError(f"{path}: cannot read it: {exc}") from None
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportFileError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(report, dict) or not {"version", "run", "jobs", "totals"} <= set(report):
-        raise ReportFileError(f"{path}: not an asyncovf run report "
-                              "(expected the JSON written by 'asyncovf run --report')")
-    if report["version"] not in SUPPORTED_VERSIONS:
-        raise ReportFileError(f"{path}: report version {report['version']!r} is not supported "
-                              f"(this asyncovf reads {', '.join(map(str, SUPPORTED_VERSIONS))})")
-    if not isinstance(report["jobs"], list):
-        raise ReportFileError(f"{path}: 'jobs' is not a list")
+    """A run report with what the statistics read: :func:`asyncovf.report.load_run_report`'s
+    checks, then its ``run`` and ``totals``; a :class:`ReportFileError` otherwise."""
+    report = read_run_report(path)
+    missing = [key for key in ("run", "totals") if not isinstance(report.get(key), dict)]
+    if missing:
+        raise ReportFileError(f"{path}: not a whole run report: {' and '.join(map(repr, missing))}"
+                              " missing (expected the JSON 'asyncovf run --report' writes)")
     return report
 
 

@@ -111,10 +111,16 @@ def test_bad_ramp_schedules_say_what_is_expected(text: str, message: str) -> Non
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "no such file"), ("{", "not JSON (line 1"), ('{"jobs": []}', "not an asyncovf run "
-                                                                       "report"),
-    ('{"version": 9, "run": {}, "jobs": [], "totals": {}}', "report version 9 is not supported"),
-])
+    (None, ": No such file or directory"),
+    ("{", ":1: not JSON (Expecting property name"),
+    ("[]", ": not an asyncovf run report (expected a JSON object with 'jobs'"),
+    ('{"jobs": []}', ": report version None; this asyncovf reads version 1"),
+    ('{"version": 9, "run": {}, "jobs": [], "totals": {}}',
+     ": report version 9; this asyncovf reads version 1"),
+    ('{"version": 1, "run": {}, "jobs": {}, "totals": {}}', ": 'jobs' is dict, expected a list"),
+    ('{"version": 1, "jobs": []}', ": not a whole run report: 'run' and 'totals' missing"),
+], ids=["missing", "not-json", "not-an-object", "no-version", "newer-version", "jobs-not-a-list",
+        "cleanup-would-read-it"])
 def test_the_report_command_refuses_what_is_not_a_run_report(
     tmp_path: Path, content: str | None, message: str
 ) -> None:
@@ -125,7 +131,9 @@ def test_the_report_command_refuses_what_is_not_a_run_report(
     done = subprocess.run([sys.executable, "-m", "asyncovf", "report", str(path), "--html",
                            str(html)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2
-    assert done.stderr.startswith(f"asyncovf: error: {path}: {message}"), done.stderr
+    # Worded as 'asyncovf cleanup' words them: one reader of the schema (report.py).
+    assert done.stderr.startswith(f"asyncovf: error: {path}{message}"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
     assert not html.exists()
 
 
