@@ -44,6 +44,7 @@ _EXPORTS: Final[Mapping[str, str]] = {
     "BatchPlan": "asyncovf.engine.plan",
     "JobSpec": "asyncovf.engine.plan",
     "RunSettings": "asyncovf.engine.options",
+    "RetryPolicy": "asyncovf.vsphere.session",
     "run_batch": "asyncovf.engine.run",
     "JobResult": "asyncovf.engine.batch",
     "JobStatus": "asyncovf.engine.batch",
@@ -136,6 +137,7 @@ if TYPE_CHECKING:
     from asyncovf.report import ReportTargets, read_reports
     from asyncovf.vsphere.connection import ConnectionSettings
     from asyncovf.vsphere.inventory import Placement, PlacementRequest
+    from asyncovf.vsphere.session import RetryPolicy
 else:
     # Only at run time: for a type checker the imports above are the module's
     # names, and a misspelt ``asyncovf.Improter`` stays an error.
@@ -189,6 +191,7 @@ __all__ = [
     "ReportFileError",
     "ReportTargets",
     "RequestTimeout",
+    "RetryPolicy",
     "RunSettings",
     "SourceError",
     "TLSVerificationError",

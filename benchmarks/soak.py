@@ -52,6 +52,7 @@ from asyncovf import (
     JobSpec,
     JobStatus,
     PlacementRequest,
+    RetryPolicy,
     RunSettings,
 )
 
@@ -61,10 +62,6 @@ from asyncovf import (
 # opened and closed, relogins, SOAP retries), which only its runner keeps and
 # run_batch's results do not carry.
 from asyncovf.engine.run import BatchRun, open_sources
-
-# RunSettings.soap_retry's type, which has no public name: the SOAP session's
-# retry policy, shortened here so that lost answers cost little.
-from asyncovf.vsphere.session import RetryPolicy
 from tests.factory import DiskSpec, build_package
 from tests.integration.inspect import list_vms
 from tests.vcsim.harness import Counters, Vcsim, running_vcsim
