@@ -271,6 +271,10 @@ class RetryScope(enum.Enum):
     LOGIN = "login"
     #: Upload the file again from the start, from a reopened source.
     UPLOAD = "upload"
+    #: Refresh the inventory snapshot, then run the attempt again without
+    #: spending a job retry: an object it named is gone (deleted or
+    #: re-created since), and nothing reached vCenter yet.
+    INVENTORY = "inventory"
     #: Run the whole import again: a job retry (``job_retries``).
     JOB = "job"
 
@@ -288,21 +292,22 @@ _JOB: Final = frozenset({RetryScope.JOB})
 def retry_scopes(error: BaseException) -> frozenset[RetryScope]:
     """The one table of what is retryable: the levels at which a retry may cure ``error``.
 
-    ============================================  ====  =====  ======  ===
-    error (the first row that matches)            CALL  LOGIN  UPLOAD  JOB
-    ============================================  ====  =====  ======  ===
-    not an ``Exception``: cancellation, Ctrl-C    -     -      -       -
-    :class:`InputError`: package, name conflict   -     -      -       -
-    :class:`WaitForIPTimeout`                     -     -      -       -
-    :class:`PostImportError`                      -     -      -       (1)
-    :class:`UntrustedTarget`                      -     -      -       -
-    :class:`TransferTimeout`: a stalled upload    -     -      yes     (2)
-    :class:`TransferError`, :class:`SourceError`  -     -      (2)     (2)
-    :class:`TransportError`: TLS, timeout, reset  yes   -      -       yes
-    :class:`NotAuthenticatedError`                -     yes    -       (3)
-    :class:`VCenterError`: lease, task, fault     -     -      -       (3)
-    anything else, an exception group too         -     -      -       yes
-    ============================================  ====  =====  ======  ===
+    ============================================  ====  =====  ======  =========  ===
+    error (the first row that matches)            CALL  LOGIN  UPLOAD  INVENTORY  JOB
+    ============================================  ====  =====  ======  =========  ===
+    not an ``Exception``: cancellation, Ctrl-C    -     -      -       -          -
+    :class:`InputError`: package, name conflict   -     -      -       -          -
+    :class:`WaitForIPTimeout`                     -     -      -       -          -
+    :class:`PostImportError`                      -     -      -       -          (1)
+    :class:`UntrustedTarget`                      -     -      -       -          -
+    :class:`TransferTimeout`: a stalled upload    -     -      yes     -          (2)
+    :class:`TransferError`, :class:`SourceError`  -     -      (2)     -          (2)
+    :class:`TransportError`: TLS, timeout, reset  yes   -      -       -          yes
+    :class:`NotAuthenticatedError`                -     yes    -       -          (3)
+    :class:`ManagedObjectNotFoundError`           -     -      -       yes        (3)
+    :class:`VCenterError`: lease, task, fault     -     -      -       -          (3)
+    anything else, an exception group too         -     -      -       -          yes
+    ============================================  ====  =====  ======  =========  ===
 
     (1) What its cause gets at JOB (a step's fault is as permanent as it is
     alone); yes when it has none. (2) Not when refused, a status below 500:
@@ -330,7 +335,9 @@ def retry_scopes(error: BaseException) -> frozenset[RetryScope]:
         return frozenset({RetryScope.CALL, RetryScope.JOB})
     if isinstance(error, VCenterError):
         login = frozenset({RetryScope.LOGIN} if isinstance(error, NotAuthenticatedError) else ())
-        return login | (_NEVER if error.fault_type in PERMANENT_FAULTS else _JOB)
+        stale = frozenset({RetryScope.INVENTORY}
+                          if isinstance(error, ManagedObjectNotFoundError) else ())
+        return login | stale | (_NEVER if error.fault_type in PERMANENT_FAULTS else _JOB)
     return _JOB
 
 

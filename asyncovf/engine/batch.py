@@ -31,7 +31,6 @@ from asyncovf.engine.resolve import check_job, resolve_options
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.errors import (
     InputError,
-    ManagedObjectNotFoundError,
     PlacementError,
     RetryScope,
     error_kind,
@@ -207,7 +206,7 @@ async def _attempts(session: VCenterSession, result: JobResult, package: Package
             touched_vcenter = touched_vcenter or state.touched_vcenter
             if state.vm is not None:
                 own_vms.add(state.vm)
-            if (isinstance(exc, ManagedObjectNotFoundError) and not refreshed_for_stale_mor
+            if (retryable(exc, RetryScope.INVENTORY) and not refreshed_for_stale_mor
                     and not state.touched_vcenter and seen is not None):
                 # A MOR from the snapshot is stale (deleted or re-created since):
                 # refresh once and try again, without spending a job retry.

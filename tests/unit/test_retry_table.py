@@ -67,6 +67,7 @@ from asyncovf.vsphere.nfc import UploadTarget
 from asyncovf.vsphere.session import RetryPolicy, VCenterSession
 
 CALL, LOGIN, UPLOAD, JOB = RetryScope.CALL, RetryScope.LOGIN, RetryScope.UPLOAD, RetryScope.JOB
+INVENTORY = RetryScope.INVENTORY
 NEVER: frozenset[RetryScope] = frozenset()
 
 ErrorFactory = Callable[[], BaseException]
@@ -130,7 +131,9 @@ TABLE: list[tuple[str, ErrorFactory, frozenset[RetryScope]]] = [
     ("VCenterError NotAuthenticated", lambda: VCenterError(
         "x", fault=fault("NotAuthenticated")), {JOB}),
     ("InvalidLoginError", lambda: InvalidLoginError("wrong password"), {JOB}),
-    ("ManagedObjectNotFoundError", lambda: ManagedObjectNotFoundError("gone"), {JOB}),
+    # A stale object: refresh the inventory, then try again (or, later, as a job).
+    ("ManagedObjectNotFoundError", lambda: ManagedObjectNotFoundError("gone"),
+     {INVENTORY, JOB}),
     ("LeaseError", lambda: LeaseError("lease went to error", vm="web"), {JOB}),
     ("LeaseError InvalidArgument", lambda: LeaseError("x", fault=fault("InvalidArgument")),
      NEVER),
@@ -185,7 +188,7 @@ def test_the_table_says_at_which_level_a_retry_may_cure_each_error(
 
 
 def test_the_scopes_from_the_least_to_the_most_done_again() -> None:
-    assert list(RetryScope) == [CALL, LOGIN, UPLOAD, JOB]
+    assert list(RetryScope) == [CALL, LOGIN, UPLOAD, INVENTORY, JOB]
 
 
 def test_the_faults_retrying_cannot_fix() -> None:
@@ -383,3 +386,43 @@ async def test_a_job_is_run_again_as_the_table_says(
     again = verdict(error, JOB)
     assert result.attempts == (2 if again else 1)
     assert result.status is (JobStatus.IMPORTED if again else JobStatus.FAILED)
+
+
+class RefreshingInventory(NoInventory):
+    """Counts the refreshes a stale object asks for."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    async def refresh(self, session: Any, *, seen: object) -> object:
+        self.refreshes += 1
+        return object()
+
+
+@pytest.mark.anyio
+@TURNED
+@SITES
+async def test_a_stale_object_refreshes_the_inventory_as_the_table_says(
+    monkeypatch: pytest.MonkeyPatch, make: ErrorFactory, turned: bool,
+) -> None:
+    verdict = table_at(monkeypatch, batch, INVENTORY, turned)
+    error = make()
+    failures = [error]
+    result = JobResult(spec=SimpleNamespace(name="web"))  # type: ignore[arg-type]
+
+    async def attempt(*args: Any, **kwargs: Any) -> bool:
+        if failures:
+            raise failures.pop()  # before anything reached vCenter
+        return True
+
+    monkeypatch.setattr(batch, "check_job", lambda *args, **kwargs: None, raising=False)
+    monkeypatch.setattr(batch, "_attempt", attempt)
+    inventory = RefreshingInventory()
+    context = JobContext(inventory=inventory,  # type: ignore[arg-type]
+                         settings=RunSettings(job_retries=0))  # only the refresh retries
+    await run_job(object(), result, SimpleNamespace(descriptor=None),  # type: ignore[arg-type]
+                  context)
+    again = verdict(error, INVENTORY)
+    assert inventory.refreshes == int(again)
+    assert (result.attempts, result.status) == (
+        1, JobStatus.IMPORTED if again else JobStatus.FAILED)
