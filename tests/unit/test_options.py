@@ -110,3 +110,25 @@ def test_the_run_gives_a_job_its_transfer_settings_and_its_own_overrides_win() -
     assert applied.chunk_size < ImportOptions().chunk_size  # smaller for 64 workers
     own = settings.apply(ImportOptions(parallel_disks=1, create_folders=False))
     assert (own.parallel_disks, own.create_folders) == (1, False)
+
+
+def test_the_readme_lists_each_option_under_its_flag_batch_key_and_document_key() -> None:
+    """The README's equivalents table says what OPTIONS declares: a row for each option
+    naming its flag, its batch key and its options document key (or none)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ") for line in readme.splitlines()
+            if line.startswith("| ") and line.count(" | ") >= 5]
+    for option in OPTIONS:
+        row = next((r for r in rows if f"`{option.key}`" in r[2]), None)
+        assert row is not None, f"no README row with the batch key {option.key}"
+        flag, document = row[1], row[3]
+        if option.has_flag:
+            assert f"`{option.flag}" in flag, (option.key, flag)
+        if option.document_key:
+            assert f"`{option.document_key}`" in document, (option.key, document)
+        else:  # none of its own: the row's document key, if any, is a row-mate's
+            assert document == "—" or any(
+                f"`{other.key}`" in row[2] and f"`{other.document_key}`" in document
+                for other in OPTIONS if other.document_key), (option.key, document)
