@@ -353,9 +353,41 @@ async def test_a_file_is_uploaded_again_as_the_table_says(
     assert len(sent) == (2 if again else 1)
 
 
-class NoInventory:
+class Inventory:
+    """Stands in for the job's inventory cache; counts the refreshes a stale object asks for."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
     async def get(self, session: Any) -> object:
         return object()
+
+    async def refresh(self, session: Any, *, seen: object) -> object:
+        self.refreshes += 1
+        return object()
+
+
+async def run_failing_once(monkeypatch: pytest.MonkeyPatch, error: BaseException, *,
+                           touched_vcenter: bool, job_retries: int,
+                           inventory: Inventory) -> JobResult:
+    """One job whose first attempt raises ``error`` and whose next one imports."""
+    failures = [error]
+    result = JobResult(spec=SimpleNamespace(name="web"))  # type: ignore[arg-type]
+
+    async def attempt(*args: Any, **kwargs: Any) -> bool:
+        assert result.state is not None
+        result.state.touched_vcenter = touched_vcenter
+        if failures:
+            raise failures.pop()
+        return True
+
+    monkeypatch.setattr(batch, "check_job", lambda *args, **kwargs: None, raising=False)
+    monkeypatch.setattr(batch, "_attempt", attempt)
+    context = JobContext(inventory=inventory,  # type: ignore[arg-type]
+                         settings=RunSettings(job_retries=job_retries))
+    await run_job(object(), result, SimpleNamespace(descriptor=None),  # type: ignore[arg-type]
+                  context)
+    return result
 
 
 @pytest.mark.anyio
@@ -366,37 +398,12 @@ async def test_a_job_is_run_again_as_the_table_says(
 ) -> None:
     verdict = table_at(monkeypatch, batch, JOB, turned)
     error = make()
-    failures = [error]
-    result = JobResult(spec=SimpleNamespace(name="web"))  # type: ignore[arg-type]
-
-    async def attempt(*args: Any, **kwargs: Any) -> bool:
-        assert result.state is not None
-        # ImportVApp was sent: a stale object is not refreshed for free.
-        result.state.touched_vcenter = True
-        if failures:
-            raise failures.pop()
-        return True
-
-    monkeypatch.setattr(batch, "check_job", lambda *args, **kwargs: None, raising=False)
-    monkeypatch.setattr(batch, "_attempt", attempt)
-    context = JobContext(inventory=NoInventory(),  # type: ignore[arg-type]
-                         settings=RunSettings(job_retries=1))
-    await run_job(object(), result, SimpleNamespace(descriptor=None),  # type: ignore[arg-type]
-                  context)
+    # ImportVApp was sent: a stale object is not refreshed for free.
+    result = await run_failing_once(monkeypatch, error, touched_vcenter=True, job_retries=1,
+                                    inventory=Inventory())
     again = verdict(error, JOB)
     assert result.attempts == (2 if again else 1)
     assert result.status is (JobStatus.IMPORTED if again else JobStatus.FAILED)
-
-
-class RefreshingInventory(NoInventory):
-    """Counts the refreshes a stale object asks for."""
-
-    def __init__(self) -> None:
-        self.refreshes = 0
-
-    async def refresh(self, session: Any, *, seen: object) -> object:
-        self.refreshes += 1
-        return object()
 
 
 @pytest.mark.anyio
@@ -407,21 +414,10 @@ async def test_a_stale_object_refreshes_the_inventory_as_the_table_says(
 ) -> None:
     verdict = table_at(monkeypatch, batch, INVENTORY, turned)
     error = make()
-    failures = [error]
-    result = JobResult(spec=SimpleNamespace(name="web"))  # type: ignore[arg-type]
-
-    async def attempt(*args: Any, **kwargs: Any) -> bool:
-        if failures:
-            raise failures.pop()  # before anything reached vCenter
-        return True
-
-    monkeypatch.setattr(batch, "check_job", lambda *args, **kwargs: None, raising=False)
-    monkeypatch.setattr(batch, "_attempt", attempt)
-    inventory = RefreshingInventory()
-    context = JobContext(inventory=inventory,  # type: ignore[arg-type]
-                         settings=RunSettings(job_retries=0))  # only the refresh retries
-    await run_job(object(), result, SimpleNamespace(descriptor=None),  # type: ignore[arg-type]
-                  context)
+    inventory = Inventory()
+    # Nothing reached vCenter, and no job retry: only the refresh tries again.
+    result = await run_failing_once(monkeypatch, error, touched_vcenter=False, job_retries=0,
+                                    inventory=inventory)
     again = verdict(error, INVENTORY)
     assert inventory.refreshes == int(again)
     assert (result.attempts, result.status) == (
