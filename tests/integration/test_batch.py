@@ -67,10 +67,14 @@ async def run_plan(connection: ConnectionSettings, plan: BatchPlan,
 
 
 def check_invariants(vcsim: Vcsim, runner: BatchRunner | None = None) -> None:
+    """The simulator's own counts: every session logged out and none live, every lease
+    completed or aborted by a call that succeeded, and none open."""
     counters = vcsim.counters()
     assert counters.ok("Login") == counters.ok("Logout"), "a session was not logged out"
+    assert counters.sessions_live == 0, "a session is still live"
+    assert counters.leases_open == 0, "a lease is still open"
     assert counters.ok("ImportVApp") == (
-        counters.calls("HttpNfcLeaseComplete") + counters.calls("HttpNfcLeaseAbort")
+        counters.ok("HttpNfcLeaseComplete") + counters.ok("HttpNfcLeaseAbort")
     ), "a lease was neither completed nor aborted"
     if runner is not None:
         assert runner.sessions_opened == runner.sessions_closed
@@ -212,6 +216,7 @@ async def test_replace_destroys_the_old_vm_first(
     assert second.results[0].vm != first.results[0].vm
     vms = [vm for vm in await list_vms(connection) if vm.name == "replaced"]
     assert [vm.moid for vm in vms] == [second.results[0].vm]
+    await anyio.to_thread.run_sync(check_invariants, vcsim, second)
 
 
 async def test_a_stale_folder_reference_refreshes_the_cache_and_retries_once(
