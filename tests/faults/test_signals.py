@@ -24,6 +24,7 @@ Reproduce a run with ``ASYNCOVF_SIGNAL_SEED=<seed>`` (every failure names it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -33,7 +34,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,11 +343,23 @@ def check_points(seed: int, points: list[Point]) -> None:
 
 def test_sigint_at_24_random_points_leaves_nothing_behind(tmp_path: Path) -> None:
     seed = seed_from_environment()
-    points = run_points(tmp_path, plan_points(seed, 24, signal.SIGINT))
+    with seed_named_on_failure(seed):
+        points = run_points(tmp_path, plan_points(seed, 24, signal.SIGINT))
     check_points(seed, points)
 
 
 def test_sigterm_is_treated_like_sigint_at_20_random_points(tmp_path: Path) -> None:
     seed = seed_from_environment()
-    points = run_points(tmp_path, plan_points(seed + 1, 20, signal.SIGTERM))
+    with seed_named_on_failure(seed):
+        points = run_points(tmp_path, plan_points(seed + 1, 20, signal.SIGTERM))
     check_points(seed, points)
+
+
+@contextlib.contextmanager
+def seed_named_on_failure(seed: int) -> Iterator[None]:
+    """A run that breaks before its points are checked still names its seed."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(f"ASYNCOVF_SIGNAL_SEED={seed} reproduces this run")
+        raise
