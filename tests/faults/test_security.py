@@ -46,6 +46,9 @@ async def test_an_upload_is_pinned_to_the_leases_thumbprint(fault_run: FaultRun)
 async def test_a_thumbprint_mismatch_stops_the_upload_before_any_byte(
     fault_run: FaultRun,
 ) -> None:
+    """The run trusts the simulator through its CA (``--ca-file``), so without the pin
+    the upload would go through: this fails if uploads stop pinning the lease's
+    thumbprint (checked by turning the pin off: the job then imports)."""
     await fault_run.set_faults(lease={"times": 2, "thumbprint": "mismatch"})
     runner = await run_batch(fault_run, count=1)
     (result,) = runner.results
