@@ -23,6 +23,7 @@ from rich.text import Text
 
 from asyncovf.engine.batch import JobResult, JobStatus
 from asyncovf.engine.phases import JobState
+from asyncovf.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,11 @@ class ProgressDisplay:
             return
         self._finished += 1
         seconds = (result.finished or time.monotonic()) - (result.started or self.started)
-        detail = f" ({result.error})" if result.error else ""
+        detail = f" ({printable(result.error)})" if result.error else ""
         tries = f", {result.attempts} attempts" if result.attempts > 1 else ""
-        print(f"[{self._finished}/{len(self.results)}] {result.name}: {result.status.value}"
-              f" {result.vm or ''} {result.bytes / 2**20:.1f} MiB {seconds:.2f} s{tries}{detail}",
+        print(f"[{self._finished}/{len(self.results)}] {printable(result.name)}: "
+              f"{result.status.value} {printable(result.vm or '')} "
+              f"{result.bytes / 2**20:.1f} MiB {seconds:.2f} s{tries}{detail}",
               file=self.stream, flush=True)
 
     # rich calls this on each refresh.
@@ -99,7 +101,9 @@ class ProgressDisplay:
             done_bytes = state.bytes_done if state is not None else 0
             total = state.bytes_total if state is not None else 0
             percent = f"{done_bytes * 100 // total}" if total else "-"
-            table.add_row(r.name, phase, str(r.attempts), f"{done_bytes / 2**20:.1f}", percent)
+            # Text, not a string: rich would read markup ("[bold]") in a VM's name.
+            table.add_row(Text(printable(r.name)), phase, str(r.attempts),
+                          f"{done_bytes / 2**20:.1f}", percent)
         if len(running) > self.max_rows:
             table.add_row(f"… {len(running) - self.max_rows} more", "", "", "", "")
         return Group(header, table)
@@ -119,11 +123,11 @@ class ProgressLine:
         if phase != self._last_phase:
             self._last_phase = phase
             if not self.tty:
-                log.info("%s: %s", state.name, phase)
+                log.info("%s: %s", printable(state.name), phase)
         if self.tty and (now - self._last_draw > 0.1 or phase != "upload"):
             self._last_draw = now
             percent = state.bytes_done * 100 // state.bytes_total if state.bytes_total else 0
-            print(f"\r{state.name}: {phase:<10} {percent:3d}% "
+            print(f"\r{printable(state.name)}: {phase:<10} {percent:3d}% "
                   f"{state.bytes_done / 2**20:8.1f}/{state.bytes_total / 2**20:.1f} MiB",
                   end="", file=sys.stderr, flush=True)
 

@@ -31,6 +31,7 @@ from asyncovf.engine.batch import JobResult, JobStatus, totals
 from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import InputError, ReportFileError
+from asyncovf.printable import printable
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
@@ -151,14 +152,17 @@ def summary_table(results: Sequence[JobResult], *, limit: int = 50) -> str:
     rows = sorted(results, key=lambda r: (r.status is not JobStatus.FAILED,
                                           r.status is not JobStatus.ABORTED, r.spec.index))
     shown = rows[:limit]
-    width = max([len(r.name) for r in shown] + [4])
+    # Names, ids and errors come from the batch file and vCenter: one line each, escaped.
+    names = {id(r): printable(r.name) for r in shown}
+    width = max([len(name) for name in names.values()] + [4])
     lines = [f"{'VM':<{width}}  {'status':<8}  {'vm':<10}  {'tries':>5}  {'MiB':>8}  "
              f"{'seconds':>8}  error"]
     for r in shown:
         seconds = (r.finished - r.started) if r.finished and r.started else 0.0
-        lines.append(f"{r.name:<{width}}  {r.status.value:<8}  {r.vm or '-':<10}  "
+        lines.append(f"{names[id(r)]:<{width}}  {r.status.value:<8}  "
+                     f"{printable(r.vm or '-'):<10}  "
                      f"{r.attempts:>5}  {r.bytes / 2**20:>8.1f}  {seconds:>8.2f}  "
-                     f"{(r.error or '')[:120]}")
+                     f"{printable((r.error or '')[:120])}")
     if len(rows) > limit:
         lines.append(f"… and {len(rows) - limit} more (see --report)")
     return "\n".join(lines)

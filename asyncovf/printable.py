@@ -1,0 +1,62 @@
+"""Untrusted text made safe to show: control characters escaped.
+
+VM names, hrefs, property values, vCenter's fault messages and CSV cells come
+from whoever wrote the package, the batch file or the inventory. Printed raw,
+a newline in one forges a line of our output ("web-01: imported"), and an ESC
+or OSC sequence drives the operator's terminal (colours, titles, hyperlinks,
+even the clipboard). :func:`printable` escapes every such character the way
+Python writes it in a string literal (``\\n``, ``\\x1b``, ``\\u202e``), so
+what is shown is one line and says exactly which bytes were there.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Final
+
+#: Unicode categories that move the cursor, control the terminal or reorder text:
+#: controls (C0, DEL, C1), format characters (bidi overrides, zero-width joiners),
+#: line and paragraph separators, and unassigned or surrogate code points.
+_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\n":
+        return "\\n"
+    if char == "\r":
+        return "\\r"
+    if char == "\t":
+        return "\\t"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: object) -> str:
+    """``text`` as one line that shows what it holds: unsafe characters escaped.
+
+    A backslash is left as it is: the point is what a terminal does with the
+    text, not a reversible encoding (the JSON report keeps the exact value).
+    """
+    value = str(text)
+    if value.isprintable():  # the common case: nothing to do
+        return value
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
+        for char in value
+    )
+
+
+class PrintableFormatter(logging.Formatter):
+    """A log formatter whose lines are always one line each: the message, its
+    arguments and any traceback text escaped (a traceback keeps its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record))
+
+
+__all__ = ["PrintableFormatter", "printable"]
