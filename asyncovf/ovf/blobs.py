@@ -20,13 +20,16 @@ releases everything it opened.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import posixpath
 import ssl
+import stat
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Final, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -99,27 +102,56 @@ async def read_at(blob: Blob, offset: int, size: int) -> bytes:
 
 @dataclass(frozen=True)
 class LocalBlob:
+    """A local file: one the user named (an ``.ova``, an ``.ovf``), or a file of
+    an OVF directory, which is read only from inside that directory."""
+
     path: Path
+    #: The OVF directory this file belongs to (``None``: a path the user gave);
+    #: its reads then go through :func:`open_inside`.
+    directory: Path | None = None
+    #: Its name inside ``directory``, as the package wrote it.
+    name: str = ""
+
+    @classmethod
+    def inside(cls, directory: Path, name: str) -> LocalBlob:
+        """The file ``name`` of the package directory ``directory``."""
+        return cls(directory / name, directory, name)
 
     @property
     def display(self) -> str:
         return str(self.path)
 
     async def size(self) -> int | None:
+        if self.directory is not None:
+            return await anyio.to_thread.run_sync(self._size_inside)
         try:
-            stat = await anyio.to_thread.run_sync(self.path.stat)
+            found = await anyio.to_thread.run_sync(self.path.stat)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
-        return stat.st_size
+        return found.st_size
+
+    def _size_inside(self) -> int | None:
+        handle = self.open_file()
+        if handle is None:
+            return None
+        with handle:
+            return os.fstat(handle.fileno()).st_size
+
+    def open_file(self) -> BinaryIO | None:
+        """The file opened for reading (blocking: call it in a worker thread);
+        ``None`` when a file of a package directory does not exist."""
+        if self.directory is not None:
+            return open_inside(self.directory, self.name)
+        try:
+            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+        except OSError as exc:
+            raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
 
     @asynccontextmanager
     async def open(self, offset: int = 0) -> AsyncIterator[BlobReader]:
-        try:
-            handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, self.path, offset)
-        except OSError as exc:
-            raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
+        handle = await anyio.to_thread.run_sync(_open_at, self, offset)
         try:
             yield _LocalReader(handle, offset)
         finally:
@@ -128,14 +160,109 @@ class LocalBlob:
                 await anyio.to_thread.run_sync(handle.close)
 
     def sibling(self, name: str) -> LocalBlob:
-        return LocalBlob(self.path.parent / name)
+        """``name`` next to this file, inside its package directory — the
+        directory it is in, for a descriptor the user named."""
+        if self.directory is None:
+            return LocalBlob.inside(self.path.parent, name)
+        folder = posixpath.dirname(self.name)
+        return LocalBlob.inside(self.directory, posixpath.join(folder, name) if folder else name)
 
 
-def _open_at(path: Path, offset: int) -> BinaryIO:
-    handle = open(path, "rb")  # noqa: SIM115 - closed by LocalBlob.open
+def _open_at(blob: LocalBlob, offset: int) -> BinaryIO:
+    handle = blob.open_file()
+    if handle is None:
+        raise PackageError("no such file", file=blob.display)
     if offset:
-        handle.seek(offset)
+        try:
+            handle.seek(offset)
+        except BaseException:
+            handle.close()
+            raise
     return handle
+
+
+def open_inside(directory: Path, name: str) -> BinaryIO | None:
+    """The file ``name`` (an href, a chunk, the ``.mf`` or ``.cert``) of the
+    package directory ``directory``, opened for reading; ``None`` if it does not exist.
+
+    A package is what is inside its directory: ``name`` may not be absolute,
+    climb with ``..``, or pass through a symbolic link in any of its components
+    (a link pointing back inside is refused too: the package's own tools do not
+    write links). Each component is opened relative to the one before it with
+    ``O_NOFOLLOW``, so what was checked is what is read: a component swapped
+    for a link meanwhile fails to open rather than being followed. The refusal
+    names ``name`` and nothing read from the file, which is never opened.
+
+    Blocking: call it in a worker thread.
+    """
+    where = str(directory)
+    parts = _parts_inside(name, where)
+    try:
+        folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise PackageError(exc.strerror or str(exc), file=where) from exc
+    try:
+        for depth, part in enumerate(parts[:-1]):
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                dir_fd=folder)
+            except OSError as exc:
+                reason = _why_unopenable(folder, part, exc)
+                if reason is None:
+                    return None
+                shown = "/".join(parts[:depth + 1])
+                raise PackageError(f"{name}: {shown} {reason}", file=where) from None
+            os.close(folder)
+            folder = inner
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        try:
+            descriptor = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                                 dir_fd=folder)
+        except OSError as exc:
+            reason = _why_unopenable(folder, parts[-1], exc)
+            if reason is None:
+                return None
+            raise PackageError(f"{name} {reason}", file=where) from None
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise PackageError(f"{name} is not a regular file", file=where)
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _parts_inside(name: str, where: str) -> list[str]:
+    """``name``'s components below the package directory; absolute paths and ``..``
+    are refused (they would leave it before any link is looked at)."""
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise PackageError(f"{name} has an absolute path; a package's files are inside it",
+                           file=where)
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PackageError(f"{name} escapes the package with '..'", file=where)
+    if not parts:
+        raise PackageError(f"{name!r} names no file", file=where)
+    return parts
+
+
+def _why_unopenable(folder: int, part: str, exc: OSError) -> str | None:
+    """Why ``part`` (in the directory open as ``folder``) did not open; ``None``:
+    it does not exist."""
+    try:
+        found = os.stat(part, dir_fd=folder, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as again:
+        return f"cannot be read: {again.strerror or again}"
+    if stat.S_ISLNK(found.st_mode):
+        return "is a symbolic link; a package's files must be inside its directory"
+    if exc.errno == errno.ENOTDIR:  # a file where the path needs a directory
+        return None
+    return f"cannot be read: {exc.strerror or exc}"
 
 
 def _read_and_hash(handle: BinaryIO, size: int, digest: Hash | None) -> bytes:
@@ -409,4 +536,4 @@ def blob_for(location: str | os.PathLike[str],
 
 
 __all__ = ["Blob", "BlobReader", "HttpBlob", "HttpSourceSettings", "LocalBlob",
-           "RANGE_SKIP_THRESHOLD", "blob_for", "is_url", "read_at"]
+           "RANGE_SKIP_THRESHOLD", "blob_for", "is_url", "open_inside", "read_at"]

@@ -168,8 +168,9 @@ async def open_unmeasured(location: str | os.PathLike[str], max_descriptor_bytes
         return await _open_ova(blob, max_descriptor_bytes)
     path = Path(location)
     if await anyio.to_thread.run_sync(path.is_dir):
+        # The directory is the package: its descriptor is one of its files.
         return await _open_descriptor(
-            LocalBlob(await anyio.to_thread.run_sync(_only_descriptor_in, path)),
+            LocalBlob.inside(path, await anyio.to_thread.run_sync(_only_descriptor_in, path)),
             max_descriptor_bytes)
     if not await anyio.to_thread.run_sync(path.exists):
         raise PackageError("no such file or directory", file=str(location))
@@ -180,10 +181,10 @@ async def open_unmeasured(location: str | os.PathLike[str], max_descriptor_bytes
     return await _open_ova(LocalBlob(path), max_descriptor_bytes)
 
 
-def _only_descriptor_in(path: Path) -> Path:
-    candidates = sorted(p for p in path.iterdir() if p.suffix.lower() == ".ovf")
+def _only_descriptor_in(path: Path) -> str:
+    candidates = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".ovf")
     if len(candidates) != 1:
-        found = ", ".join(p.name for p in candidates) or "none"
+        found = ", ".join(candidates) or "none"
         raise PackageError(f"expected exactly one .ovf descriptor, found {found}", file=str(path))
     return candidates[0]
 
@@ -220,12 +221,10 @@ async def _open_descriptor(blob: Blob, max_descriptor_bytes: int) -> Package:
     members: dict[str, Member] = {}
 
     async def add(member_name: str) -> bool:
-        """Record ``member_name`` if it exists; links and non-files are refused."""
+        """Record ``member_name`` if it exists; links and non-files are refused
+        (a local sibling's ``size`` opens it inside the package directory)."""
         checked = _checked_member_name(member_name, location)
         sibling = blob.sibling(checked)
-        if isinstance(sibling, LocalBlob):
-            await anyio.to_thread.run_sync(_refuse_non_regular, sibling.path, member_name,
-                                           location)
         member_size = await sibling.size()
         if member_size is None:
             return False
@@ -249,14 +248,6 @@ async def _open_descriptor(blob: Blob, max_descriptor_bytes: int) -> Package:
     package = Package(location=location, kind="ovf", descriptor=descriptor, manifest=manifest,
                       members=members, certificate=certificate)
     return replace(package, files=_assemble_files(package))
-
-
-def _refuse_non_regular(path: Path, href: str, location: str) -> None:
-    # A link could point anywhere on this machine; a package is what is inside it.
-    if path.is_symlink():
-        raise PackageError(f"{href} is a symbolic link", file=location)
-    if path.exists() and not path.is_file():
-        raise PackageError(f"{href} is not a regular file", file=location)
 
 
 async def _open_ova(blob: Blob, max_descriptor_bytes: int) -> Package:
