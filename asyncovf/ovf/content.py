@@ -197,7 +197,14 @@ def _read_local_parts(send: ObjectSendStream[_Piece], cursors: list[_PartCursor]
     Stops quietly when the consumer has gone (stream closed, or cancelled).
     """
     for cursor in cursors:
-        with open(cursor.part.path or "", "rb") as handle:  # noqa: PTH123 - a worker thread
+        blob = cursor.part.blob
+        assert isinstance(blob, LocalBlob)  # only local parts are read here
+        # Opened as the package was checked: inside its directory, no link on the way
+        # (a component swapped for a link since open_package is refused, not followed).
+        opened = blob.open_file()
+        if opened is None:
+            raise PackageError("no longer exists", file=blob.name)
+        with opened as handle:
             handle.seek(cursor.part.offset)
             while True:
                 data = handle.read(min(chunk_size, cursor.remaining))

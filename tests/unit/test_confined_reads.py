@@ -202,3 +202,26 @@ async def test_a_missing_file_below_a_real_directory_is_missing_not_refused(
     with pytest.raises(PackageError, match="references disks/vm-disk1.vmdk, which the package "
                                            "does not contain"):
         check_files(opened)
+
+
+async def test_a_directory_swapped_for_a_link_after_the_checks_is_refused_at_upload(
+    tmp_path: Path,
+) -> None:
+    """Checked at open_package, used at upload: the upload opens the disk the same
+    confined way, so a component turned into a link in between is not followed."""
+    package = write_ovf_directory(tmp_path, "disks/vm-disk1.vmdk", manifest=False)
+    (package / "disks").mkdir()
+    (package / "disks" / "vm-disk1.vmdk").write_bytes(DISK)
+    opened = await open_package(package)
+    check_files(opened)
+    elsewhere = outside(tmp_path)
+    (elsewhere / "vm-disk1.vmdk").write_bytes(SECRET)
+    (package / "disks" / "vm-disk1.vmdk").unlink()
+    (package / "disks").rmdir()
+    (package / "disks").symlink_to(elsewhere)
+    with pytest.raises(PackageError) as caught:
+        async with open_content(opened, "disks/vm-disk1.vmdk") as content:
+            async for _ in content.chunks():
+                pass
+    assert "disks is a symbolic link" in str(caught.value)
+    assert "TOPSECRET" not in str(caught.value)
