@@ -24,7 +24,7 @@ from asyncovf.engine.workers import Unfinished, WorkerPool
 from asyncovf.errors import AsyncOvfError, PackageError, PlacementError
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files
-from asyncovf.ovf.source import open_package
+from asyncovf.ovf.source import open_package, unreadable_source
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import folder_components
@@ -94,7 +94,8 @@ async def open_sources(
 
     A broken source fails only the jobs that use it: the error is returned per
     source (not logged: the caller tells it once, with the VMs it affects), and
-    the other jobs still run.
+    the other jobs still run — whatever the error, even one nothing foresaw
+    (:func:`~asyncovf.ovf.source.unreadable_source`). A cancellation goes on.
     """
     packages: dict[str, Package] = {}
     errors: dict[str, str] = {}
@@ -105,6 +106,9 @@ async def open_sources(
             check_files(package, verify_manifest=verify_manifest)
         except PackageError as exc:
             errors[source] = str(exc)
+            continue
+        except Exception as exc:  # one source's problem, never the whole run's
+            errors[source] = str(unreadable_source(source, exc, http))
             continue
         for warning in package.warnings:
             log.warning("%s: %s", source, warning)

@@ -12,8 +12,8 @@ import logging
 import os
 from dataclasses import replace
 
-from asyncovf.errors import PackageError, SourceError
-from asyncovf.ovf.blobs import HttpSourceSettings
+from asyncovf.errors import AsyncOvfError, PackageError, SourceError
+from asyncovf.ovf.blobs import HttpSourceSettings, blob_for
 from asyncovf.ovf.content import measure_content
 from asyncovf.ovf.package import Package, check_compression, check_parts, open_unmeasured
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
@@ -33,6 +33,10 @@ async def open_package(
     ``measure_compressed`` decompresses each gzip-compressed file once, here,
     to learn how many bytes vCenter will receive (an NFC upload needs its
     length up front). ``asyncovf spec`` does not upload and skips it.
+
+    Whatever goes wrong is a :class:`PackageError`, even an error nothing here
+    foresaw (:func:`unreadable_source`): a hostile package must fail its own
+    jobs, never the run. A cancellation goes on unchanged.
     """
     try:
         package = await open_unmeasured(location, max_descriptor_bytes, http)
@@ -42,7 +46,26 @@ async def open_package(
         # Opening is the package's problem from the job's point of view: it fails
         # the jobs that use it, before any lease is taken.
         raise PackageError(str(exc), file=None) from exc
+    except AsyncOvfError:
+        raise
+    except Exception as exc:
+        raise unreadable_source(location, exc, http) from exc
     return package
+
+
+def unreadable_source(location: str | os.PathLike[str], exc: Exception,
+                      http: HttpSourceSettings | None = None) -> PackageError:
+    """``exc``, raised while opening ``location`` and not translated, as its refusal.
+
+    One line naming the source, the error's type and its message (a ValueError
+    from a header field nothing checked is not a batch's crash, nor silence);
+    the traceback goes to the debug log (``--debug``), for the bug it may be.
+    """
+    display = blob_for(location, http).display  # a URL without its credentials
+    log.debug("%s: opening failed", display, exc_info=exc)
+    detail = " ".join(str(exc).split())
+    return PackageError(f"cannot be read: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+                        file=display)
 
 
 async def measure_compressed_files(package: Package) -> Package:
@@ -59,4 +82,4 @@ async def measure_compressed_files(package: Package) -> Package:
     return replace(package, files=files)
 
 
-__all__ = ["measure_compressed_files", "open_package"]
+__all__ = ["measure_compressed_files", "open_package", "unreadable_source"]
