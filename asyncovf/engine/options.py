@@ -128,7 +128,8 @@ def read_seconds(value: Any) -> float:
 
 
 def read_disk_count(value: Any) -> int:
-    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    text = value.strip() if isinstance(value, str) else None
+    number = int(text) if text is not None and text.isascii() and text.isdigit() else value
     if not isinstance(number, int) or isinstance(number, bool) or number < 1:
         raise ValueError(f"{value!r}: must be a positive integer (disks uploaded at once)")
     return number
@@ -138,7 +139,7 @@ def parse_hardware_version(value: Any) -> str:
     """``vmx-19``, ``19`` or 19 → ``"vmx-19"``; ValueError with a usable message otherwise."""
     text = str(value).strip().lower() if not isinstance(value, bool) else ""
     number = text.removeprefix("vmx-")
-    if not number.isdigit() or not 3 <= int(number) <= 99:
+    if not (number.isascii() and number.isdigit()) or not 3 <= int(number) <= 99:
         raise ValueError(f"{value!r} is not a hardware version; expected vmx-NN or NN "
                          "(e.g. vmx-19 or 19)")
     return f"vmx-{int(number)}"

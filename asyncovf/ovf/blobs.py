@@ -362,7 +362,9 @@ class HttpBlob:
                     raise SourceError(f"{self.display}: HTTP {response.status} {response.reason}",
                                       file=self.display, url=self.url, status=response.status)
                 length = response.headers.get("Content-Length")
-                if response.status < 400 and length is not None and length.isdigit():
+                # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+                if response.status < 400 and length is not None and length.isascii() \
+                        and length.isdigit():
                     return int(length)
             # No HEAD, or no length in its answer: ask for the first byte instead.
             async with http.get(self.url, headers={"Range": "bytes=0-0"}) as response:
@@ -507,14 +509,14 @@ def _start_from_content_range(header: str | None) -> int | None:
     if not header or not header.startswith("bytes "):
         return None
     first = header[6:].split("-", 1)[0]
-    return int(first) if first.isdigit() else None
+    return int(first) if first.isascii() and first.isdigit() else None
 
 
 def _total_from_content_range(header: str | None) -> int | None:
     if not header or "/" not in header:
         return None
     total = header.rsplit("/", 1)[1]
-    return int(total) if total.isdigit() else None
+    return int(total) if total.isascii() and total.isdigit() else None
 
 
 def _redacted(url: str) -> str:

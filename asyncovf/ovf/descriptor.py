@@ -471,7 +471,7 @@ def _parse_os(reader: EnvelopeReader, section: etree._Element) -> OperatingSyste
     os_type = next((str(v) for k, v in section.attrib.items() if str(k).endswith("osType")),
                    None)
     return OperatingSystem(
-        id=int(raw_id) if raw_id and raw_id.isdigit() else None,
+        id=int(raw_id) if raw_id and raw_id.isascii() and raw_id.isdigit() else None,
         os_type=os_type,
         description=reader.child_text(section, "Description"),
     )

@@ -105,7 +105,8 @@ def _qualifier_problem(qualifiers: str, kind: str, value: str) -> str | None:
             allowed = [c.strip().strip('"') for c in choices.split(",")]
             if value not in allowed:
                 return f"must be one of {', '.join(allowed)} (ValueMap)"
-        elif name in ("MinLen", "MaxLen") and arguments.strip().isdigit():
+        elif name in ("MinLen", "MaxLen") and arguments.strip().isascii() \
+                and arguments.strip().isdigit():
             length = int(arguments)
             if name == "MinLen" and len(value) < length:
                 return f"shorter than MinLen({length})"

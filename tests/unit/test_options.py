@@ -132,3 +132,15 @@ def test_the_readme_lists_each_option_under_its_flag_batch_key_and_document_key(
             assert document == "—" or any(
                 f"`{other.key}`" in row[2] and f"`{other.document_key}`" in document
                 for other in OPTIONS if other.document_key), (option.key, document)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("hardware_version", "²", "'²' is not a hardware version"),
+    ("parallel_disks", "²", "'²': must be a positive integer"),
+])
+def test_digits_are_ascii_digits(key: str, value: str, message: str) -> None:
+    """``str.isdigit`` also takes "²", which ``int`` refuses: our message, not int's."""
+    with pytest.raises(InputError) as caught:
+        read_options({key: value}, Recording())
+    assert str(caught.value) == f"invalid {key}: {message}" or message in str(caught.value)
+    assert "invalid literal" not in str(caught.value)
