@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,6 +50,24 @@ TOP_KEYS: Final = frozenset({"connection", "defaults", "vms", "vms_csv"})
 CONNECTION_KEYS: Final = frozenset({"server", "user", "password", "insecure", "ca_file"})
 #: vCenter's limit on a VM name.
 MAX_VM_NAME: Final = 80
+
+# Limits on a batch file, each checked before the work it bounds is done, so a
+# hostile or mistyped file costs a one-line error instead of gigabytes (README,
+# "Batch file limits").
+#: Bytes in a batch file or its ``vms_csv``; a 100,000-row CSV fits with room.
+MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
+#: Nesting of YAML collections; a batch file with an options document needs about 7.
+MAX_YAML_DEPTH: Final = 32
+#: ``count`` of one entry, and VMs in one batch (after counts, before sharding).
+MAX_COUNT_PER_ENTRY: Final = 10_000
+MAX_VMS_PER_BATCH: Final = 100_000
+#: Width and precision in a template's format spec, as in ``{index:03d}``.
+MAX_FORMAT_WIDTH: Final = 64
+#: Characters in a rendered name, annotation or property value.
+MAX_RENDERED: Final = 64 * 1024
+#: Characters in one CSV cell: the csv module's own default limit, checked per
+#: file (csv.field_size_limit is process-wide, so we never change it).
+MAX_CSV_CELL: Final = 128 * 1024
 
 
 def check_vm_name(name: str) -> None:
@@ -110,7 +130,41 @@ class _Located(dict[str, Any]):
 
 
 class _LineLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader with line numbers, no anchors or aliases, and bounded nesting.
+
+    A few lines of aliases can stand for billions of values; a batch file needs
+    none. Depth is checked while composing, well before Python's recursion limit.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if getattr(event, "anchor", None) is not None:
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _marked(f"{kind}{event.anchor}: anchors and aliases are not allowed in a "
+                          "batch file; repeat the value or put it in defaults", event.start_mark)
+        if isinstance(event, yaml.CollectionStartEvent) and self.depth >= MAX_YAML_DEPTH:
+            raise _marked(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _marked(problem: str, mark: Any) -> yaml.MarkedYAMLError:
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+
+
+def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError as exc:  # more digits than int() converts (sys.get_int_max_str_digits)
+        raise _marked(f"an integer of {len(str(node.value))} characters is too long",
+                      node.start_mark) from exc
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
@@ -133,6 +187,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _line(mapping: Any, key: str | None = None) -> int | None:
@@ -156,19 +211,53 @@ class _Template(string.Formatter):
         return super().get_field(field_name, args, kwargs)
 
 
+class _TemplateLimit(ValueError):
+    """A template over one of the limits: its message is complete as it stands."""
+
+
 def render(template: str, **values: Any) -> str:
-    """Render a name or property template; raise ValueError with a usable message."""
+    """Render a name or property template; raise ValueError with a usable message.
+
+    Width and precision are capped before formatting (``{index:>1000000000}``
+    would otherwise build a gigabyte), and so is the rendered length.
+    """
     try:
-        return _Template(frozenset(values)).format(template, **values)
+        for _, field_name, spec, _ in string.Formatter().parse(template):
+            if field_name is not None and spec:
+                _check_format_spec(field_name, spec)
+        text = _Template(frozenset(values)).format(template, **values)
+    except _TemplateLimit:
+        raise
     except KeyError as exc:
         raise ValueError(f"unknown placeholder {{{exc.args[0]}}} (use {{index}} or "
                          "{name})") from None
     except (ValueError, IndexError) as exc:
-        raise ValueError(f"bad template {template!r}: {exc}") from None
+        shown = repr(template[:60]) + ("…" if len(template) > 60 else "")
+        raise ValueError(f"bad template {shown}: {exc}") from None
+    if len(text) > MAX_RENDERED:
+        raise _TemplateLimit(f"renders to {len(text)} characters, over the limit of "
+                             f"{MAX_RENDERED}")
+    return text
+
+
+def _check_format_spec(field_name: str, spec: str) -> None:
+    shown = f"{{{field_name}:{spec[:20]}{'…' if len(spec) > 20 else ''}}}"
+    if "{" in spec:
+        raise _TemplateLimit(f"{shown}: a format spec cannot hold a placeholder")
+    # The fill is one character; the only other numbers are width and precision.
+    fill = 1 if len(spec) > 1 and spec[1] in "<>=^" else 0
+    for digits in re.findall(r"\d+", spec[fill:]):
+        number = digits.lstrip("0") or "0"
+        if len(number) > 3 or int(number) > MAX_FORMAT_WIDTH:
+            raise _TemplateLimit(f"format width or precision in {shown} is over the limit "
+                                 f"of {MAX_FORMAT_WIDTH}")
 
 
 def _has_placeholder(template: str) -> bool:
-    return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
+    try:
+        return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
+    except ValueError:
+        return True  # a broken template: render() says what is wrong with it
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -177,21 +266,41 @@ def _has_placeholder(template: str) -> bool:
 def load_batch(path: str | Path) -> BatchPlan:
     """Read and validate a batch file (and its ``vms_csv``), or raise :class:`BatchError`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatchError(str(path), None, "", f"cannot read: {exc}") from exc
+    text = _read_bounded(path, "utf-8")
     if path.suffix.lower() == ".csv":
         return parse_batch(_Located(vms_csv=path.name), file=str(path), base=path.parent)
+    loader = _LineLoader(text)
     try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        document = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise BatchError(str(path), line, "", f"YAML: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise BatchError(str(path), None, "", f"YAML: {exc}") from exc
+    finally:
+        loader.dispose()
     return parse_batch(document, file=str(path), base=path.parent)
+
+
+def _read_bounded(path: Path, encoding: str) -> str:
+    """The text of ``path``, refused by its size or (a pipe, a device) as it is read."""
+    too_big = f"larger than the limit of {MAX_BATCH_BYTES} bytes for a batch file"
+    try:
+        with path.open("rb") as stream:
+            if os.fstat(stream.fileno()).st_size > MAX_BATCH_BYTES:
+                raise BatchError(str(path), None, "", too_big)
+            # In chunks: read(n) allocates n bytes up front, whatever the file.
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := stream.read(64 * 1024):
+                size += len(chunk)
+                if size > MAX_BATCH_BYTES:
+                    raise BatchError(str(path), None, "", too_big)
+                chunks.append(chunk)
+        return b"".join(chunks).decode(encoding)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchError(str(path), None, "", f"cannot read: {exc}") from exc
 
 
 def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
@@ -223,14 +332,28 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
     if not entries:
         raise BatchError(file, None, "vms", "no VMs to import")
 
-    jobs: list[JobSpec] = []
-    seen: dict[str, str] = {}
+    # Every entry checked and counted before any is expanded: a count over the
+    # limits is refused before a single job is built.
+    checked: list[tuple[str, _Located, str, int | None, int]] = []
+    total = 0
     for where, entry, origin in entries:
         entry_file, _, entry_line = origin.rpartition(":")
         line = int(entry_line) if entry_line.isdigit() else None
         _check_keys(entry, JOB_KEYS, entry_file, where)
         merged_entry = _merge_options(entry, entry_file, where)
-        for spec in _expand(merged_entry, defaults, where, entry_file, line, base, len(jobs)):
+        count = _count(merged_entry, where, entry_file, line)
+        total += count
+        if total > MAX_VMS_PER_BATCH:
+            raise BatchError(entry_file, _line(entry, "count") or line, f"{where}.count",
+                             f"the batch reaches {total} VMs here, over the limit of "
+                             f"{MAX_VMS_PER_BATCH} per batch; split it into several files")
+        checked.append((where, merged_entry, entry_file, line, count))
+
+    jobs: list[JobSpec] = []
+    seen: dict[str, str] = {}
+    for where, merged_entry, entry_file, line, count in checked:
+        for spec in _expand(merged_entry, defaults, where, entry_file, line, base, len(jobs),
+                            count):
             if spec.name in seen:
                 raise BatchError(entry_file, line, f"{where}.name",
                                  f"VM name {spec.name!r} repeats the one from {seen[spec.name]}")
@@ -312,18 +435,16 @@ def _expand(
     line: int | None,
     base: Path,
     first_index: int,
+    count: int,
 ) -> Iterable[JobSpec]:
     def fail(key: str, message: str) -> BatchError:
-        return BatchError(file, _line(entry, key) or line, f"{where}.{key}", message)
+        top, _, inner = key.partition(".")  # "properties.motd": the line of motd if known
+        at = (_line(entry.get(top), inner) if inner else None) or _line(entry, top) or line
+        return BatchError(file, at, f"{where}.{key}", message)
 
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail("name", "a VM name is required")
-    count = entry.get("count", 1)
-    if isinstance(count, str) and count.strip().isdigit():
-        count = int(count)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise fail("count", "must be a positive integer")
     if count > 1 and not _has_placeholder(name):
         raise fail("name", f"count is {count} but the name has no placeholder such as "
                            "{index:03d}, so every VM would get the same name")
@@ -347,15 +468,20 @@ def _expand(
         key: str(values[key]) if values.get(key) is not None else None for key in PLACEMENT_KEYS
     })
     for number in range(1, count + 1):
+        key = "name"
         try:
             vm_name = render(name, index=number)
-            properties = {k: render(v, index=number, name=vm_name)
-                          for k, v in options.properties.items()}
-            annotation = render(options.annotation, index=number, name=vm_name) \
-                if options.annotation is not None else None
             check_vm_name(vm_name)
+            properties = {}
+            for property_key, template in options.properties.items():
+                key = f"properties.{property_key}"
+                properties[property_key] = render(template, index=number, name=vm_name)
+            annotation = None
+            if options.annotation is not None:
+                key = "annotation"
+                annotation = render(options.annotation, index=number, name=vm_name)
         except ValueError as exc:
-            raise fail("name", str(exc)) from None
+            raise fail(key, str(exc)) from None
         yield JobSpec(
             index=first_index + number - 1,
             name=vm_name,
@@ -366,14 +492,43 @@ def _expand(
         )
 
 
+def _count(entry: Mapping[str, Any], where: str, file: str, line: int | None) -> int:
+    """The entry's ``count``, checked against MAX_COUNT_PER_ENTRY."""
+    def fail(message: str) -> BatchError:
+        return BatchError(file, _line(entry, "count") or line, f"{where}.count", message)
+
+    over = f"is over the limit of {MAX_COUNT_PER_ENTRY} VMs per entry; split it into " \
+           "several entries"
+    count = entry.get("count", 1)
+    if isinstance(count, str) and count.strip().isdecimal():  # isdigit() takes "²"
+        digits = count.strip().lstrip("0") or "0"
+        if len(digits) > 9:  # refused before int(), which has its own digit limit
+            raise fail(f"a number of {len(digits)} digits {over}")
+        count = int(digits)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise fail("must be a positive integer")
+    if count > MAX_COUNT_PER_ENTRY:
+        raise fail(f"{count if count < 10**12 else 'a number over 10^12'} {over}")
+    return count
+
+
 def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
     """Rows of a CSV file as VM entries; ``properties.K``, ``network.N`` and
     ``extra_config.K`` columns nest."""
+    reader = csv.DictReader(io.StringIO(_read_bounded(path, "utf-8-sig")))
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatchError(str(path), None, "", f"cannot read: {exc}") from exc
-    reader = csv.DictReader(io.StringIO(text))
+        return _csv_rows(reader, path)
+    except csv.Error as exc:
+        # csv refuses a cell over csv.field_size_limit() as it reads; that limit is
+        # process-wide, so it is caught, never changed. The DictReader's line_num
+        # moves only after a good row; its reader's is the offending line.
+        message = str(exc)
+        if "field larger than field limit" in message:
+            message = f"a cell is longer than the limit of {csv.field_size_limit()} characters"
+        raise BatchError(str(path), reader.reader.line_num or 1, "", f"CSV: {message}") from None
+
+
+def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
     if reader.fieldnames is None or "name" not in reader.fieldnames:
         raise BatchError(str(path), 1, "", "the header row must have a 'name' column")
     entries: list[tuple[str, Mapping[str, Any], str]] = []
@@ -386,6 +541,9 @@ def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
                 raise BatchError(str(path), line, "", "more cells than header columns")
             if cell is None or cell.strip() == "":
                 continue
+            if len(cell) > MAX_CSV_CELL:  # even if the process-wide csv limit was raised
+                raise BatchError(str(path), line, column, f"CSV: a cell is longer than the "
+                                 f"limit of {MAX_CSV_CELL} characters")
             cell = cell.strip()
             if column.startswith("properties."):
                 entry.setdefault("properties", {})[column.removeprefix("properties.")] = cell
@@ -403,7 +561,14 @@ def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
 __all__ = [
     "CONNECTION_KEYS",
     "JOB_KEYS",
+    "MAX_BATCH_BYTES",
+    "MAX_COUNT_PER_ENTRY",
+    "MAX_CSV_CELL",
+    "MAX_FORMAT_WIDTH",
+    "MAX_RENDERED",
+    "MAX_VMS_PER_BATCH",
     "MAX_VM_NAME",
+    "MAX_YAML_DEPTH",
     "PLACEMENT_KEYS",
     "BatchPlan",
     "JobSpec",

@@ -74,6 +74,38 @@ async def test_an_unknown_key_is_named_with_its_line_and_the_keys_expected(
     await fault_run.check_invariants(imported=set())
 
 
+HOSTILE = {
+    # a billion laughs: 10^9 strings once the aliases expand (6 GB before the limit)
+    "alias-bomb": ("    properties:\n      l0: &l0 lol\n"
+                   + "".join(f"      l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n"
+                             for n in range(1, 10)),
+                   7, "YAML: anchor &l0: anchors and aliases are not allowed in a batch "
+                      "file; repeat the value or put it in defaults"),
+    # 100 million jobs (7.7 GB before the limit)
+    "huge-count": ("    count: 100000000\n", 6,
+                   "vms[0].count: 100000000 is over the limit of 10000 VMs per entry; split "
+                   "it into several entries"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+async def test_a_hostile_batch_file_is_one_line_and_exit_2_with_nothing_created(
+    fault_run: FaultRun, tmp_path: Path, case: str
+) -> None:
+    keys, line, message = HOSTILE[case]
+    batch = write(tmp_path / "fleet.yaml",
+                  "defaults:\n  source: ./appliance.ova\n  cluster: DC0_C0\nvms:\n"
+                  f'  - name: "{fault_run.prefix}-{{index}}"\n{keys}')
+    report = tmp_path / "report.json"
+    status, stdout, stderr = await run_cli(fault_run, batch, "--report", str(report))
+    assert status == 2
+    assert stderr == f"asyncovf: error: {batch}:{line}: {message}\n"  # one line, no traceback
+    assert stdout == "" and not report.exists()
+    counters = await fault_run.counters()
+    assert counters.total_calls() == 0  # not even a Login: the file was rejected first
+    await fault_run.check_invariants(imported=set())
+
+
 # -- one bad job among good ones ---------------------------------------------------------------
 
 def make_sources(directory: Path) -> None:
