@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 an import failed; 2 usage error or input rejected
 before anything was created on vCenter; 130 interrupted (SIGINT or SIGTERM,
-alike). Errors are one line on stderr; ``--debug`` adds the traceback.
-Passwords are never printed.
+alike); 141 the reader of our output went away (``asyncovf spec X | head``):
+quietly, as a Unix tool killed by SIGPIPE. Errors are one line on stderr;
+``--debug`` adds the traceback. Passwords are never printed.
 
 One module per command (``import_``, ``run``, ``spec``, ``report``,
 ``cleanup``), each declaring its own options; the options several commands
@@ -15,13 +16,14 @@ lxml or rich: :func:`main` catches SIGTERM first, then loads the tool.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from asyncovf.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
+from asyncovf.cli.exits import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from asyncovf.errors import Terminated
 
 
@@ -75,23 +77,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         if args.command == "import":
-            return anyio.run(import_.command, args)
-        if args.command == "run":
-            return anyio.run(run.command, args)
-        if args.command == "spec":
-            return anyio.run(spec.command, args)
-        if args.command == "report":
-            return report.command(args)
-        if args.command == "cleanup":
-            return anyio.run(cleanup.command, args)
-        parser.error(f"unknown command {args.command}")
-        return EXIT_USAGE  # pragma: no cover - parser.error exits
+            status = anyio.run(import_.command, args)
+        elif args.command == "run":
+            status = anyio.run(run.command, args)
+        elif args.command == "spec":
+            status = anyio.run(spec.command, args)
+        elif args.command == "report":
+            status = report.command(args)
+        elif args.command == "cleanup":
+            status = anyio.run(cleanup.command, args)
+        else:
+            parser.error(f"unknown command {args.command}")
+            return EXIT_USAGE  # pragma: no cover - parser.error exits
+        # What stdout still buffers is written here, not at the interpreter's exit,
+        # where a broken pipe would be "Exception ignored" and exit 120.
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print(f"asyncovf: interrupted ({interruption.signal_name})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``asyncovf spec X | head``): stop quietly, as Unix
+        # tools do. Every command writes its report and logs out before it prints,
+        # so nothing is lost but the rest of the printing.
+        _discard_unread_output()
+        return EXIT_BROKEN_PIPE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _discard_unread_output() -> None:
+    """Point a stream whose pipe is broken at devnull, so that the interpreter's final
+    flush of what is still buffered does not raise again (the pattern of Python's
+    ``signal`` documentation, "Note on SIGPIPE")."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass  # not a real file (a test's capture): nothing will flush it at exit
 
 
 __all__ = ["main"]

@@ -2,7 +2,8 @@
 
 0 success; 1 an import (or a removal) failed; 2 usage error or input rejected
 before anything was created on vCenter; 3 a load-test threshold failed; 4 the
-circuit breaker stopped the run; 130 interrupted (SIGINT or SIGTERM, alike).
+circuit breaker stopped the run; 130 interrupted (SIGINT or SIGTERM, alike);
+141 the reader of our output went away (a broken pipe: ``asyncovf spec X | head``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ EXIT_USAGE: Final = 2
 EXIT_THRESHOLD: Final = 3  # a load-test threshold failed
 EXIT_BREAKER: Final = 4  # the circuit breaker stopped the run
 EXIT_INTERRUPTED: Final = 130
+#: 128 + SIGPIPE: what a shell reports for a Unix tool that SIGPIPE ended (``yes | head``),
+#: so a script reads "its output was cut short" from us as it does from them.
+EXIT_BROKEN_PIPE: Final = 141
 
 
 def exit_status(*, interrupted: bool = False, rejected: bool = False, breaker: bool = False,
@@ -44,5 +48,5 @@ def exit_code_for(error: BaseException, *, touched_vcenter: bool = False) -> int
     return EXIT_FAILED
 
 
-__all__ = ["EXIT_BREAKER", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_THRESHOLD",
-           "EXIT_USAGE", "exit_code_for", "exit_status"]
+__all__ = ["EXIT_BREAKER", "EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK",
+           "EXIT_THRESHOLD", "EXIT_USAGE", "exit_code_for", "exit_status"]

@@ -29,7 +29,7 @@ from asyncovf.cli.groups import (
     run_settings,
     source_settings,
 )
-from asyncovf.cli.output import announce_interrupt, report_error
+from asyncovf.cli.output import announce_interrupt, counted, report_error
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import OPTIONS, Kind, Stage, document_values, read_options
 from asyncovf.engine.plan import PLACEMENT_KEYS, JobSpec, check_vm_name
@@ -137,7 +137,7 @@ async def command(args: argparse.Namespace) -> int:
         package = await open_package(args.source,
                                      max_descriptor_bytes=args.max_descriptor_size,
                                      http=source_settings(args))
-        for warning in package.warnings:
+        for warning in counted(package.warnings):
             log.warning("%s", warning)
         check_files(package, verify_manifest=not args.no_verify_manifest)
         job = await anyio.to_thread.run_sync(import_job, args, package.descriptor.entity.name)
@@ -153,10 +153,12 @@ async def command(args: argparse.Namespace) -> int:
         "aborting the import"))
     progress.close()
     result = runner.results[0]
+    # The report first: a print below that meets a broken pipe ends the command (exit
+    # 141), and by then the session is logged out and the report written.
     if args.report:
         write_report(args.report, build_report(runner, RunInfo(
             batch=None, concurrency=1, interrupted=outcome.signal_name)))
-    for warning in result.warnings:
+    for warning in counted(result.warnings):
         log.warning("vCenter: %s", warning)
     for problem in result.cleanup_errors:
         print(f"asyncovf: cleanup: {problem}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """What every command says on stderr: an error in one line, the first signal's message.
 
 Errors are one line; ``--debug`` adds the traceback. Passwords are never
-printed (no error of ours carries one).
+printed (no error of ours carries one). A warning said many times is said
+once, with its count; a progress line whose reader went away is dropped.
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from asyncovf.errors import AsyncOvfError
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def report_error(error: BaseException, debug: bool) -> None:
@@ -33,4 +38,30 @@ def announce_interrupt(what: str) -> Callable[[str], None]:
     return announce
 
 
-__all__ = ["announce_interrupt", "report_error"]
+def counted(lines: Iterable[str]) -> list[str]:
+    """Each distinct line once, in the order first said; one said N > 1 times ends in
+    `` (×N)``. A hostile package can repeat a warning thousands of times."""
+    counts = Counter(lines)
+    return [line if n == 1 else f"{line} (×{n})" for line, n in counts.items()]
+
+
+def unless_unread(callback: Callable[[T], None]) -> Callable[[T], None]:
+    """``callback`` (a progress printer the engine calls) that stops printing once its
+    reader has gone (a broken pipe), rather than failing the job it reports on: the
+    run goes on, cleans up and writes its report; a later print to that stream ends
+    the command quietly (exit 141)."""
+    gone = False
+
+    def guarded(value: T) -> None:
+        nonlocal gone
+        if gone:
+            return
+        try:
+            callback(value)
+        except BrokenPipeError:
+            gone = True  # nothing to tell: the one who would read it has gone
+
+    return guarded
+
+
+__all__ = ["announce_interrupt", "counted", "report_error", "unless_unread"]

@@ -52,6 +52,8 @@ def command(args: argparse.Namespace) -> int:
             if args.png:
                 charts.write_png(report, args.png)
                 print(f"report: {args.png}", file=sys.stderr)
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main() ends quietly, not as a bad input
     except (AsyncOvfError, OSError) as exc:
         report_error(exc, args.debug)
         return EXIT_USAGE

@@ -31,7 +31,7 @@ from asyncovf.cli.groups import (
     run_settings,
     source_settings,
 )
-from asyncovf.cli.output import announce_interrupt, report_error
+from asyncovf.cli.output import announce_interrupt, report_error, unless_unread
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import RunSettings
@@ -146,12 +146,15 @@ async def command(args: argparse.Namespace) -> int:
     async def work() -> None:
         nonlocal timed_out
         # Before the first import: each cause once, naming its VMs. Their jobs fail
-        # without an attempt, and without a progress line each.
+        # without an attempt, and without a progress line each. A reader gone
+        # (``2>&1 | head``) must not stop the run: its lines are dropped instead.
+        say = unless_unread(lambda line: print(line, file=sys.stderr))
         for cause in await batch.check():
-            print(f"asyncovf: error: {cause}", file=sys.stderr)
+            say(f"asyncovf: error: {cause}")
         display = ProgressDisplay(batch.to_run, live={"auto": None, "live": True,
                                                       "plain": False}[args.progress])
-        batch.on_update = display.update
+        # A progress line whose reader went away (``2>&1 | head``) must not fail its job.
+        batch.on_update = unless_unread(display.update)
         with display:
             if args.timeout is None:
                 await batch.run()
@@ -168,6 +171,8 @@ async def command(args: argparse.Namespace) -> int:
     report = build_report(batch.runner, RunInfo(batch=args.batch,
                                                 concurrency=settings.concurrency,
                                                 shard=shard, interrupted=outcome.signal_name))
+    # The report first: a print below that meets a broken pipe ends the command (exit
+    # 141), and by then every session is logged out and the report written.
     if args.report:
         write_report(args.report, report)
     print(summary_table(batch.results))

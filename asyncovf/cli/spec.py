@@ -8,7 +8,7 @@ import logging
 
 from asyncovf.cli.exits import EXIT_OK, EXIT_USAGE
 from asyncovf.cli.groups import SOURCE_HELP, add_debug_options, add_source_limits, source_settings
-from asyncovf.cli.output import report_error
+from asyncovf.cli.output import counted, report_error
 from asyncovf.errors import AsyncOvfError
 from asyncovf.ovf.source import open_package
 from asyncovf.spec import options_document
@@ -43,7 +43,7 @@ async def command(args: argparse.Namespace) -> int:
     except (AsyncOvfError, ValueError) as exc:
         report_error(exc, args.debug)
         return EXIT_USAGE
-    for warning in package.warnings:
+    for warning in counted(package.warnings):
         log.warning("%s", warning)
     try:
         signature = package.signature()

@@ -4,15 +4,15 @@
 property values): pure, so a bad value is an :class:`~asyncovf.errors.InputError`
 before anything reaches vCenter. :func:`map_networks` turns the network names
 an operator gave into managed object references in the VM's datacenter, and
-maps what was left unmapped to the datacenter's obvious default, with a
-warning. :func:`resolve_options` does both for a batch job and gives it the
-run's transfer settings.
+maps what was left unmapped to the datacenter's obvious default, with one
+warning for all of them. :func:`resolve_options` does both for a batch job and
+gives it the run's transfer settings.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from asyncovf.engine.options import ImportOptions, RunSettings
@@ -75,15 +75,30 @@ def map_networks(name: str, mapping: Mapping[str, str], snapshot: InventorySnaps
     if unmapped:
         fallback = _default_network(snapshot, placement)
         if fallback is not None:
+            # Same name as the default: vCenter maps it by itself.
+            unmapped = [ovf_name for ovf_name in unmapped if ovf_name != fallback.name]
             for ovf_name in unmapped:
-                if ovf_name == fallback.name:
-                    continue  # same name: vCenter maps it by itself
-                note = f"network {ovf_name!r} is not mapped; using {fallback.name!r}"
-                log.warning("%s: %s", name, note)
-                if warnings is not None:
-                    warnings.append(note)
                 mapped[ovf_name] = fallback.ref
+            if unmapped:
+                note = _unmapped_note(unmapped, fallback.name)
+                # One line for all of them, once per job: ``warnings`` is the job's,
+                # and holds the note already when this is a retry of the same job.
+                if warnings is None or note not in warnings:
+                    log.warning("%s: %s", name, note)
+                    if warnings is not None:
+                        warnings.append(note)
     return mapped
+
+
+def _unmapped_note(unmapped: Sequence[str], fallback: str, *, shown: int = 3) -> str:
+    """The one warning for the networks left unmapped: the first ``shown`` and a count
+    of the rest (a descriptor may have thousands)."""
+    if len(unmapped) == 1:
+        return f"network {unmapped[0]!r} is not mapped; using {fallback!r}"
+    names = ", ".join(map(repr, unmapped[:shown]))
+    if len(unmapped) > shown:
+        names += f", … and {len(unmapped) - shown} more"
+    return f"{len(unmapped)} networks are not mapped ({names}); using {fallback!r}"
 
 
 def _default_network(snapshot: InventorySnapshot, placement: Placement) -> Any:
