@@ -24,8 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
-import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +38,9 @@ from asyncovf.engine.options import (
     read_options,
     read_text,
 )
+from asyncovf.engine.templates import has_placeholder, render
 from asyncovf.errors import BatchError, InputError
+from asyncovf.printable import printable
 from asyncovf.vsphere.inventory import PlacementRequest
 
 PLACEMENT_KEYS: Final = ("datacenter", "cluster", "resource_pool", "host", "datastore", "folder")
@@ -58,20 +58,23 @@ MAX_VM_NAME: Final = 80
 MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
 #: Nesting of YAML collections; a batch file with an options document needs about 7.
 MAX_YAML_DEPTH: Final = 32
+#: Values (YAML nodes) in one file: about 10,000 VMs listed one by one; larger
+#: fleets use ``count`` or ``vms_csv``. Bounds the memory of a file of tiny values.
+MAX_YAML_NODES: Final = 100_000
 #: ``count`` of one entry, and VMs in one batch (after counts, before sharding).
 MAX_COUNT_PER_ENTRY: Final = 10_000
 MAX_VMS_PER_BATCH: Final = 100_000
-#: Width and precision in a template's format spec, as in ``{index:03d}``.
-MAX_FORMAT_WIDTH: Final = 64
-#: Characters in a rendered name, annotation or property value.
-MAX_RENDERED: Final = 64 * 1024
 #: Characters in one CSV cell: the csv module's own default limit, checked per
 #: file (csv.field_size_limit is process-wide, so we never change it).
 MAX_CSV_CELL: Final = 128 * 1024
 
 
 def check_vm_name(name: str) -> None:
-    """Raise ValueError unless vCenter takes ``name`` as a VM name."""
+    """Raise ValueError unless ``name`` is fit for a VM: within vCenter's length, and
+    free of control characters (which would forge lines wherever it is shown)."""
+    if printable(name) != name:
+        raise ValueError(f"'{printable(name)}' holds control characters; a VM name must "
+                         "be printable")
     if len(name) > MAX_VM_NAME:
         raise ValueError(f"{name!r} is longer than vCenter's {MAX_VM_NAME}-character limit")
 
@@ -139,6 +142,7 @@ class _LineLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
@@ -148,6 +152,10 @@ class _LineLoader(yaml.SafeLoader):
                           "batch file; repeat the value or put it in defaults", event.start_mark)
         if isinstance(event, yaml.CollectionStartEvent) and self.depth >= MAX_YAML_DEPTH:
             raise _marked(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            raise _marked(f"more than {MAX_YAML_NODES} values in one file; list larger fleets "
+                          "with count or vms_csv", event.start_mark)
         self.depth += 1
         try:
             return super().compose_node(parent, index)
@@ -194,70 +202,6 @@ def _line(mapping: Any, key: str | None = None) -> int | None:
     if isinstance(mapping, _Located):
         return mapping.lines.get(key, mapping.line) if key else mapping.line
     return None
-
-
-# -- templates ------------------------------------------------------------------------------
-
-
-class _Template(string.Formatter):
-    """``str.format`` limited to plain named fields: no attribute or item access."""
-
-    def __init__(self, allowed: frozenset[str]) -> None:
-        self.allowed = allowed
-
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        if field_name not in self.allowed:
-            raise KeyError(field_name)
-        return super().get_field(field_name, args, kwargs)
-
-
-class _TemplateLimit(ValueError):
-    """A template over one of the limits: its message is complete as it stands."""
-
-
-def render(template: str, **values: Any) -> str:
-    """Render a name or property template; raise ValueError with a usable message.
-
-    Width and precision are capped before formatting (``{index:>1000000000}``
-    would otherwise build a gigabyte), and so is the rendered length.
-    """
-    try:
-        for _, field_name, spec, _ in string.Formatter().parse(template):
-            if field_name is not None and spec:
-                _check_format_spec(field_name, spec)
-        text = _Template(frozenset(values)).format(template, **values)
-    except _TemplateLimit:
-        raise
-    except KeyError as exc:
-        raise ValueError(f"unknown placeholder {{{exc.args[0]}}} (use {{index}} or "
-                         "{name})") from None
-    except (ValueError, IndexError) as exc:
-        shown = repr(template[:60]) + ("…" if len(template) > 60 else "")
-        raise ValueError(f"bad template {shown}: {exc}") from None
-    if len(text) > MAX_RENDERED:
-        raise _TemplateLimit(f"renders to {len(text)} characters, over the limit of "
-                             f"{MAX_RENDERED}")
-    return text
-
-
-def _check_format_spec(field_name: str, spec: str) -> None:
-    shown = f"{{{field_name}:{spec[:20]}{'…' if len(spec) > 20 else ''}}}"
-    if "{" in spec:
-        raise _TemplateLimit(f"{shown}: a format spec cannot hold a placeholder")
-    # The fill is one character; the only other numbers are width and precision.
-    fill = 1 if len(spec) > 1 and spec[1] in "<>=^" else 0
-    for digits in re.findall(r"\d+", spec[fill:]):
-        number = digits.lstrip("0") or "0"
-        if len(number) > 3 or int(number) > MAX_FORMAT_WIDTH:
-            raise _TemplateLimit(f"format width or precision in {shown} is over the limit "
-                                 f"of {MAX_FORMAT_WIDTH}")
-
-
-def _has_placeholder(template: str) -> bool:
-    try:
-        return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
-    except ValueError:
-        return True  # a broken template: render() says what is wrong with it
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -445,7 +389,7 @@ def _expand(
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail("name", "a VM name is required")
-    if count > 1 and not _has_placeholder(name):
+    if count > 1 and not has_placeholder(name):
         raise fail("name", f"count is {count} but the name has no placeholder such as "
                            "{index:03d}, so every VM would get the same name")
 
@@ -564,11 +508,10 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_COUNT_PER_ENTRY",
     "MAX_CSV_CELL",
-    "MAX_FORMAT_WIDTH",
-    "MAX_RENDERED",
     "MAX_VMS_PER_BATCH",
     "MAX_VM_NAME",
     "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
     "PLACEMENT_KEYS",
     "BatchPlan",
     "JobSpec",
@@ -576,5 +519,4 @@ __all__ = [
     "load_batch",
     "parse_batch",
     "parse_shard",
-    "render",
 ]

@@ -20,12 +20,12 @@ from asyncovf.engine.plan import (
     MAX_BATCH_BYTES,
     MAX_COUNT_PER_ENTRY,
     MAX_CSV_CELL,
-    MAX_FORMAT_WIDTH,
-    MAX_RENDERED,
     MAX_VMS_PER_BATCH,
     MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
     load_batch,
 )
+from asyncovf.engine.templates import MAX_FORMAT_WIDTH, MAX_RENDERED
 from asyncovf.errors import BatchError
 
 #: The peak of Python allocations any refused file may cost.
@@ -300,3 +300,23 @@ def test_odd_input_near_the_limits_is_one_line_not_a_traceback(
     path = write(tmp_path, HEAD + entry)
     message, _ = refused(path)
     assert message == f"{path}{error}"
+
+
+def test_a_file_of_too_many_tiny_values_is_refused_at_the_node_limit(tmp_path: Path,
+                                                                     composed: list[int]) -> None:
+    """No alias and no deep nesting, just many values: refused once the limit is
+    passed, with the memory of the values composed so far (the issue's bound:
+    200 MiB for any hostile batch file)."""
+    path = write(tmp_path, HEAD + "  - name: a\n    properties: {big: ["
+                 + "a," * MAX_YAML_NODES + "a]}\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchError) as caught:
+            load_batch(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (f"{path}:5: YAML: more than {MAX_YAML_NODES} values in one "
+                                 "file; list larger fleets with count or vms_csv")
+    assert composed[0] == MAX_YAML_NODES + 1  # stopped at the first value past the limit
+    assert peak < 200 * 1024 * 1024, peak

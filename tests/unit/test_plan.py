@@ -15,8 +15,8 @@ from asyncovf.engine.plan import (
     load_batch,
     parse_batch,
     parse_shard,
-    render,
 )
+from asyncovf.engine.templates import render
 from asyncovf.errors import BatchError, InputError
 from asyncovf.ovf.descriptor import parse_descriptor
 from asyncovf.spec import options_document
