@@ -51,6 +51,24 @@ def printable(text: object) -> str:
     )
 
 
+def printable_json(text: str) -> str:
+    """JSON text with the unsafe characters ``json.dumps(ensure_ascii=False)`` leaves raw
+    (C1 controls, bidi overrides, separators) written as ``\\uXXXX`` escapes: still
+    the same JSON, and safe on a terminal. Its own newlines (indentation) stay."""
+    out = []
+    for char in text:
+        if char != "\n" and unicodedata.category(char) in _UNSAFE_CATEGORIES:
+            code = ord(char)
+            if code > 0xFFFF:  # a surrogate pair, as JSON writes one
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 class PrintableFormatter(logging.Formatter):
     """A log formatter whose lines are always one line each: the message, its
     arguments and any traceback text escaped (a traceback keeps its own lines)."""
@@ -59,4 +77,4 @@ class PrintableFormatter(logging.Formatter):
         return printable(super().formatMessage(record))
 
 
-__all__ = ["PrintableFormatter", "printable"]
+__all__ = ["PrintableFormatter", "printable", "printable_json"]

@@ -70,11 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.debug = getattr(args, "debug", False)
         args.verbose = getattr(args, "verbose", False)
+        from asyncovf.printable import PrintableFormatter
+
+        # Log lines carry names and messages from packages and vCenter: one line each.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PrintableFormatter("asyncovf: %(levelname)s: %(message)s"))
         logging.basicConfig(
             level=logging.DEBUG if args.debug else logging.INFO if args.verbose
             else logging.WARNING,
-            format="asyncovf: %(levelname)s: %(message)s",
-            stream=sys.stderr,
+            handlers=[handler],
         )
         if args.command == "import":
             status = anyio.run(import_.command, args)

@@ -34,6 +34,7 @@ from asyncovf.engine.cleaner import (
 )
 from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
+from asyncovf.printable import printable
 from asyncovf.report import cleanup_document, read_reports, write_report
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
@@ -168,8 +169,8 @@ async def command(args: argparse.Namespace) -> int:
 
 def preview(targets: Sequence[CleanupTarget]) -> str:
     """What would be removed, one VM a line."""
-    width = max([len(t.vm) for t in targets] + [2])
-    return "\n".join(f"{t.vm:<{width}}  {t.name}" for t in targets)
+    width = max([len(printable(t.vm)) for t in targets] + [2])
+    return "\n".join(f"{printable(t.vm):<{width}}  {printable(t.name)}" for t in targets)
 
 
 #: Problems first: they are what the operator has to act on.
@@ -182,12 +183,13 @@ def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
     rows = sorted(results, key=lambda r: (_ORDER.index(r.status), r.target.name))
     problems = [r for r in rows if not r.gone]
     shown = problems + [r for r in rows if r.gone][:limit]
-    width = max([len(r.target.name) for r in shown] + [4])
+    names = {id(r): printable(r.target.name) for r in shown}
+    width = max([len(name) for name in names.values()] + [4])
     lines = []
     for r in shown:
-        note = r.detail or ("powered off first" if r.powered_off else "")
-        lines.append(f"{r.status.label:<12}  {r.target.vm:<10}  {r.target.name:<{width}}"
-                     + (f"  {note}" if note else ""))
+        note = printable(r.detail) if r.detail else ("powered off first" if r.powered_off else "")
+        lines.append(f"{r.status.label:<12}  {printable(r.target.vm):<10}  "
+                     f"{names[id(r)]:<{width}}" + (f"  {note}" if note else ""))
     if len(shown) < len(rows):
         lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
     total = counts(results)

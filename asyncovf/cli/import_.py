@@ -39,6 +39,7 @@ from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
+from asyncovf.printable import printable
 from asyncovf.progress import ProgressLine
 from asyncovf.report import RunInfo, build_report, write_report
 from asyncovf.vsphere.inventory import PlacementRequest
@@ -161,28 +162,29 @@ async def command(args: argparse.Namespace) -> int:
     for warning in counted(result.warnings):
         log.warning("vCenter: %s", warning)
     for problem in result.cleanup_errors:
-        print(f"asyncovf: cleanup: {problem}", file=sys.stderr)
+        print(f"asyncovf: cleanup: {printable(problem)}", file=sys.stderr)
     if outcome.error is not None:  # a bug: the job itself never raises
         report_error(outcome.error, args.debug)
     if outcome.interrupted:
         phase = result.phases[-1][1] if result.phases else result.status.value
-        print(f"asyncovf: interrupted ({outcome.signal_name}); {result.name}: {phase}",
+        print(f"asyncovf: interrupted ({outcome.signal_name}); {printable(result.name)}: {phase}",
               file=sys.stderr)
         return exit_status(interrupted=True)
     rejected = result.input_error
     if runner.login_errors and not runner.sessions_opened:
         error = runner.login_errors[0]
-        print(f"asyncovf: error: {error}", file=sys.stderr)
+        print(f"asyncovf: error: {printable(error)}", file=sys.stderr)
         rejected = exit_code_for(error) == EXIT_USAGE  # a wrong password, an untrusted CA
     elif result.status is JobStatus.SKIPPED:
-        print(f"skipped {result.name}: it exists as {result.vm} (--on-conflict skip)")
+        print(f"skipped {printable(result.name)}: it exists as {printable(result.vm)} "
+              "(--on-conflict skip)")
     elif result.status is JobStatus.IMPORTED:
         elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
-        address = f", IP address {result.ip_address}" if result.ip_address else ""
-        print(f"imported {result.name} as {result.vm}{address} "
+        address = f", IP address {printable(result.ip_address)}" if result.ip_address else ""
+        print(f"imported {printable(result.name)} as {printable(result.vm)}{address} "
               f"({result.bytes} bytes in {elapsed:.1f} s)")
     else:
-        print(f"asyncovf: error: {result.error}", file=sys.stderr)
+        print(f"asyncovf: error: {printable(result.error)}", file=sys.stderr)
     return exit_status(rejected=rejected, failed=outcome.error is not None or result.status
                        not in (JobStatus.IMPORTED, JobStatus.SKIPPED))
 

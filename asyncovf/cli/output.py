@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from asyncovf.errors import AsyncOvfError
+from asyncovf.printable import printable
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def report_error(error: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(error, file=sys.stderr)
     message = str(error) if isinstance(error, AsyncOvfError) else f"{type(error).__name__}: {error}"
-    print(f"asyncovf: error: {message}", file=sys.stderr)
+    print(f"asyncovf: error: {printable(message)}", file=sys.stderr)
 
 
 def announce_interrupt(what: str) -> Callable[[str], None]:

@@ -40,6 +40,7 @@ from asyncovf.engine.run import BatchRun, open_sources
 from asyncovf.errors import AsyncOvfError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package
+from asyncovf.printable import printable
 from asyncovf.progress import ProgressDisplay
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
 from asyncovf.vsphere.connection import ConnectionSettings
@@ -150,7 +151,7 @@ async def command(args: argparse.Namespace) -> int:
         # (``2>&1 | head``) must not stop the run: its lines are dropped instead.
         say = unless_unread(lambda line: print(line, file=sys.stderr))
         for cause in await batch.check():
-            say(f"asyncovf: error: {cause}")
+            say(f"asyncovf: error: {printable(cause)}")
         display = ProgressDisplay(batch.to_run, live={"auto": None, "live": True,
                                                       "plain": False}[args.progress])
         # A progress line whose reader went away (``2>&1 | head``) must not fail its job.
@@ -212,12 +213,13 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
         names = finding.jobs[0] + (f" … {finding.jobs[-1]} ({len(finding.jobs)} VMs)"
                                    if len(finding.jobs) > 1 else "")
         verdict = "ERROR" if finding.errors else "ok"
-        print(f"{verdict:<5} {names}: {finding.source} -> {finding.placement}")
+        print(f"{verdict:<5} {printable(names)}: {printable(finding.source)} -> "
+              f"{printable(finding.placement)}")
         # A cause of the whole group is said once; one of some of its VMs names them.
         for error in finding.errors:
-            print(f"      error: {error.describe(finding.jobs)}")
+            print(f"      error: {printable(error.describe(finding.jobs))}")
         for warning in finding.warnings:
-            print(f"      warning: {warning.describe(finding.jobs)}")
+            print(f"      warning: {printable(warning.describe(finding.jobs))}")
         failing += len(finding.failing)
     print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups; {failing} would "
           "fail; nothing was created")

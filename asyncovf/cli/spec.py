@@ -11,6 +11,7 @@ from asyncovf.cli.groups import SOURCE_HELP, add_debug_options, add_source_limit
 from asyncovf.cli.output import counted, report_error
 from asyncovf.errors import AsyncOvfError
 from asyncovf.ovf.source import open_package
+from asyncovf.printable import printable_json
 from asyncovf.spec import options_document
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ async def command(args: argparse.Namespace) -> int:
                 document["Package"]["Signature"] = signature.describe()
             (log.info if signature.valid else log.warning)("%s: %s", args.source,
                                                           signature.describe())
-    print(json.dumps(document, indent=2, ensure_ascii=False))
+    print(printable_json(json.dumps(document, indent=2, ensure_ascii=False)))
     return EXIT_OK
 
 

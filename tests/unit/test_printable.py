@@ -46,3 +46,23 @@ def test_log_lines_stay_one_line() -> None:
         "web\n01", "network \x1b]8;;http://x\x07"), None)
     line = PrintableFormatter("asyncovf: %(levelname)s: %(message)s").format(record)
     assert line == "asyncovf: WARNING: web\\n01: network \\x1b]8;;http://x\\x07"
+
+
+def test_json_keeps_its_meaning_and_loses_its_terminal_control() -> None:
+    import json
+
+    from asyncovf.printable import printable_json
+
+    document = {"Annotation": "a\x9b2J\u202eb\U000e0001 é", "Name": "x\ny"}
+    text = printable_json(json.dumps(document, indent=2, ensure_ascii=False))
+    assert json.loads(text) == document  # the same JSON
+    assert all(ch not in text for ch in "\x9b\u202e\U000e0001")
+    assert "é" in text and text.count("\n") == 3  # its own indentation stays
+
+
+def test_a_vm_name_with_control_characters_is_refused() -> None:
+    from asyncovf.engine.plan import check_vm_name
+
+    with pytest.raises(ValueError, match=r"^'a\\nb' holds control characters"):
+        check_vm_name("a\nb")
+    check_vm_name("web-01 é")  # printable text is fine
