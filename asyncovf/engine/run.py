@@ -13,6 +13,7 @@ other jobs still run.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -110,8 +111,9 @@ async def open_sources(
         except Exception as exc:  # one source's problem, never the whole run's
             errors[source] = str(unreadable_source(source, exc, http))
             continue
-        for warning in package.warnings:
-            log.warning("%s: %s", source, warning)
+        # A hostile package can repeat a warning thousands of times: each once, counted.
+        for warning, times in Counter(package.warnings).items():
+            log.warning("%s: %s%s", source, warning, f" (×{times})" if times > 1 else "")
         packages[source] = package
     return packages, errors
 

@@ -257,3 +257,26 @@ async def test_a_retried_job_warns_of_its_unmapped_networks_once(
     assert result.warnings == [MANY_UNMAPPED]
     assert network_lines(caplog) == [f"web-01: {MANY_UNMAPPED}"]
     assert len(imports[1]) == len(NETWORKS)
+
+
+@pytest.mark.anyio
+async def test_a_packages_repeated_warning_is_logged_once_with_its_count(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from asyncovf.engine import run as run_module
+
+    package = SimpleNamespace(warnings=["odd section"] * 5000 + ["other"])
+
+    async def fake_open(source: str, **kwargs: object) -> object:
+        return package
+
+    monkeypatch.setattr(run_module, "open_package", fake_open)
+    monkeypatch.setattr(run_module, "check_files", lambda *args, **kwargs: None)
+    plan = SimpleNamespace(jobs=[SimpleNamespace(source="/a.ova")])
+    with caplog.at_level("WARNING"):
+        packages, errors = await run_module.open_sources(plan)  # type: ignore[arg-type]
+    assert errors == {} and packages == {"/a.ova": package}
+    assert [r.getMessage() for r in caplog.records] == ["/a.ova: odd section (×5000)",
+                                                       "/a.ova: other"]
