@@ -87,7 +87,7 @@ async def test_import_cli_recovers_a_lost_importvapp_answer(fault_run: FaultRun,
     assert data["jobs"][0]["status"] == "failed" and data["jobs"][0]["cleanup_errors"] == []
     counters = await fault_run.settled()
     assert counters.leases_ended_by_logout == 1 and counters.ok("Destroy_Task") == 1
-    await fault_run.check_invariants(imported=set(), renewed=1)
+    await fault_run.check_invariants(imported=set())
 
 
 async def test_import_cli_with_a_job_retry_imports_after_a_lost_importvapp_answer(
@@ -99,7 +99,7 @@ async def test_import_cli_with_a_job_retry_imports_after_a_lost_importvapp_answe
     status, stdout, stderr = await import_cli(fault_run, "--name", name, "--job-retries", "1")
     assert status == 0, stderr
     assert stdout.startswith(f"imported {name} as vm-")
-    await fault_run.check_invariants(imported={name}, renewed=1)
+    await fault_run.check_invariants(imported={name})
 
 
 async def test_the_library_recovers_a_lost_importvapp_answer(fault_run: FaultRun) -> None:
@@ -109,7 +109,7 @@ async def test_the_library_recovers_a_lost_importvapp_answer(fault_run: FaultRun
     state, error, renewed = await library_import(fault_run, name)
     assert isinstance(error, TransportError), error
     assert renewed == 1 and state.cleanup_errors == []
-    await fault_run.check_invariants(imported=set(), renewed=1)
+    await fault_run.check_invariants(imported=set())
 
 
 # -- a lease that never becomes ready ----------------------------------------------------------
