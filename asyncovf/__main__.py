@@ -14,9 +14,9 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 _previous = {signum: signal.signal(signum, _interrupted_while_starting)
              for signum in (signal.SIGINT, signal.SIGTERM)}
 
-from asyncovf.cli import main  # noqa: E402 - the handlers first, on purpose
+from asyncovf.cli import console  # noqa: E402 - the handlers first, on purpose
 
 for _signum, _handler in _previous.items():
     signal.signal(_signum, _handler)
 
-sys.exit(main())
+console()

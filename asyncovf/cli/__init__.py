@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
 
 from asyncovf.cli.exits import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from asyncovf.errors import Terminated
@@ -127,4 +128,18 @@ def _discard_unread_output() -> None:
                 pass  # not a real file (a test's capture): nothing will flush it at exit
 
 
-__all__ = ["main"]
+def console() -> NoReturn:
+    """The console script (and ``python -m asyncovf``): :func:`main`, then exit.
+
+    Once a command has ended there is nothing left for a signal to stop, so the
+    process ignores SIGINT and SIGTERM while the interpreter shuts down: a second
+    Ctrl-C after "interrupted" cannot kill it or print a traceback.
+    """
+    status = main()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)
+
+
+__all__ = ["console", "main"]

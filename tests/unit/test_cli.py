@@ -108,3 +108,23 @@ def test_version_prints_the_package_version() -> None:
     done = subprocess.run([sys.executable, "-m", "asyncovf", "--version"], capture_output=True,
                           text=True, cwd=ROOT, timeout=60, check=False)
     assert (done.returncode, done.stdout) == (0, f"asyncovf {asyncovf.__version__}\n")
+
+
+def test_once_a_command_has_ended_a_signal_cannot_kill_the_exiting_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import signal
+
+    import asyncovf.cli
+
+    monkeypatch.setattr(asyncovf.cli, "main", lambda argv=None: 130)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            asyncovf.cli.console()
+        assert exited.value.code == 130
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
