@@ -13,8 +13,11 @@ that sends.
 Each part's digest is checked as its last chunk is hashed, *before* that chunk
 is passed on: a file that fails its manifest never reaches vCenter whole.
 Memory per open stream is bounded by a few chunks, and decompression output is
-bounded too (``max_length``), so a gzip bomb cannot balloon it: more output
-than the measured size is an error.
+bounded too (``max_length``), so a gzip bomb cannot balloon it. Its total is
+bounded as well, measuring or uploading alike: past the file's
+:attr:`~asyncovf.ovf.package.PackageFile.expanded_limit` (a disk's capacity and
+a small margin) decompression stops and the file is refused; and an upload
+stops at the size measured before it.
 
 The stages live in a task group owned by :func:`open_content`'s caller, so a
 failure in any stage cancels the sender, and leaving the block for any reason
@@ -84,7 +87,8 @@ async def open_content(
     ``verify`` checks each stored part against the manifest while streaming
     (only when the package has one). Raises :class:`ManifestError` on a
     mismatch, :class:`PackageError` when the source ends early or decompresses
-    to the wrong size, :class:`SourceError` when a remote read fails.
+    to the wrong size or past its bound (``PackageFile.expanded_limit``),
+    :class:`SourceError` when a remote read fails.
     ``measuring`` is for :func:`measure_content`: the size is not known yet.
     """
     found = package.file(href)
@@ -274,16 +278,22 @@ async def _gunzip(receive: ObjectReceiveStream[_Piece] | None, send: ObjectSendS
     assert receive is not None
     inflater = _Gunzip()
     produced = 0
+    limit = found.expanded_limit
     async for piece in receive:
         inflater.feed(piece.data)
         while True:
+            # Never more than one byte past the bound: a bomb costs the bound, not
+            # its whole expansion.
+            wanted = min(chunk_size, limit + 1 - produced)
             try:
-                out = await anyio.to_thread.run_sync(inflater.pull, chunk_size)
+                out = await anyio.to_thread.run_sync(inflater.pull, wanted)
             except zlib.error as exc:
                 raise PackageError(f"{found.href}: not valid gzip data: {exc}",
                                    file=location) from exc
             if out:
                 produced += len(out)
+                if produced > limit:
+                    raise found.expanded_past_limit(location)
                 if size is not None and produced > size:
                     raise PackageError(f"{found.href} decompresses to more than the {size} bytes "
                                        "measured before the upload; was it changed?",

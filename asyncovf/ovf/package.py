@@ -35,7 +35,12 @@ from asyncovf.ovf.blobs import (
     read_at,
 )
 from asyncovf.ovf.certificate import SignatureCheck, check_signature
-from asyncovf.ovf.descriptor import Descriptor, FileReference, parse_descriptor
+from asyncovf.ovf.descriptor import (
+    MAX_DISK_CAPACITY,
+    Descriptor,
+    FileReference,
+    parse_descriptor,
+)
 from asyncovf.ovf.manifest import Manifest, check_digest, parse_manifest
 from asyncovf.ovf.tarindex import walk_tar
 
@@ -47,6 +52,17 @@ MAX_SIDECAR_BYTES: Final = 4 * 1024 * 1024
 #: OVF 1.x/2.x name chunks with a nine-digit sequence number (DSP0243, 5.2).
 CHUNK_SUFFIX_DIGITS: Final = 9
 SUPPORTED_COMPRESSION: Final = ("gzip",)
+#: A compressed file that backs no disk (an nvram, an ISO, a floppy image) expands
+#: to at most this: an ISO is the largest such file an appliance ships, and one of
+#: a few GiB is not gzipped into an OVA; 1 GiB refuses a bomb within seconds.
+MAX_EXPANDED_OTHER: Final = 2**30
+#: What a disk's file may expand to beyond its capacity: a streamOptimized VMDK
+#: holds its header, embedded descriptor, grain tables and footer (a few KiB, and
+#: 2 KiB per 32 MiB of capacity) and, per 64 KiB grain, a 12-byte marker, the
+#: deflate framing of incompressible data and padding to a 512-byte sector: under
+#: 1 KiB a grain, so 1/64 of the capacity plus 1 MiB is never reached by a real disk.
+EXPANDED_DISK_MARGIN: Final = 2**20
+EXPANDED_DISK_MARGIN_FRACTION: Final = 64
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,42 @@ class PackageFile:
     ref: FileReference
     parts: tuple[Member, ...]
     content_size: int | None  # None: compressed and not measured (see open_package)
+    #: The capacity in bytes of the disk(s) this file backs (the largest); ``None``
+    #: when it backs no disk, or a disk whose capacity is a ``${property}``.
+    disk_capacity: int | None = None
+    backs_disk: bool = False
 
     @property
     def href(self) -> str:
         return self.ref.href
+
+    @property
+    def expanded_limit(self) -> int:
+        """The most bytes a compressed file may decompress to: the one bound that
+        measuring and uploading both stop at (``ovf:size`` is the compressed size).
+
+        A disk's file: its capacity plus :data:`EXPANDED_DISK_MARGIN` and
+        1/:data:`EXPANDED_DISK_MARGIN_FRACTION` of it. A disk whose capacity is
+        set by a property at deploy time is only bounded by the largest capacity
+        accepted (:data:`MAX_DISK_CAPACITY`). Any other file:
+        :data:`MAX_EXPANDED_OTHER`.
+        """
+        if not self.backs_disk:
+            return MAX_EXPANDED_OTHER
+        capacity = self.disk_capacity if self.disk_capacity is not None else MAX_DISK_CAPACITY
+        return capacity + EXPANDED_DISK_MARGIN + capacity // EXPANDED_DISK_MARGIN_FRACTION
+
+    def expanded_past_limit(self, location: str) -> PackageError:
+        """The refusal of a file that decompresses to more than :attr:`expanded_limit`."""
+        if not self.backs_disk:
+            bound = "the bound for a compressed file that backs no disk"
+        elif self.disk_capacity is None:
+            bound = "the bound for a disk whose capacity a property sets"
+        else:
+            bound = (f"the bound for its disk of {self.disk_capacity} bytes "
+                     "(capacity + 1/64 + 1 MiB)")
+        return PackageError(f"{self.href} decompresses to more than {self.expanded_limit} "
+                            f"bytes, {bound}", file=location)
 
     @property
     def compression(self) -> str | None:
@@ -331,7 +379,11 @@ def _assemble_files(package: Package) -> dict[str, PackageFile]:
             continue
         size = sum(part.size for part in parts)
         content = size if not ref.compression else None
-        files[ref.href] = PackageFile(ref, tuple(parts), content)
+        capacities = [d.capacity_bytes for d in package.descriptor.disks if d.file_ref == ref.id]
+        known = [c for c in capacities if c is not None]
+        capacity = max(known) if capacities and len(known) == len(capacities) else None
+        files[ref.href] = PackageFile(ref, tuple(parts), content, disk_capacity=capacity,
+                                      backs_disk=bool(capacities))
     return files
 
 
@@ -423,5 +475,6 @@ def check_files(package: Package, *, verify_manifest: bool = True) -> None:
                                    "package does not contain", file=package.location)
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Member", "Package", "PackageFile", "check_compression",
+__all__ = ["DEFAULT_CHUNK_SIZE", "EXPANDED_DISK_MARGIN", "EXPANDED_DISK_MARGIN_FRACTION",
+           "MAX_EXPANDED_OTHER", "Member", "Package", "PackageFile", "check_compression",
            "check_files", "check_parts", "chunk_name", "open_unmeasured", "stored_names"]

@@ -32,7 +32,10 @@ async def open_package(
 
     ``measure_compressed`` decompresses each gzip-compressed file once, here,
     to learn how many bytes vCenter will receive (an NFC upload needs its
-    length up front). ``asyncovf spec`` does not upload and skips it.
+    length up front). ``asyncovf spec`` does not upload and skips it. A file
+    that decompresses past its bound (``PackageFile.expanded_limit``: a disk's
+    capacity and a small margin) is refused as soon as it passes it, so a gzip
+    bomb costs its bound's bytes, here and in ``--dry-run``.
 
     Whatever goes wrong is a :class:`PackageError`, even an error nothing here
     foresaw (:func:`unreadable_source`): a hostile package must fail its own
