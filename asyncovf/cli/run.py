@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from functools import partial
 from typing import Final
 
 import anyio
@@ -110,7 +111,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 async def command(args: argparse.Namespace) -> int:
     """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
     try:
-        plan = await anyio.to_thread.run_sync(load_batch, args.batch)
+        # Checked now and then, so that Ctrl-C stops a large file's validation.
+        plan = await anyio.to_thread.run_sync(partial(
+            load_batch, args.batch, checkpoint=anyio.from_thread.check_cancelled))
         shard = None
         if args.shard:
             number, total = parse_shard(args.shard)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -153,6 +154,7 @@ class _LineLoader(yaml.SafeLoader):
         if isinstance(event, yaml.CollectionStartEvent) and self.depth >= MAX_YAML_DEPTH:
             raise _marked(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
         self.nodes += 1
+        _tick(self.nodes)
         if self.nodes > MAX_YAML_NODES:
             raise _marked(f"more than {MAX_YAML_NODES} values in one file; list larger fleets "
                           "with count or vms_csv", event.start_mark)
@@ -207,9 +209,34 @@ def _line(mapping: Any, key: str | None = None) -> int | None:
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def load_batch(path: str | Path) -> BatchPlan:
-    """Read and validate a batch file (and its ``vms_csv``), or raise :class:`BatchError`."""
-    path = Path(path)
+#: Called now and then while a batch file is read (every _TICK values, rows or
+#: jobs): a caller reading it in a worker thread passes a check that raises when
+#: the reading should stop (anyio.from_thread.check_cancelled), so Ctrl-C need
+#: not wait for a large file's validation to end.
+_checkpoint: ContextVar[Callable[[], None] | None] = ContextVar("batch_checkpoint", default=None)
+_TICK: Final = 1024
+
+
+def _tick(count: int) -> None:
+    if count % _TICK == 0:
+        check = _checkpoint.get()
+        if check is not None:
+            check()
+
+
+def load_batch(path: str | Path, *, checkpoint: Callable[[], None] | None = None) -> BatchPlan:
+    """Read and validate a batch file (and its ``vms_csv``), or raise :class:`BatchError`.
+
+    ``checkpoint`` is called now and then, and may raise to stop the reading.
+    """
+    token = _checkpoint.set(checkpoint)
+    try:
+        return _load_batch(Path(path))
+    finally:
+        _checkpoint.reset(token)
+
+
+def _load_batch(path: Path) -> BatchPlan:
     text = _read_bounded(path, "utf-8")
     if path.suffix.lower() == ".csv":
         return parse_batch(_Located(vms_csv=path.name), file=str(path), base=path.parent)
@@ -292,6 +319,7 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
                              f"the batch reaches {total} VMs here, over the limit of "
                              f"{MAX_VMS_PER_BATCH} per batch; split it into several files")
         checked.append((where, merged_entry, entry_file, line, count))
+        _tick(len(checked))
 
     jobs: list[JobSpec] = []
     seen: dict[str, str] = {}
@@ -303,6 +331,7 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
                                  f"VM name {spec.name!r} repeats the one from {seen[spec.name]}")
             seen[spec.name] = spec.origin
             jobs.append(spec)
+            _tick(len(jobs))
     return BatchPlan(path=file, connection=connection, jobs=tuple(jobs))
 
 
@@ -477,6 +506,7 @@ def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[tuple[str, Mappin
         raise BatchError(str(path), 1, "", "the header row must have a 'name' column")
     entries: list[tuple[str, Mapping[str, Any], str]] = []
     for row in reader:
+        _tick(len(entries) + 1)
         line = reader.line_num
         entry = _Located()
         entry.line, entry.lines = line, {}

@@ -320,3 +320,32 @@ def test_a_file_of_too_many_tiny_values_is_refused_at_the_node_limit(tmp_path: P
                                  "file; list larger fleets with count or vms_csv")
     assert composed[0] == MAX_YAML_NODES + 1  # stopped at the first value past the limit
     assert peak < 200 * 1024 * 1024, peak
+
+
+@pytest.mark.anyio
+async def test_reading_a_large_batch_in_a_thread_stops_when_its_task_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C during validation: the reading thread checks in now and then, and stops
+    at the first check after its task is cancelled, not when the file is done."""
+    from functools import partial
+
+    import anyio
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("name,source\n" + "".join(f"vm-{i},a.ova\n" for i in range(50_000)))
+    checks: list[int] = []
+    cancelled = anyio.Event()
+
+    def checkpoint() -> None:
+        checks.append(1)
+        if len(checks) == 3:  # well into the file: cancel the task reading it
+            anyio.from_thread.run_sync(cancelled.set)
+            anyio.from_thread.run_sync(scope.cancel)
+        anyio.from_thread.check_cancelled()
+
+    with anyio.CancelScope() as scope:
+        await anyio.to_thread.run_sync(partial(load_batch, rows, checkpoint=checkpoint))
+    assert scope.cancelled_caught and cancelled.is_set()
+    assert len(checks) == 3  # stopped at the check that saw the cancellation
+    assert len(checks) * 1024 < 50_000 * 2  # far from the rows and jobs a full read checks
