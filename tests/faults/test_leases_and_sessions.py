@@ -153,7 +153,10 @@ async def test_session_expiry_mid_batch_is_recovered_by_logging_in_again(
     await fault_run.set_faults(nfc={"throttle_bps": 2_000_000})  # keep the batch running
 
     async def expire_soon() -> None:
-        await anyio.sleep(0.5)
+        # Once every worker is logged in and uploading (the simulator says so), not
+        # after a guess at how long that takes.
+        await fault_run.wait_until(lambda c: c.sessions_live == fault_run.sessions_live_before
+                                   + 3 and c.nfc_bytes > 0)
         assert await anyio.to_thread.run_sync(fault_run.vcsim.expire_sessions) == 3
 
     async with anyio.create_task_group() as group:

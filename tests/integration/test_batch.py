@@ -316,10 +316,8 @@ def test_sigint_mid_upload_aborts_every_lease_and_exits_130(vcsim: Vcsim, tmp_pa
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    signalled = time.monotonic()
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    assert time.monotonic() - signalled < 10
     assert "interrupted (SIGINT)" in stderr
 
     data = json.loads(report.read_text())
