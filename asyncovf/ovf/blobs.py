@@ -149,9 +149,23 @@ class LocalBlob:
         except OSError as exc:
             raise PackageError(exc.strerror or str(exc), file=str(self.path)) from exc
 
+    def open_at(self, offset: int = 0) -> BinaryIO:
+        """The file opened for reading at ``offset`` (blocking: call it in a worker
+        thread); a :class:`PackageError` when it does not exist."""
+        handle = self.open_file()
+        if handle is None:
+            raise PackageError("no such file", file=self.display)
+        if offset:
+            try:
+                handle.seek(offset)
+            except BaseException:
+                handle.close()
+                raise
+        return handle
+
     @asynccontextmanager
     async def open(self, offset: int = 0) -> AsyncIterator[BlobReader]:
-        handle = await anyio.to_thread.run_sync(_open_at, self, offset)
+        handle = await anyio.to_thread.run_sync(self.open_at, offset)
         try:
             yield _LocalReader(handle, offset)
         finally:
@@ -166,19 +180,6 @@ class LocalBlob:
             return LocalBlob.inside(self.path.parent, name)
         folder = posixpath.dirname(self.name)
         return LocalBlob.inside(self.directory, posixpath.join(folder, name) if folder else name)
-
-
-def _open_at(blob: LocalBlob, offset: int) -> BinaryIO:
-    handle = blob.open_file()
-    if handle is None:
-        raise PackageError("no such file", file=blob.display)
-    if offset:
-        try:
-            handle.seek(offset)
-        except BaseException:
-            handle.close()
-            raise
-    return handle
 
 
 def open_inside(directory: Path, name: str) -> BinaryIO | None:

@@ -205,11 +205,7 @@ def _read_local_parts(send: ObjectSendStream[_Piece], cursors: list[_PartCursor]
         assert isinstance(blob, LocalBlob)  # only local parts are read here
         # Opened as the package was checked: inside its directory, no link on the way
         # (a component swapped for a link since open_package is refused, not followed).
-        opened = blob.open_file()
-        if opened is None:
-            raise PackageError("no longer exists", file=blob.name)
-        with opened as handle:
-            handle.seek(cursor.part.offset)
+        with blob.open_at(cursor.part.offset) as handle:
             while True:
                 data = handle.read(min(chunk_size, cursor.remaining))
                 if cursor.digest is not None and data:
