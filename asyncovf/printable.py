@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections import Counter
+from collections.abc import Iterable
 from typing import Final
 
 #: Unicode categories that move the cursor, control the terminal or reorder text:
@@ -69,6 +71,13 @@ def printable_json(text: str) -> str:
     return "".join(out)
 
 
+def counted(lines: Iterable[str]) -> list[str]:
+    """Each distinct line once, in the order first said; one said N > 1 times ends in
+    `` (×N)``. A hostile package can repeat a warning thousands of times."""
+    counts = Counter(lines)
+    return [line if n == 1 else f"{line} (×{n})" for line, n in counts.items()]
+
+
 class PrintableFormatter(logging.Formatter):
     """A log formatter whose lines are always one line each: the message, its
     arguments and any traceback text escaped (a traceback keeps its own lines)."""
@@ -77,4 +86,4 @@ class PrintableFormatter(logging.Formatter):
         return printable(super().formatMessage(record))
 
 
-__all__ = ["PrintableFormatter", "printable", "printable_json"]
+__all__ = ["PrintableFormatter", "counted", "printable", "printable_json"]

@@ -29,7 +29,7 @@ from asyncovf.cli.groups import (
     run_settings,
     source_settings,
 )
-from asyncovf.cli.output import announce_interrupt, counted, report_error
+from asyncovf.cli.output import announce_interrupt, report_error
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import OPTIONS, Kind, Stage, document_values, read_options
 from asyncovf.engine.plan import PLACEMENT_KEYS, JobSpec, check_vm_name
@@ -39,7 +39,7 @@ from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
-from asyncovf.printable import printable
+from asyncovf.printable import counted, printable
 from asyncovf.progress import ProgressLine
 from asyncovf.report import RunInfo, build_report, write_report
 from asyncovf.vsphere.inventory import PlacementRequest

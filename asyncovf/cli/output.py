@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 from asyncovf.errors import AsyncOvfError
@@ -39,13 +38,6 @@ def announce_interrupt(what: str) -> Callable[[str], None]:
     return announce
 
 
-def counted(lines: Iterable[str]) -> list[str]:
-    """Each distinct line once, in the order first said; one said N > 1 times ends in
-    `` (×N)``. A hostile package can repeat a warning thousands of times."""
-    counts = Counter(lines)
-    return [line if n == 1 else f"{line} (×{n})" for line, n in counts.items()]
-
-
 def unless_unread(callback: Callable[[T], None]) -> Callable[[T], None]:
     """``callback`` (a progress printer the engine calls) that stops printing once its
     reader has gone (a broken pipe), rather than failing the job it reports on: the
@@ -65,4 +57,4 @@ def unless_unread(callback: Callable[[T], None]) -> Callable[[T], None]:
     return guarded
 
 
-__all__ = ["announce_interrupt", "counted", "report_error", "unless_unread"]
+__all__ = ["announce_interrupt", "report_error", "unless_unread"]

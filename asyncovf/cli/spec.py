@@ -8,10 +8,10 @@ import logging
 
 from asyncovf.cli.exits import EXIT_OK, EXIT_USAGE
 from asyncovf.cli.groups import SOURCE_HELP, add_debug_options, add_source_limits, source_settings
-from asyncovf.cli.output import counted, report_error
+from asyncovf.cli.output import report_error
 from asyncovf.errors import AsyncOvfError
 from asyncovf.ovf.source import open_package
-from asyncovf.printable import printable_json
+from asyncovf.printable import counted, printable_json
 from asyncovf.spec import options_document
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ other jobs still run.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -27,6 +26,7 @@ from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.package import Package, check_files
 from asyncovf.ovf.source import open_package, unreadable_source
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
+from asyncovf.printable import counted
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import folder_components
 from asyncovf.vsphere.inventory import (
@@ -111,9 +111,8 @@ async def open_sources(
         except Exception as exc:  # one source's problem, never the whole run's
             errors[source] = str(unreadable_source(source, exc, http))
             continue
-        # A hostile package can repeat a warning thousands of times: each once, counted.
-        for warning, times in Counter(package.warnings).items():
-            log.warning("%s: %s%s", source, warning, f" (×{times})" if times > 1 else "")
+        for warning in counted(package.warnings):
+            log.warning("%s: %s", source, warning)
         packages[source] = package
     return packages, errors
 

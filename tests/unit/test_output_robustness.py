@@ -22,7 +22,7 @@ from pyVmomi import vim
 
 from asyncovf.cli import main
 from asyncovf.cli.exits import EXIT_BROKEN_PIPE
-from asyncovf.cli.output import counted, unless_unread
+from asyncovf.cli.output import unless_unread
 from asyncovf.engine import batch
 from asyncovf.engine.batch import JobContext, JobResult, JobStatus, run_job
 from asyncovf.engine.options import RunSettings
@@ -30,6 +30,7 @@ from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.resolve import map_networks
 from asyncovf.errors import TransportError
 from asyncovf.ovf.descriptor import Descriptor, parse_descriptor
+from asyncovf.printable import counted
 from asyncovf.vsphere.inventory import (
     InventorySnapshot,
     Placement,
