@@ -1,10 +1,8 @@
 """The ``asyncovf`` command line.
 
-Exit codes: 0 success; 1 an import failed; 2 usage error or input rejected
-before anything was created on vCenter; 130 interrupted (SIGINT or SIGTERM,
-alike); 141 the reader of our output went away (``asyncovf spec X | head``):
-quietly, as a Unix tool killed by SIGPIPE. Errors are one line on stderr;
-``--debug`` adds the traceback. Passwords are never printed.
+Exit codes are in ``exits`` (0, 1, 2, 3, 4, 130 and 141 for a reader gone).
+Errors are one line on stderr; ``--debug`` adds the traceback. Passwords are
+never printed.
 
 One module per command (``import_``, ``run``, ``spec``, ``report``,
 ``cleanup``), each declaring its own options; the options several commands
@@ -66,13 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from asyncovf.cli import cleanup, import_, report, run, spec
         from asyncovf.cli.parser import build_parser
+        from asyncovf.printable import PrintableFormatter
 
         parser = build_parser()
         args = parser.parse_args(argv)
         args.debug = getattr(args, "debug", False)
         args.verbose = getattr(args, "verbose", False)
-        from asyncovf.printable import PrintableFormatter
-
         # Log lines carry names and messages from packages and vCenter: one line each.
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PrintableFormatter("asyncovf: %(levelname)s: %(message)s"))
