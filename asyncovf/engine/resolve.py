@@ -32,10 +32,11 @@ DEFAULT_NETWORK_NAMES: Final = ("VM Network",)
 def check_job(spec: JobSpec, descriptor: Descriptor) -> None:
     """Refuse, as an :class:`InputError`, a job whose deployment the descriptor lacks:
     a job's first check, before any session is spent on it."""
-    check_deployment_of(spec.name, spec.options, descriptor)
+    _check_deployment(spec.name, spec.options, descriptor)
 
 
-def check_deployment_of(name: str, options: ImportOptions, descriptor: Descriptor) -> None:
+def _check_deployment(name: str, options: ImportOptions, descriptor: Descriptor) -> None:
+    """A deployment the descriptor does not define, as an :class:`InputError` naming ``name``."""
     try:
         check_deployment(descriptor, options.deployment)
     except ValueError as exc:
@@ -46,7 +47,7 @@ def check_options(name: str, options: ImportOptions, descriptor: Descriptor) -> 
     """Refuse, as an :class:`InputError`, options the descriptor alone shows to be wrong:
     a deployment it does not define, a property it does not have or a value its
     type refuses."""
-    check_deployment_of(name, options, descriptor)
+    _check_deployment(name, options, descriptor)
     check_properties(descriptor, options.properties, where=name, hidden=options.hidden)
 
 
@@ -123,7 +124,6 @@ def resolve_options(spec: JobSpec, snapshot: InventorySnapshot, placement: Place
 
 __all__ = [
     "DEFAULT_NETWORK_NAMES",
-    "check_deployment_of",
     "check_job",
     "check_options",
     "map_networks",
