@@ -48,6 +48,18 @@ class FaultRun:
     async def set_faults(self, **rules: Any) -> None:
         await anyio.to_thread.run_sync(lambda: self.vcsim.set_faults(**rules))
 
+    async def behave(self, **changes: Any) -> None:
+        """Change what the simulator does on its own, as vCenter does (``Vcsim.behave``)."""
+        await anyio.to_thread.run_sync(lambda: self.vcsim.behave(**changes))
+
+    async def keep_aborted_vms(self) -> None:
+        """Turn off vCenter's own deletion of an aborted import's VM.
+
+        For the tests of the tool's own removal: with vCenter deleting the VM
+        too, a removal the tool forgot would go unnoticed.
+        """
+        await self.behave(delete_on_abort=False)
+
     async def wait_until(self, predicate: Callable[[Counters], bool], within: float = 30.0
                          ) -> None:
         """Until the simulator's counters satisfy ``predicate`` (an event on its side)."""

@@ -76,6 +76,7 @@ def report_of(path: Path) -> dict[str, Any]:
 async def test_import_cli_recovers_a_lost_importvapp_answer(fault_run: FaultRun,
                                                             tmp_path: Path) -> None:
     name = job_name(fault_run, 0)
+    await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(soap=[{"method": "ImportVApp", "times": 1,
                                       "drop_after_call": True}])
     report = tmp_path / "report.json"
@@ -118,6 +119,7 @@ async def test_import_cli_aborts_a_lease_that_never_becomes_ready_and_removes_th
     fault_run: FaultRun,
 ) -> None:
     name = job_name(fault_run, 0)
+    await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(lease={"initializing_reads": 1_000_000})
     status, _, stderr = await import_cli(fault_run, "--name", name, "--lease-timeout", "1")
     assert status == 1, stderr
@@ -133,11 +135,13 @@ async def test_the_library_aborts_a_lease_that_never_becomes_ready_and_removes_t
     fault_run: FaultRun,
 ) -> None:
     name = job_name(fault_run, 0)
+    await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(lease={"initializing_reads": 1_000_000})
     state, error, _ = await library_import(fault_run, name,
                                            ImportOptions(lease_ready_timeout=1))
     assert isinstance(error, LeaseError) and "not ready after 1 s" in str(error)
     assert state.cleanup_errors == []
+    assert (await fault_run.settled()).ok("Destroy_Task") == 1
     await fault_run.check_invariants(imported=set())
 
 
@@ -196,8 +200,10 @@ async def test_the_library_raises_a_name_conflict_before_creating_anything(
 async def test_skip_reimports_a_vm_whose_import_never_finished(fault_run: FaultRun) -> None:
     # A process killed mid-import leaves its VM marked "importing" (kept here
     # with keep_failed, as a SIGKILL would leave it): vCenter deletes such a VM
-    # once its lease times out, so skip must not count it as done.
+    # once its lease times out, so skip must not count it as done. (Here vCenter
+    # keeps it, so that it is still there when the second run looks.)
     name = job_name(fault_run, 0)
+    await fault_run.keep_aborted_vms()
     await fault_run.set_faults(lease={"initializing_reads": 1_000_000})
     _, error, _ = await library_import(fault_run, name, ImportOptions(lease_ready_timeout=0.5,
                                                                       keep_failed=True))

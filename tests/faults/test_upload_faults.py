@@ -242,6 +242,7 @@ async def test_a_lost_importvapp_answer_ends_its_lease_with_the_session_and_remo
     # learned. The worker logs out and in again (a lease ends with its session) and
     # removes the VM by name; the job fails and the rest of the batch is untouched.
     fault_run.connection = dataclasses.replace(fault_run.connection, call_timeout=1.5)
+    await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(soap=[{"method": "ImportVApp", "vm": job_name(fault_run, TARGET),
                                       "times": 1, **rule}])
     runner = await run_batch(fault_run, count=COUNT, settings=fast(job_retries=0))
@@ -262,6 +263,7 @@ async def test_a_failed_search_for_the_leftover_vm_is_tried_again(fault_run: Fau
     # After a lost ImportVApp answer the VM is found by name; the first search
     # (the job's second FindChild: the first was the name check) fails.
     target = job_name(fault_run, TARGET)
+    await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(soap=[
         {"method": "ImportVApp", "vm": target, "times": 1, "drop_after_call": True},
         {"method": "FindChild", "vm": target, "nth": 2, "fault": "FileFault"}])

@@ -92,6 +92,12 @@ class Counters:
     leases_ended_by_logout: int = 0
     leases_in_error: int = 0  # moved to error by a lease rule (error_after_bytes, expiry)
     nfc_faults: Mapping[str, int] = field(default_factory=dict)  # applied, by kind
+    leases_timed_out: int = 0  # no progress within their leaseTimeout (harness clock)
+    sessions_idle_expired: int = 0  # ended for idling (also in sessions_expired)
+    logins_refused: int = 0  # HTTP 503: the session cap was reached
+    sessions_peak: int = 0  # the most sessions live at once since the reset
+    vms_deleted_by_server: int = 0  # deleted by the launcher as vCenter does (abort, timeout)
+    vms_already_gone: int = 0  # the launcher set out to delete them; the client was first
 
     def calls(self, method: str) -> int:
         """Calls answered (or dropped)."""
@@ -115,6 +121,17 @@ class Counters:
 
     def total_calls(self) -> int:
         return sum(m.get("calls", 0) for m in self.methods.values())
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the launcher does on its own, as vCenter does (``behaviour`` in vcenter.go)."""
+
+    delete_on_abort: bool
+    lease_timeout_seconds: int
+    session_cap: int
+    session_idle_seconds: float
+    delete_before_answer: bool = False
 
 
 @dataclass
@@ -156,11 +173,46 @@ class Vcsim:
                         leases_ended_by_server=int(raw.get("leases_ended_by_server") or 0),
                         leases_ended_by_logout=int(raw.get("leases_ended_by_logout") or 0),
                         leases_in_error=int(raw.get("leases_in_error") or 0),
-                        nfc_faults=nfc.get("faults") or {})
+                        nfc_faults=nfc.get("faults") or {},
+                        leases_timed_out=int(raw.get("leases_timed_out") or 0),
+                        sessions_idle_expired=int(raw.get("sessions_idle_expired") or 0),
+                        logins_refused=int(raw.get("logins_refused") or 0),
+                        sessions_peak=int(raw.get("sessions_peak") or 0),
+                        vms_deleted_by_server=int(raw.get("vms_deleted_by_server") or 0),
+                        vms_already_gone=int(raw.get("vms_already_gone") or 0))
 
     def reset_counters(self) -> None:
-        """Zero the counters and clear every fault rule."""
+        """Zero the counters, clear every fault rule and restore the default behaviour."""
         self._request("/_harness/reset", method="POST")
+
+    def behave(self, *, delete_on_abort: bool | None = None,
+               lease_timeout_seconds: int | None = None, session_cap: int | None = None,
+               session_idle_seconds: float | None = None,
+               delete_before_answer: bool | None = None) -> Behaviour:
+        """Change what the launcher does as vCenter does (the fields given; see vcenter.go).
+
+        By default it deletes the VM of an aborted or timed-out import, times out
+        a lease without progress after 300 s, refuses Login with HTTP 503 past
+        500 live sessions and ends sessions idle for 30 min. A reset restores that.
+        ``delete_before_answer``: an Abort's answer waits until the VM is deleted
+        (vCenter's deletion wins the race with the client's removal, every time).
+        """
+        changes = {key: value for key, value in (
+            ("delete_on_abort", delete_on_abort), ("lease_timeout_seconds", lease_timeout_seconds),
+            ("session_cap", session_cap), ("session_idle_seconds", session_idle_seconds),
+            ("delete_before_answer", delete_before_answer),
+        ) if value is not None}
+        raw = json.loads(self._request("/_harness/behaviour", method="POST",
+                                       body=json.dumps(changes).encode()))
+        return Behaviour(**raw)
+
+    def behaviour(self) -> Behaviour:
+        return Behaviour(**json.loads(self._request("/_harness/behaviour")))
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the launcher's clock forward: leases and idle sessions due by then end now."""
+        self._request("/_harness/clock", method="POST",
+                      body=json.dumps({"advance_seconds": seconds}).encode())
 
     def expire_sessions(self) -> int:
         """Expire every live session: its next call gets NotAuthenticated."""
@@ -255,5 +307,5 @@ def running_vcsim(*, esx: bool = False, extra_args: Sequence[str] = ()) -> Itera
         vcsim.stop()
 
 
-__all__ = ["Counters", "Vcsim", "VcsimUnavailable", "build_launcher", "running_vcsim",
+__all__ = ["Behaviour", "Counters", "Vcsim", "VcsimUnavailable", "build_launcher", "running_vcsim",
            "start_vcsim"]

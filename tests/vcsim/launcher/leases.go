@@ -44,6 +44,11 @@ type leaseTrack struct {
 	lastProgress time.Time
 	errorFault   string // set once the lease is in error
 	errorMessage string
+	entity       string // the VM it imports (its MOR value), as vcsim says
+	// the launcher started deleting its VM (aborted or timed out)
+	deleteStarted bool
+	deleted       chan struct{} // closed once the deletion ended
+	timedOut      bool
 }
 
 var (
@@ -68,16 +73,19 @@ func xmlEscapeTo(b *bytes.Buffer, text string) error {
 	return err
 }
 
-// expired reports whether the lease is (now) in error; the caller holds h.mu.
-func (l *leaseTrack) expired(now time.Time) bool {
+// expiredLocked reports whether the lease is (now) in error. A lease that got
+// no progress within its timeout goes to error, and vCenter then deletes its
+// VM; the caller holds h.mu.
+func (h *harness) expiredLocked(l *leaseTrack, now time.Time) bool {
 	if l.errorFault != "" {
 		return true
 	}
-	if l.rule != nil && l.rule.ExpireAfterSeconds > 0 &&
-		now.Sub(l.lastProgress).Seconds() > l.rule.ExpireAfterSeconds {
+	if timeout := h.leaseTimeout(l); timeout > 0 && now.Sub(l.lastProgress).Seconds() > timeout {
 		l.errorFault = "Timedout"
-		l.errorMessage = fmt.Sprintf("lease timed out: no progress for %.1f s",
-			l.rule.ExpireAfterSeconds)
+		l.errorMessage = fmt.Sprintf("lease timed out: no progress for %.1f s", timeout)
+		l.timedOut = true
+		h.leasesTimedOut++
+		h.deleteVMLocked(l)
 	}
 	return l.errorFault != ""
 }
@@ -118,17 +126,17 @@ func (h *harness) beforeSOAP(method string, body []byte, w http.ResponseWriter,
 	if lease == nil {
 		return false
 	}
-	now := time.Now()
+	now := h.now()
 	switch method {
 	case "HttpNfcLeaseProgress":
-		if lease.expired(now) {
+		if h.expiredLocked(lease, now) {
 			h.countLocked(method, true)
 			writeFault(w, "InvalidState")
 			return true
 		}
 		lease.lastProgress = now
 	case "HttpNfcLeaseComplete":
-		if lease.expired(now) {
+		if h.expiredLocked(lease, now) {
 			h.countLocked(method, true)
 			writeFault(w, "InvalidState")
 			return true
@@ -140,7 +148,7 @@ func (h *harness) beforeSOAP(method string, body []byte, w http.ResponseWriter,
 // afterSOAP rewrites vcsim's answer where a lease rule says so, and tracks
 // leases and sessions; it returns the body to send.
 func (h *harness) afterSOAP(method string, request []byte, response *httptest.ResponseRecorder,
-	r *http.Request) []byte {
+	r *http.Request, entity string) []byte {
 	body := response.Body.Bytes()
 	ok := response.Code == http.StatusOK
 	h.mu.Lock()
@@ -148,7 +156,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 	switch {
 	case method == "ImportVApp" && ok:
 		if match := leaseReturn.FindSubmatch(body); match != nil {
-			lease := &leaseTrack{id: string(match[1]), lastProgress: time.Now()}
+			lease := &leaseTrack{id: string(match[1]), lastProgress: h.now(), entity: entity}
 			if name := importName.FindSubmatch(request); name != nil {
 				lease.vm = html.UnescapeString(string(name[1]))
 			}
@@ -167,6 +175,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 				// The session expired while ImportVApp was under way: the lease
 				// ended with it, as expireSessions ends the ones it finds.
 				h.leasesEndedByServer++
+				h.deleteVMLocked(lease)
 			} else {
 				h.leasesOpen[lease.id] = true
 			}
@@ -174,21 +183,45 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 	case (method == "HttpNfcLeaseComplete" || method == "HttpNfcLeaseAbort") && ok:
 		if lease := h.leaseFor(request); lease != nil {
 			delete(h.leasesOpen, lease.id)
+			if method == "HttpNfcLeaseAbort" {
+				h.deleteVMLocked(lease)
+			}
 		}
 	case method == "Login" && ok:
 		for _, header := range response.Header()["Set-Cookie"] {
 			if cookie := cookieValue.FindStringSubmatch(header); cookie != nil {
 				h.liveSessions[cookie[1]] = true
+				h.lastActive[cookie[1]] = h.now()
+				if len(h.liveSessions) > h.sessionsPeak {
+					h.sessionsPeak = len(h.liveSessions)
+				}
 			}
 		}
 	case method == "Logout" && ok:
 		if cookie := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); cookie != nil {
 			delete(h.liveSessions, cookie[1])
+			delete(h.lastActive, cookie[1])
 			h.leasesEndedByLogout += h.endLeasesOfLocked(cookie[1])
 		}
 	case method == "RetrievePropertiesEx" && ok:
 		lease := h.leaseFor(request)
-		if lease == nil || lease.rule == nil {
+		if lease == nil {
+			return body
+		}
+		if timeout := int(h.leaseTimeout(lease) + 0.5); timeout > 0 {
+			if timeout < 1 {
+				timeout = 1
+			}
+			body = leaseTime.ReplaceAll(body, []byte("<leaseTimeout>"+strconv.Itoa(timeout)+
+				"</leaseTimeout>"))
+		}
+		if h.expiredLocked(lease, h.now()) {
+			body = leaseState.ReplaceAll(body, []byte("${1}error${2}"))
+			body = bytes.Replace(body, []byte("</objects>"), []byte(leaseErrorProp(lease)+
+				"</objects>"), 1)
+			return body
+		}
+		if lease.rule == nil {
 			return body
 		}
 		lease.reads++
@@ -204,20 +237,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 			body = bytes.ReplaceAll(body, []byte("<sslThumbprint></sslThumbprint>"),
 				[]byte("<sslThumbprint>"+strings.Repeat("AB:", 19)+"AB</sslThumbprint>"))
 		}
-		if lease.rule.ExpireAfterSeconds > 0 {
-			timeout := int(lease.rule.ExpireAfterSeconds + 0.5)
-			if timeout < 1 {
-				timeout = 1
-			}
-			body = leaseTime.ReplaceAll(body, []byte("<leaseTimeout>"+strconv.Itoa(timeout)+
-				"</leaseTimeout>"))
-		}
-		switch {
-		case lease.expired(time.Now()):
-			body = leaseState.ReplaceAll(body, []byte("${1}error${2}"))
-			body = bytes.Replace(body, []byte("</objects>"), []byte(leaseErrorProp(lease)+
-				"</objects>"), 1)
-		case lease.reads <= lease.rule.InitializingReads:
+		if lease.reads <= lease.rule.InitializingReads {
 			body = leaseState.ReplaceAll(body, []byte("${1}initializing${2}"))
 		}
 	}
@@ -247,7 +267,7 @@ func (h *harness) leaseBytes(lease *leaseTrack, n int) (inError bool) {
 		lease.errorMessage = fmt.Sprintf("injected %s after %d bytes", lease.errorFault,
 			lease.rule.ErrorAfterBytes)
 	}
-	return lease.expired(time.Now())
+	return h.expiredLocked(lease, h.now())
 }
 
 // expireSessions makes every session logged in now answer NotAuthenticated.
@@ -256,13 +276,8 @@ func (h *harness) expireSessions() int {
 	defer h.mu.Unlock()
 	count := 0
 	for cookie := range h.liveSessions {
-		h.expiredSessions[cookie] = true
-		delete(h.liveSessions, cookie)
+		h.endSessionLocked(cookie)
 		count++
-	}
-	h.sessionsExpired += count
-	for cookie := range h.expiredSessions {
-		h.leasesEndedByServer += h.endLeasesOfLocked(cookie)
 	}
 	return count
 }
@@ -276,12 +291,7 @@ func (h *harness) expireSession(r *http.Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.liveSessions[cookie[1]] {
-		delete(h.liveSessions, cookie[1])
-		h.expiredSessions[cookie[1]] = true
-		h.sessionsExpired++
-		h.leasesEndedByServer += h.endLeasesOfLocked(cookie[1])
-	}
+	h.endSessionLocked(cookie[1])
 }
 
 // endLeasesOfLocked ends the open leases a session created, because the session
@@ -293,6 +303,7 @@ func (h *harness) endLeasesOfLocked(cookie string) int {
 	for id := range h.leasesOpen {
 		if lease := h.leases[id]; lease != nil && lease.session == cookie {
 			delete(h.leasesOpen, id)
+			h.deleteVMLocked(lease) // the import failed with its lease
 			ended++
 		}
 	}

@@ -2,7 +2,10 @@
 //
 // It serves the simulator over TLS on a loopback port, prints one JSON line
 // (URL, credentials, CA file), counts every SOAP method and NFC upload for the
-// tests to assert on (GET /_harness/counters, POST /_harness/reset), and exits
+// tests to assert on (GET /_harness/counters, POST /_harness/reset), injects
+// faults (POST /_harness/faults, leases.go), acts as vCenter does on its own
+// where vcsim does not (vcenter.go: deletions, lease timeouts, a session cap,
+// idle sessions; POST /_harness/behaviour, /_harness/clock), and exits
 // cleanly on SIGTERM or SIGINT.
 package main
 
@@ -127,6 +130,21 @@ type harness struct {
 
 	thumbprint string // SHA-1 of the server certificate, as vSphere writes it (AA:BB:…)
 
+	// vCenter's own behaviour (vcenter.go): what it is now, and at start
+	behaviour           behaviour
+	defaultBehaviour    behaviour
+	clockOffset         time.Duration        // the harness's clock runs this far ahead of wall time
+	lastActive          map[string]time.Time // by session cookie: its last call
+	sessionsIdleExpired int
+	loginsRefused       int // Logins refused by the session cap
+	sessionsPeak        int // the most sessions live at once since the reset
+	leasesTimedOut      int
+	vmsDeletedByServer  int          // VMs the launcher deleted as vCenter does
+	vmsAlreadyGone      int          // VMs it set out to delete that the client removed first
+	inner               http.Handler // vcsim itself, past the harness
+	ownMu               sync.Mutex
+	ownCookie           string // the harness's own vcsim session, for its deletions
+
 	// vcsim 0.24 panics in SearchIndex.FindChild when it walks a folder while
 	// ImportVApp is creating a VM that has no name yet (a data race in the
 	// simulator, not in the client). Real vCenter has no such race, so the
@@ -162,8 +180,8 @@ var serializedMethods = map[string]bool{
 	"ImportVApp": true, "FindChild": true, "FindByInventoryPath": true, "CreateVM_Task": true,
 }
 
-func newHarness() *harness {
-	h := &harness{}
+func newHarness(defaults behaviour) *harness {
+	h := &harness{defaultBehaviour: defaults}
 	h.reset()
 	return h
 }
@@ -182,8 +200,16 @@ func (h *harness) reset() {
 	if h.liveSessions == nil {
 		h.liveSessions = map[string]bool{}
 		h.expiredSessions = map[string]bool{}
+		h.lastActive = map[string]time.Time{}
 	}
+	h.behaviour = h.defaultBehaviour
 	h.sessionsExpired = 0
+	h.sessionsIdleExpired = 0
+	h.loginsRefused = 0
+	h.sessionsPeak = len(h.liveSessions)
+	h.leasesTimedOut = 0
+	h.vmsDeletedByServer = 0
+	h.vmsAlreadyGone = 0
 	h.leasesEndedByServer = 0
 	h.leasesEndedByLogout = 0
 	h.nfcReqs = map[string]int{}
@@ -357,6 +383,20 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"expired": %d}`, count)
 			return
+		case r.URL.Path == "/_harness/behaviour":
+			h.serveBehaviour(w, r)
+			return
+		case r.URL.Path == "/_harness/clock" && r.Method == http.MethodPost:
+			var advance struct {
+				Seconds float64 `json:"advance_seconds"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&advance); err != nil || advance.Seconds < 0 {
+				http.Error(w, "want {\"advance_seconds\": S >= 0}", http.StatusBadRequest)
+				return
+			}
+			h.advanceClock(advance.Seconds)
+			w.WriteHeader(http.StatusNoContent)
+			return
 		case r.URL.Path == "/_harness/faults" && r.Method == http.MethodPost:
 			var rules faultRules
 			if err := json.NewDecoder(r.Body).Decode(&rules); err != nil {
@@ -431,7 +471,11 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 					return
 				}
 			}
-			if h.beforeSOAP(method, body, w, r) {
+			cookie := ""
+			if match := cookieValue.FindStringSubmatch(r.Header.Get("Cookie")); match != nil {
+				cookie = match[1]
+			}
+			if h.admitCall(method, cookie, w) || h.beforeSOAP(method, body, w, r) {
 				return
 			}
 			recorder := httptest.NewRecorder()
@@ -442,7 +486,16 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			if serializedMethods[method] {
 				h.registryMu.Unlock()
 			}
-			answer := h.afterSOAP(method, body, recorder, r)
+			entity := ""
+			if method == "ImportVApp" && recorder.Code == http.StatusOK {
+				if match := leaseReturn.FindSubmatch(recorder.Body.Bytes()); match != nil {
+					entity = h.leaseVM(string(match[1]), cookie)
+				}
+			}
+			answer := h.afterSOAP(method, body, recorder, r, entity)
+			if method == "HttpNfcLeaseAbort" {
+				h.awaitDeletion(body)
+			}
 			if rule != nil && rule.DelayMs > 0 && rule.DelayAfterCall {
 				h.note(method, func(c *methodCount) { c.Delayed++ })
 				_, reset := h.current()
@@ -581,6 +634,12 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 		"sessions_expired":       h.sessionsExpired,
 		"leases_ended_by_server": h.leasesEndedByServer,
 		"leases_ended_by_logout": h.leasesEndedByLogout,
+		"leases_timed_out":       h.leasesTimedOut,
+		"sessions_idle_expired":  h.sessionsIdleExpired,
+		"logins_refused":         h.loginsRefused,
+		"sessions_peak":          h.sessionsPeak,
+		"vms_deleted_by_server":  h.vmsDeletedByServer,
+		"vms_already_gone":       h.vmsAlreadyGone,
 	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()
@@ -644,6 +703,15 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	esx := flag.Bool("esx", false, "simulate a standalone ESXi host instead of vCenter")
 	verbose := flag.Bool("v", false, "keep vcsim's per-request log on stderr")
+	var defaults behaviour
+	flag.BoolVar(&defaults.DeleteOnAbort, "delete-on-abort", true,
+		"delete an import's VM when its lease is aborted or times out, as vCenter does")
+	flag.IntVar(&defaults.LeaseTimeoutSeconds, "lease-timeout", 300,
+		"seconds a lease lives without progress, as on vCenter (0: vcsim's own, never enforced)")
+	flag.IntVar(&defaults.SessionCap, "session-cap", 500,
+		"refuse Login with HTTP 503 while this many sessions are live (0: no cap)")
+	flag.Float64Var(&defaults.SessionIdleSeconds, "session-idle", 1800,
+		"end sessions idle for this many seconds, as vCenter does after 30 min (0: never)")
 	flag.Parse()
 
 	if !*verbose {
@@ -674,8 +742,10 @@ func main() {
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(username, password)}
 
 	server := model.Service.NewServer()
-	harness := newHarness()
+	harness := newHarness(defaults)
 	harness.thumbprint = sha1Thumbprint(cert.Certificate[0])
+	harness.inner = server.Config.Handler
+	go harness.sweepEvery(time.Second)
 	// NewServer has started serving, but nobody knows the address before we
 	// print it: swapping the handler here races with no request.
 	server.Config.Handler = harness.wrap(server.Config.Handler)
