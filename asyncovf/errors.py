@@ -179,10 +179,17 @@ class WaitForIPTimeout(PostImportError):
 
 
 class TransportError(AsyncOvfError):
-    """The connection to vCenter failed: refused, reset, TLS, timeout."""
+    """The connection to vCenter failed: refused, reset, TLS, timeout.
 
-    def __init__(self, message: str, *, host: str | None = None) -> None:
+    ``status`` is set when an HTTP answer came that is not SOAP's (200 or 500):
+    what stands in front of vCenter refused the call, e.g. 503 when vCenter is
+    overloaded or at its session limit.
+    """
+
+    def __init__(self, message: str, *, host: str | None = None,
+                 status: int | None = None) -> None:
         self.host = host
+        self.status = status
         super().__init__(message)
 
 

@@ -30,6 +30,7 @@ import logging
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
 from typing import Any, Final
@@ -48,6 +49,7 @@ from asyncovf.errors import (
     TransportError,
     VCenterError,
 )
+from asyncovf.printable import printable
 from asyncovf.tls import ContextCache
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup
 
@@ -378,9 +380,7 @@ class SoapClient:
             ) from exc
 
         if status not in (200, 500):
-            raise TransportError(
-                f"{info.wsdlName} to {host}: HTTP {status} {payload[:200]!r}", host=host
-            )
+            raise http_status_error(f"{info.wsdlName} to {host}", status, payload, host=host)
         try:
             result = SoapAdapter.SoapResponseDeserializer(self._stub).Deserialize(
                 payload, info.result
@@ -403,6 +403,32 @@ class SoapClient:
                 continue
             if morsel is not None:
                 self._session_cookie = morsel.value
+
+
+#: What an HTTP status that is not SOAP's usually means, said in the error.
+_STATUS_MEANING: Final = {
+    503: "vCenter is refusing new work: overloaded, or at its session limit",
+    502: "the proxy in front of vCenter could not reach it",
+    504: "the proxy in front of vCenter got no answer from it in time",
+}
+
+
+def http_status_error(what: str, status: int, payload: bytes, *,
+                      host: str | None = None) -> TransportError:
+    """An answer that is not SOAP (a proxy's refusal): one printable line saying so.
+
+    The body comes from whatever stands in front of vCenter; its first line is
+    shown, bounded and escaped, never as a Python bytes literal.
+    """
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+    text = payload[:400].decode("utf-8", "replace").strip().splitlines()
+    detail = printable(text[0][:160]) if text else ""
+    message = f"{what}: HTTP {status}" + (f" {reason}" if reason else "")
+    if detail and detail not in (f"{status} {reason}", reason):
+        message += f" ({detail})"
+    if status in _STATUS_MEANING:
+        message += f"; {_STATUS_MEANING[status]}"
+    return TransportError(message, host=host, status=status)
 
 
 def fault_error(fault: Any, method: str) -> VCenterError:
@@ -450,6 +476,7 @@ __all__ = [
     "build_pinning_context",
     "describe_fault",
     "fault_error",
+    "http_status_error",
     "pick_api_version",
     "translate_transport_errors",
 ]

@@ -11,6 +11,7 @@ from asyncovf.errors import (
     InvalidLoginError,
     ManagedObjectNotFoundError,
     NotAuthenticatedError,
+    TransportError,
     VCenterError,
 )
 from asyncovf.vsphere import soap
@@ -137,3 +138,24 @@ async def test_a_close_that_cannot_finish_is_given_up_after_its_bound(
     finally:
         for pool in pools:
             await real_close(pool)
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (503, b"too many sessions (5 live, the limit)\n",
+     "Login to vc:443: HTTP 503 Service Unavailable (too many sessions (5 live, the limit)); "
+     "vCenter is refusing new work: overloaded, or at its session limit"),
+    (401, b"", "Login to vc:443: HTTP 401 Unauthorized"),
+    (502, b"Bad Gateway", "Login to vc:443: HTTP 502 Bad Gateway; the proxy in front of "
+     "vCenter could not reach it"),
+    (599, b"\x1b]0;pwned\x07odd\nsecond line", "Login to vc:443: HTTP 599 (\\x1b]0;pwned\\x07odd)"),
+])
+def test_an_answer_that_is_not_soap_is_one_printable_line(status: int, body: bytes,
+                                                          expected: str) -> None:
+    error = soap.http_status_error("Login to vc:443", status, body, host="vc:443")
+    assert isinstance(error, TransportError) and error.status == status
+    assert str(error) == expected
+
+
+def test_a_long_proxy_page_is_cut_short() -> None:
+    error = soap.http_status_error("Login to vc:443", 503, b"x" * 100_000)
+    assert len(str(error)) < 300
