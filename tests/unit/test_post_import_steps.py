@@ -159,7 +159,15 @@ async def test_keep_failed_keeps_the_vm() -> None:
 async def test_a_cancelled_step_still_removes_the_vm() -> None:
     session = FakeSession(ip=None)
     state = completed("web-01")
-    with anyio.move_on_after(0.2) as scope:
+    with anyio.CancelScope() as scope:
+        retrieve = session.retrieve
+
+        async def cancel_while_waiting_for_ip(obj: Any, paths: list[str]) -> dict[str, Any]:
+            if paths == ["guest.ipAddress"]:  # mid-step: the VM is on, no address yet
+                scope.cancel()
+            return await retrieve(obj, paths)
+
+        session.retrieve = cancel_while_waiting_for_ip  # type: ignore[method-assign]
         await run(session, ImportOptions(power_on=True, wait_for_ip=True, ip_timeout=60), state)
     assert scope.cancelled_caught  # the cancellation went through, unchanged
     assert session.methods() == ["Reconfigure", "PowerOn", "PowerOff", "Destroy"]
