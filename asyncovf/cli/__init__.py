@@ -6,66 +6,76 @@ never printed.
 
 One module per command (``import_``, ``run``, ``spec``, ``report``,
 ``cleanup``), each declaring its own options; the options several commands
-take are declared once in ``groups``, the exit codes are in ``exits``. This
-module is :func:`main` only, and imports nothing that loads pyVmomi, aiohttp,
-lxml or rich: :func:`main` catches SIGTERM first, then loads the tool.
+take are declared once in ``groups``, the exit codes are in ``exits``, the
+signals in ``signals``. This module is :func:`main` and :func:`console` only,
+and imports nothing that loads pyVmomi, aiohttp, lxml, rich or asyncio: the
+console script takes SIGINT and SIGTERM first, then loads the tool.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import NoReturn
 
 from asyncovf.cli.exits import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
-from asyncovf.errors import Terminated
-
-
-class _Interruption:
-    """What interrupted a command outside a watched run: SIGINT, unless SIGTERM came.
-
-    Each :func:`main` call has its own, so its message names its own signal.
-    """
-
-    def __init__(self) -> None:
-        self.signal_name = "SIGINT"
-
-    def terminate_like_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM outside a watched run: whatever SIGINT's handler does now."""
-        self.signal_name = signal.Signals(signum).name
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler) and handler is not signal.default_int_handler:
-            handler(signal.SIGINT, frame)  # asyncio's cancels the main task
-        else:
-            raise Terminated  # what Python's own handler raises
+from asyncovf.cli.signals import (
+    SIGNALS,
+    Handler,
+    Interruption,
+    raise_stopped,
+    signals_blocked,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; SIGINT or SIGTERM at any point ends it with 130.
 
-    While imports run, :func:`~asyncovf.interrupt.run_until_signal` turns
-    either signal into an orderly cancellation. Before that (loading the tool,
-    reading the batch, opening sources) and after it (writing the report),
-    SIGTERM does what Ctrl-C does there — the same exit status and message,
-    and no traceback.
+    The signals are the console script's :class:`~asyncovf.cli.signals.Interruption`'s
+    (called from a library or a test, :func:`main` installs one for its own
+    duration, and puts the handlers it found back). A signal while the tool
+    loads ends the command before it starts; one during a command stops it
+    (the watched run of ``import``, ``run`` and ``cleanup`` aborts its leases
+    and logs out first); later ones are absorbed. Either way: exit 130, one
+    "interrupted" line on stderr, no traceback.
     """
-    interruption = _Interruption()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, interruption.terminate_like_interrupt)
+    interruption = Interruption.installed
+    previous: dict[signal.Signals, Handler] = {}
+    if interruption is None:
+        interruption = Interruption()
+        previous = interruption.take_signals()
     try:
-        # The tool loads here, under the handler: pyVmomi, aiohttp, lxml and rich take a moment.
-        import anyio
+        status = _command(argv, interruption)
+    finally:
+        if previous:
+            with signals_blocked():
+                for signum, handler in previous.items():
+                    if handler is not None:  # None: not set from Python, nothing to put back
+                        signal.signal(signum, handler)
+    if status != EXIT_INTERRUPTED and (status is None or interruption.signal_name is not None):
+        # Stopped before the command could say so: said here, once.
+        print(f"asyncovf: interrupted ({interruption.signal_name or 'SIGINT'})",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return status
+
+
+def _command(argv: Sequence[str] | None, interruption: Interruption) -> int | None:
+    """The command's status; None when a signal stopped it before it had one."""
+    try:
+        # The tool loads here, a signal meanwhile only noted: pyVmomi, aiohttp,
+        # lxml, rich and asyncio take a moment.
+        import logging
 
         from asyncovf.cli import cleanup, import_, report, run, spec
+        from asyncovf.cli.loop import run_command
         from asyncovf.cli.parser import build_parser
         from asyncovf.printable import PrintableFormatter
 
+        if interruption.signal_name is not None:
+            return None  # nothing was started
         parser = build_parser()
         args = parser.parse_args(argv)
         args.debug = getattr(args, "debug", False)
@@ -78,16 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else logging.WARNING,
             handlers=[handler],
         )
-        if args.command == "import":
-            status = anyio.run(import_.command, args)
-        elif args.command == "run":
-            status = anyio.run(run.command, args)
-        elif args.command == "spec":
-            status = anyio.run(spec.command, args)
-        elif args.command == "report":
-            status = report.command(args)
-        elif args.command == "cleanup":
-            status = anyio.run(cleanup.command, args)
+        commands = {"import": import_.command, "run": run.command, "spec": spec.command,
+                    "cleanup": cleanup.command}
+        if args.command == "report":
+            with interruption.stopping(raise_stopped):
+                status: int | None = report.command(args)
+        elif args.command in commands:
+            status = run_command(commands[args.command], args, interruption)
         else:
             parser.error(f"unknown command {args.command}")
             return EXIT_USAGE  # pragma: no cover - parser.error exits
@@ -96,17 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
-        print(f"asyncovf: interrupted ({interruption.signal_name})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return None  # raised by Stopped, or by Python's own handler where ours is not
     except BrokenPipeError:
         # The reader went away (``asyncovf spec X | head``): stop quietly, as Unix
         # tools do. Every command writes its report and logs out before it prints,
         # so nothing is lost but the rest of the printing.
         _discard_unread_output()
         return EXIT_BROKEN_PIPE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _discard_unread_output() -> None:
@@ -128,14 +131,17 @@ def _discard_unread_output() -> None:
 def console() -> NoReturn:
     """The console script (and ``python -m asyncovf``): :func:`main`, then exit.
 
-    Once a command has ended there is nothing left for a signal to stop, so the
-    process ignores SIGINT and SIGTERM while the interpreter shuts down: a second
-    Ctrl-C after "interrupted" cannot kill it or print a traceback.
+    SIGINT and SIGTERM are taken on the first line, before the tool loads
+    (:class:`~asyncovf.cli.signals.Interruption`), and ignored once the
+    command has ended: there is nothing left for a signal to stop while the
+    interpreter shuts down.
     """
+    Interruption.for_process()
     status = main()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)
+    if Interruption.installed is not None:  # the main thread's, which alone may ignore them
+        with signals_blocked():
+            for signum in SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
     sys.exit(status)
 
 

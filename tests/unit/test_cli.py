@@ -20,10 +20,11 @@ SHARED_FLAGS = ("--parallel-disks", "3", "--lease-timeout", "7.5", "--keep-faile
 
 
 def test_importing_the_command_line_loads_neither_pyvmomi_nor_aiohttp_nor_lxml_nor_rich() -> None:
-    # main() catches SIGTERM before the tool loads: the import itself must stay light.
+    # The console script takes SIGINT and SIGTERM before the tool loads: the import
+    # itself must stay light (asyncio alone takes a tenth of a second).
     code = ("import json, sys\n"
             "import asyncovf.cli\n"
-            "heavy = ('pyVmomi', 'aiohttp', 'lxml', 'rich')\n"
+            "heavy = ('pyVmomi', 'aiohttp', 'lxml', 'rich', 'asyncio', 'anyio')\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60, check=False)
@@ -116,8 +117,10 @@ def test_once_a_command_has_ended_a_signal_cannot_kill_the_exiting_process(
     import signal
 
     import asyncovf.cli
+    from asyncovf.cli.signals import Interruption
 
     monkeypatch.setattr(asyncovf.cli, "main", lambda argv=None: 130)
+    monkeypatch.setattr(Interruption, "installed", None)  # console() installs the process's
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with pytest.raises(SystemExit) as exited:
@@ -128,3 +131,28 @@ def test_once_a_command_has_ended_a_signal_cannot_kill_the_exiting_process(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_importing_the_command_line_takes_no_signal_and_main_gives_back_what_it_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the console script keeps SIGINT and SIGTERM; a library calling main() gets
+    its own handlers back."""
+    import signal
+
+    import asyncovf.cli
+    from asyncovf.cli.signals import Interruption
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(Interruption, "installed", None)
+    during: list[object] = []
+
+    def command(argv: object, interruption: Interruption) -> int:
+        during.extend(signal.getsignal(s) for s in before)
+        return 0
+
+    monkeypatch.setattr(asyncovf.cli, "_command", command)
+    assert asyncovf.cli.main([]) == 0
+    assert all(isinstance(getattr(handler, "__self__", None), Interruption)
+               for handler in during)
+    assert {s: signal.getsignal(s) for s in before} == before
