@@ -255,12 +255,11 @@ class IllegalTransition(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Python's own SIGINT handler would raise KeyboardInterrupt.
+    """SIGINT or SIGTERM stopping a command that runs without an event loop (``report``).
 
-    The command line treats SIGTERM as Ctrl-C. Not a plain KeyboardInterrupt:
-    CPython (3.11) ends the process by SIGINT, even after the interrupt was
-    caught and 130 returned, when a plain KeyboardInterrupt came through
-    ``eval()`` — which ``namedtuple`` calls while the tool loads.
+    Not a plain KeyboardInterrupt: CPython (3.11) ends the process by SIGINT at
+    exit, even after the interrupt was caught and 130 returned, when a plain
+    KeyboardInterrupt came through ``eval()`` or ``exec()`` of a string.
     """
 
 

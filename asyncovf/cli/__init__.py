@@ -103,7 +103,7 @@ def _command(argv: Sequence[str] | None, interruption: Interruption) -> int | No
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
-        return None  # raised by Stopped, or by Python's own handler where ours is not
+        return None  # raised by Terminated, or by Python's own handler where ours is not
     except BrokenPipeError:
         # The reader went away (``asyncovf spec X | head``): stop quietly, as Unix
         # tools do. Every command writes its report and logs out before it prints,

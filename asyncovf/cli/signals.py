@@ -20,19 +20,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, ClassVar, Final, TypeAlias
 
+from asyncovf.errors import Terminated
+
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 #: What ``signal.signal`` returns: a function, SIG_DFL or SIG_IGN, or None (not set from Python).
 Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
-
-
-class Stopped(KeyboardInterrupt):
-    """A signal stopping a command that runs without an event loop (``report``).
-
-    Not a plain KeyboardInterrupt: CPython (3.11) ends the process by SIGINT at
-    exit, even after the interrupt was caught and 130 returned, when a plain
-    KeyboardInterrupt came through ``eval()`` or ``exec()`` of a string.
-    """
 
 
 @contextmanager
@@ -61,7 +54,7 @@ class Interruption:
       remind the operator that cleanup is under way;
     * after the watched run (the report is written), and once the command has
       returned: the signal is noted, never acted on;
-    * a command without an event loop: :class:`Stopped` is raised.
+    * a command without an event loop: :class:`~asyncovf.errors.Terminated` is raised.
 
     The command announces an interrupt its watched run saw, and returns 130;
     any other is announced by :func:`~asyncovf.cli.main`, once.
@@ -120,7 +113,7 @@ class Interruption:
 
 def raise_stopped() -> None:
     """How a signal stops a command that runs without an event loop."""
-    raise Stopped
+    raise Terminated
 
 
-__all__ = ["SIGNALS", "Handler", "Interruption", "Stopped", "raise_stopped", "signals_blocked"]
+__all__ = ["SIGNALS", "Handler", "Interruption", "raise_stopped", "signals_blocked"]
