@@ -196,6 +196,12 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
                    "abort_ok": aborts, "open": counters.leases_open,
                    "ended_with_a_renewed_session": counters.leases_ended_by_logout,
                    "created": counters.leases_created, "moved_to_error": counters.leases_in_error},
+        # What vCenter did on its own: the VMs of aborted imports it deleted
+        # itself, or set out to and found the tool had removed first.
+        "vcenter_own": {"vms_deleted": counters.vms_deleted_by_server,
+                        "vms_the_tool_removed_first": counters.vms_already_gone,
+                        "leases_timed_out": counters.leases_timed_out,
+                        "logins_refused": counters.logins_refused},
         "inventory": {"vms": len(in_inventory), "imported": len(imported),
                       "not_imported_but_present": sorted(in_inventory - imported)[:10],
                       "imported_but_missing": sorted(imported - in_inventory)[:10]},
