@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from functools import partial
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from asyncovf.engine.limits import chunk_size_for
 from asyncovf.errors import InputError
@@ -39,7 +39,7 @@ from asyncovf.vsphere.session import RetryPolicy
 DEFAULT_IP_TIMEOUT: Final = 300.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImportOptions:
     """How one VM is imported: what the operator said, in any of the three places,
     plus the transfer settings the run gives every job (:meth:`RunSettings.apply`).
@@ -86,7 +86,8 @@ class ImportOptions:
     esxi_hosts: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        rule = broken_rule(vars(self))
+        rule = broken_rule({key: getattr(self, key) for each in RULES
+                            for key in (each.key, each.other)})
         if rule is not None:
             raise LIBRARY.conflict(rule.key, rule.complaint(LIBRARY))
 
@@ -383,6 +384,8 @@ class _Library:
 
 
 LIBRARY: Final = _Library()
+_NO_PAIRS: Final[dict[str, str]] = {}
+_PAIR_KEYS: Final = tuple(option.key for option in OPTIONS if option.kind is Kind.PAIRS)
 
 
 def read_options(values: Mapping[str, Any], source: OptionSource) -> ImportOptions:
@@ -402,7 +405,43 @@ def read_options(values: Mapping[str, Any], source: OptionSource) -> ImportOptio
     rule = broken_rule(read)
     if rule is not None:
         raise source.conflict(rule.key, rule.complaint(source))
-    return ImportOptions(**read)
+    # Mappings not said share one empty dict (never changed, as no mapping of
+    # options is), not three new ones per VM.
+    return ImportOptions(**{key: _NO_PAIRS for key in _PAIR_KEYS} | read)
+
+
+_T = TypeVar("_T")
+
+
+class Shared:
+    """One object for each value met again: a large batch's jobs share their sources,
+    placements and options instead of holding thousands of equal copies.
+
+    Frozen dataclasses, strings and mappings of strings, compared by type and value
+    (``True`` is not ``1``, a mapping's order counts). At most ``limit`` values are
+    kept, so a batch of values all different costs no more than without it.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self.values: dict[Hashable, Any] = {}
+
+    def __call__(self, value: _T) -> _T:
+        key = _value_key(value)
+        found = self.values.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        if len(self.values) < self.limit:
+            self.values[key] = value
+        return value
+
+
+def _value_key(value: Any) -> Hashable:
+    if is_dataclass(value):
+        return (type(value), *(_value_key(getattr(value, f.name)) for f in fields(value)))
+    if isinstance(value, Mapping):
+        return (Mapping, *((key, _value_key(item)) for key, item in value.items()))
+    return (type(value), value)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -526,6 +565,7 @@ __all__ = [
     "OptionSource",
     "Rule",
     "RunSettings",
+    "Shared",
     "Stage",
     "broken_rule",
     "check_ramp",

@@ -34,6 +34,7 @@ import yaml
 from asyncovf.engine.options import (
     VM_OPTION_KEYS,
     ImportOptions,
+    Shared,
     document_values,
     read_options,
     read_text,
@@ -79,7 +80,7 @@ def check_vm_name(name: str) -> None:
         raise ValueError(f"{name!r} is longer than vCenter's {MAX_VM_NAME}-character limit")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One VM to import: its name, source and placement, and how to import it."""
 
@@ -126,10 +127,17 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 class _Located(dict[str, Any]):
-    """A mapping that remembers the line of itself and of each key."""
+    """A mapping that remembers the line of itself and of each key (else its own)."""
 
-    line: int = 0
-    lines: dict[str, int]
+    __slots__ = ("line", "lines")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = 0
+        self.lines: Mapping[str, int] = _NO_LINES
+
+
+_NO_LINES: Final[Mapping[str, int]] = {}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -180,7 +188,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
     loader.flatten_mapping(node)
     mapping = _Located()
     mapping.line = node.start_mark.line + 1
-    mapping.lines = {}
+    lines: dict[str, int] = {}
+    mapping.lines = lines
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
@@ -191,7 +200,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
             raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
                                        problem_mark=key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = line
+        lines[key] = line
     return mapping
 
 
@@ -206,6 +215,9 @@ def _line(mapping: Any, key: str | None = None) -> int | None:
 
 
 # -- parsing ----------------------------------------------------------------------------------
+
+#: A VM entry: where it is (None: a CSV row's, "row N", made when needed), its file.
+_Entry = tuple[str | None, Mapping[str, Any], str]
 
 
 #: Called now and then while a batch file is read (every _TICK values, rows or
@@ -238,6 +250,7 @@ def load_batch(path: str | Path, *, checkpoint: Callable[[], None] | None = None
 def _load_batch(path: Path) -> BatchPlan:
     text = _read_bounded(path, "utf-8")
     if path.suffix.lower() == ".csv":
+        del text  # read again as rows; not held meanwhile
         return parse_batch(_Located(vms_csv=path.name), file=str(path), base=path.parent)
     loader = _LineLoader(text)
     try:
@@ -285,7 +298,7 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
     _check_keys(defaults, JOB_KEYS - {"name", "count"}, file, "defaults")
     defaults = _merge_options(defaults, file, "defaults")
 
-    entries: list[tuple[str, Mapping[str, Any], str]] = []
+    entries: list[_Entry] = []
     vms = document.get("vms") or []
     if not isinstance(vms, list):
         raise BatchError(file, _line(document, "vms"), "vms", "must be a list of VM entries")
@@ -293,7 +306,7 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
         where = f"vms[{number}]"
         if not isinstance(entry, dict):
             raise BatchError(file, _line(document, "vms"), where, "must be a mapping")
-        entries.append((where, entry, f"{file}:{_line(entry)}"))
+        entries.append((where, entry, file))
     if "vms_csv" in document:
         csv_name = document["vms_csv"]
         if not isinstance(csv_name, str):
@@ -304,15 +317,14 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
 
     # Every entry checked and counted before any is expanded: a count over the
     # limits is refused before a single job is built. Each list is used up as the
-    # next is built: a 100,000-row CSV would otherwise hold its rows three times
-    # over (read, merged and expanded).
-    checked: list[tuple[str, _Located, str, int | None, int]] = []
+    # next is built, so a 100,000-row CSV is not held twice over.
+    checked: list[tuple[str | None, _Located, str, int | None, int]] = []
     total = 0
     entries.reverse()
     while entries:
-        where, entry, origin = entries.pop()
-        entry_file, _, entry_line = origin.rpartition(":")
-        line = int(entry_line) if entry_line.isdigit() else None
+        label, entry, entry_file = entries.pop()
+        line = _line(entry)
+        where = label or f"row {line}"
         _check_keys(entry, JOB_KEYS, entry_file, where)
         merged_entry = _merge_options(entry, entry_file, where)
         count = _count(merged_entry, where, entry_file, line)
@@ -321,16 +333,18 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
             raise BatchError(entry_file, _line(entry, "count") or line, f"{where}.count",
                              f"the batch reaches {total} VMs here, over the limit of "
                              f"{MAX_VMS_PER_BATCH} per batch; split it into several files")
-        checked.append((where, merged_entry, entry_file, line, count))
+        checked.append((label, merged_entry, entry_file, line, count))
         _tick(len(checked))
 
     jobs: list[JobSpec] = []
     seen: dict[str, str] = {}
+    shared = Shared()
     checked.reverse()
     while checked:
-        where, merged_entry, entry_file, line, count = checked.pop()
+        label, merged_entry, entry_file, line, count = checked.pop()
+        where = label or f"row {line}"
         for spec in _expand(merged_entry, defaults, where, entry_file, line, base, len(jobs),
-                            count):
+                            count, shared):
             if spec.name in seen:
                 raise BatchError(entry_file, line, f"{where}.name",
                                  f"VM name {spec.name!r} repeats the one from {seen[spec.name]}")
@@ -369,8 +383,11 @@ def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:
     """Fold an inline ``options:`` document (govc ``import.spec`` format) into batch keys.
 
     Explicit batch keys win over the document's, as a per-VM override should;
-    the VM name comes from the entry, never from a shared document.
+    the VM name comes from the entry, never from a shared document. An entry
+    without one is its own result.
     """
+    if isinstance(entry, _Located) and "options" not in entry:
+        return entry
     merged = _Located(entry)
     merged.line = _line(entry) or 0
     merged.lines = dict(getattr(entry, "lines", {}))
@@ -414,6 +431,7 @@ def _expand(
     base: Path,
     first_index: int,
     count: int,
+    shared: Shared,
 ) -> Iterable[JobSpec]:
     def fail(key: str, message: str) -> BatchError:
         top, _, inner = key.partition(".")  # "properties.motd": the line of motd if known
@@ -440,11 +458,12 @@ def _expand(
                 read_text(values[key])
             except ValueError as exc:
                 raise fail(key, str(exc)) from None
-    options = read_options({key: values[key] for key in VM_OPTION_KEYS if key in values},
-                           _EntrySource(file, entry, line, where))
-    placement = PlacementRequest(**{
+    options = shared(read_options({key: values[key] for key in VM_OPTION_KEYS
+                                   if key in values}, _EntrySource(file, entry, line, where)))
+    placement = shared(PlacementRequest(**{
         key: str(values[key]) if values.get(key) is not None else None for key in PLACEMENT_KEYS
-    })
+    }))
+    source, origin = shared(source), f"{file}:{line}" if line else file
     for number in range(1, count + 1):
         key = "name"
         try:
@@ -465,8 +484,10 @@ def _expand(
             name=vm_name,
             source=source,
             placement=placement,
-            origin=f"{file}:{line}" if line else file,
-            options=replace(options, properties=properties, annotation=annotation),
+            origin=origin,
+            options=options if (properties, annotation) == (options.properties,
+                                                            options.annotation)
+            else replace(options, properties=properties, annotation=annotation),
         )
 
 
@@ -490,7 +511,7 @@ def _count(entry: Mapping[str, Any], where: str, file: str, line: int | None) ->
     return count
 
 
-def _csv_entries(path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
+def _csv_entries(path: Path) -> list[_Entry]:
     """Rows of a CSV file as VM entries; ``properties.K``, ``network.N`` and
     ``extra_config.K`` columns nest."""
     reader = csv.DictReader(_lines(_read_bounded(path, "utf-8-sig")))
@@ -516,15 +537,16 @@ def _lines(text: str) -> Iterator[str]:
         start = end
 
 
-def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[tuple[str, Mapping[str, Any], str]]:
+def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[_Entry]:
     if reader.fieldnames is None or "name" not in reader.fieldnames:
         raise BatchError(str(path), 1, "", "the header row must have a 'name' column")
-    entries: list[tuple[str, Mapping[str, Any], str]] = []
+    entries: list[_Entry] = []
+    file, columns = str(path), dict[str, Shared]()  # equal cells of a column: one str
     for row in reader:
         _tick(len(entries) + 1)
         line = reader.line_num
         entry = _Located()
-        entry.line, entry.lines = line, {}
+        entry.line = line  # every cell's line too
         for column, cell in row.items():
             if column is None:
                 raise BatchError(str(path), line, "", "more cells than header columns")
@@ -533,7 +555,7 @@ def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[tuple[str, Mappin
             if len(cell) > MAX_CSV_CELL:  # even if the process-wide csv limit was raised
                 raise BatchError(str(path), line, column, f"CSV: a cell is longer than the "
                                  f"limit of {MAX_CSV_CELL} characters")
-            cell = cell.strip()
+            cell = (columns.get(column) or columns.setdefault(column, Shared()))(cell.strip())
             if column.startswith("properties."):
                 entry.setdefault("properties", {})[column.removeprefix("properties.")] = cell
             elif column.startswith("network."):
@@ -542,8 +564,7 @@ def _csv_rows(reader: csv.DictReader[str], path: Path) -> list[tuple[str, Mappin
                 entry.setdefault("extra_config", {})[column.removeprefix("extra_config.")] = cell
             else:
                 entry[column] = cell
-            entry.lines[column] = line
-        entries.append((f"row {line}", entry, f"{path}:{line}"))
+        entries.append((None, entry, file))
     return entries
 
 
