@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -138,8 +139,10 @@ def test_signal_after_signal_from_the_moment_the_handlers_are_in_place_to_the_ex
 # --- while an interrupted run shuts down ---------------------------------------
 
 
-def start_run(run: FaultRun, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """``asyncovf run`` of two VMs whose leases never become ready, against the simulator."""
+@contextmanager
+def started_run(run: FaultRun, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``asyncovf run`` of two VMs whose leases never become ready, against the
+    simulator: the process and its stderr file; killed at the end if still running."""
     batch = tmp_path / "batch.yaml"
     batch.write_text(f"defaults:\n  source: {run.package_path}\n  cluster: DC0_C0\n"
                      f"  datastore: LocalDS_0\n"
@@ -151,7 +154,12 @@ def start_run(run: FaultRun, tmp_path: Path) -> tuple[subprocess.Popen[bytes], P
              "--concurrency", "2", "--progress", "plain", "--report",
              str(tmp_path / "report.json")],
             env=cli_environment(run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
-    return process, stderr
+    try:
+        yield process, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for_counters(run: FaultRun, process: subprocess.Popen[bytes],
@@ -172,8 +180,7 @@ def interrupt_while_aborting(run: FaultRun, tmp_path: Path, first: signal.Signal
     """The first signal once both leases wait; two more while an Abort is held."""
     run.vcsim.set_faults(lease={"initializing_reads": 1_000_000},
                          soap=[{"method": "HttpNfcLeaseAbort", "delay_ms": 2000}])
-    process, stderr = start_run(run, tmp_path)
-    try:
+    with started_run(run, tmp_path) as (process, stderr):
         wait_for_counters(run, process, lambda c: c.leases_created >= 2)
         process.send_signal(first)
         wait_for_counters(run, process,
@@ -181,10 +188,6 @@ def interrupt_while_aborting(run: FaultRun, tmp_path: Path, first: signal.Signal
         process.send_signal(then)
         process.send_signal(then)
         return process.wait(timeout=DEADLINE), stderr.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.integration
@@ -208,15 +211,10 @@ def interrupt_until_exit(run: FaultRun, tmp_path: Path, sig: signal.Signals) -> 
     the event loop's closing, to the exit."""
     run.vcsim.set_faults(lease={"initializing_reads": 1_000_000},
                          soap=[{"method": "Logout", "delay_ms": 300}])
-    process, stderr = start_run(run, tmp_path)
-    try:
+    with started_run(run, tmp_path) as (process, stderr):
         wait_for_counters(run, process, lambda c: c.leases_created >= 2)
         signal_until_exit(process, cycle(sig))
         return process.wait(timeout=DEADLINE), stderr.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.integration
