@@ -48,14 +48,16 @@ class TokenBucket:
 
     ``consume(n)`` waits until ``n`` bytes may be sent. The bucket holds at most
     one second of tokens, so a quiet period does not allow a later burst far
-    above the limit.
+    above the limit. It starts empty: a full bucket would let the first second
+    of the run send twice the rate (its tokens, then the refill), which a load
+    test's throughput chart shows as a spike at t=0 the operator never asked for.
     """
 
     def __init__(self, rate: float) -> None:
         if rate <= 0:
             raise ValueError("bandwidth must be positive")
         self.rate = rate
-        self._tokens = rate
+        self._tokens = 0.0
         self._updated = anyio.current_time()
         self._lock = anyio.Lock()
 

@@ -23,18 +23,19 @@ class FakeClock:
         self.now += seconds
 
 
-async def test_token_bucket_allows_one_second_of_burst_then_paces(
+async def test_token_bucket_starts_empty_so_the_first_second_is_no_burst(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = FakeClock()
     monkeypatch.setattr(limits.anyio, "current_time", clock.current_time)
     monkeypatch.setattr(limits.anyio, "sleep", clock.sleep)
     bucket = TokenBucket(1000)
-    await bucket.consume(1000)  # the initial second's worth: no wait
-    assert clock.slept == []
+    # A full bucket would send these at once and a second's more by t=1: twice the rate.
+    await bucket.consume(1000)
+    assert clock.slept == [1.0]
     await bucket.consume(500)
     await bucket.consume(500)
-    assert clock.slept == [0.5, 0.5]
+    assert clock.slept == [1.0, 0.5, 0.5]
     clock.now += 10  # a quiet period refills at most one second's worth
     await bucket.consume(1500)
     assert clock.slept[-1] == pytest.approx(0.5)
