@@ -40,6 +40,7 @@ from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
 from asyncovf.engine.run import BatchRun, open_sources
 from asyncovf.errors import AsyncOvfError
 from asyncovf.interrupt import run_until_signal
+from asyncovf.loadreport.thresholds import Threshold, ThresholdError, evaluate, parse_threshold
 from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
 from asyncovf.progress import ProgressDisplay
@@ -58,6 +59,14 @@ FLAGS: Final = RunFlags(
     job_retries="retry a failed job from scratch N times (default %(default)s)",
     report="write the JSON run report here",
 )
+
+
+def _threshold(text: str) -> Threshold:
+    """``--threshold``'s type: a parse error is argparse's usage error (exit 2)."""
+    try:
+        return parse_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.expression!r}: {exc.reason}") from None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,10 +115,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     FLAGS.add(output, "--report")
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
+    output.add_argument("--threshold", type=_threshold, action="append", default=[],
+                        metavar="EXPR",
+                        help="load test: fail the run (exit 3) unless EXPR holds, e.g. "
+                             "'p95(upload)<30s', 'error_rate<1%%', 'imports_per_s>5'; "
+                             "repeatable")
 
 
 async def command(args: argparse.Namespace) -> int:
-    """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 130 interrupted."""
+    """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 3 a
+    ``--threshold`` failed, 130 interrupted."""
     try:
         # Checked now and then, so that Ctrl-C stops a large file's validation.
         plan = await anyio.to_thread.run_sync(partial(
@@ -187,6 +202,9 @@ async def command(args: argparse.Namespace) -> int:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
     if timed_out:
         print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
+    missed = [verdict for verdict in evaluate(report, args.threshold) if not verdict.passed]
+    for verdict in missed:
+        print(f"asyncovf: {printable(verdict.describe())}", file=sys.stderr)
     failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
     # Raised by the checks, an error is theirs (a wrong password, an untrusted
     # certificate are our input); raised by the pool, a bug.
@@ -196,6 +214,7 @@ async def command(args: argparse.Namespace) -> int:
         r.status is JobStatus.IMPORTED for r in batch.results)
     return exit_status(interrupted=outcome.interrupted,
                        rejected=checks_refused or every_input_refused,
+                       threshold=bool(missed),
                        failed=bool(failed) or timed_out or outcome.error is not None)
 
 
