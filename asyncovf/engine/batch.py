@@ -82,6 +82,9 @@ class JobResult:
     phases: list[tuple[int, str, float]] = field(default_factory=list)  # attempt, phase, start
     #: The guest's IP address, when the job waited for it.
     ip_address: str | None = None
+    #: The MOR id of a VM of that name the job destroyed to import its own
+    #: (``--on-conflict replace``, or an import that never finished).
+    replaced: str | None = None
     state: JobState | None = None  # the attempt in progress, for live display
 
     @property
@@ -249,7 +252,14 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
     hooks = replace(context.hooks_for(placement, result) if context.hooks_for else JobHooks(),
                     host_addresses=partial(context.inventory.host_addresses, session))
     return await import_vm(session, package, placement, state, options, networks=networks,
-                           on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks)
+                           on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks,
+                           on_replaced=partial(_replaced, result))
+
+
+def _replaced(result: JobResult, moid: str) -> None:
+    # The first: a later attempt removes only this job's own leftovers.
+    result.replaced = result.replaced or moid
+    log.warning("%s: destroyed the existing VM %s to import it again", result.name, moid)
 
 
 async def _resolve(session: VCenterSession, inventory: InventoryCache,

@@ -22,7 +22,7 @@ and recorded in ``state.cleanup_errors``; the original error is what is raised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -69,6 +69,7 @@ async def import_vm(
     own_vms: frozenset[str] = frozenset(),
     hooks: JobHooks | None = None,
     on_progress: ProgressCallback | None = None,
+    on_replaced: Callable[[str], None] | None = None,
 ) -> bool:
     """Import ``package`` as ``state.name``; on failure raise, leaving nothing behind.
 
@@ -78,7 +79,8 @@ async def import_vm(
     is this job's leftover and is removed whatever ``on_conflict`` says.
     ``networks`` maps the descriptor's networks to network MORs: ``options``'
     ``network_mapping`` resolved in the placement's datacenter
-    (:func:`~asyncovf.engine.resolve.map_networks`).
+    (:func:`~asyncovf.engine.resolve.map_networks`). ``on_replaced`` is told the
+    MOR id of a VM of that name this import destroyed (not one of ``own_vms``).
 
     ``state`` is updated in place (phase, bytes, timings, cleanup errors), so a
     caller can show progress and report a job even when this raises or is
@@ -90,7 +92,7 @@ async def import_vm(
         hooks = replace(hooks, on_progress=on_progress)
     try:
         if not await resolve_conflict(session, state, placement, on_conflict,
-                                      own_vms=own_vms):
+                                      own_vms=own_vms, on_replaced=on_replaced):
             return False
         await _import_with_recovery(session, package, placement, state, options,
                                     networks or {}, hooks)
@@ -104,7 +106,8 @@ async def import_vm(
 
 
 async def resolve_conflict(session: VCenterSession, state: JobState, placement: Placement,
-                           policy: OnConflict, *, own_vms: frozenset[str] = frozenset()) -> bool:
+                           policy: OnConflict, *, own_vms: frozenset[str] = frozenset(),
+                           on_replaced: Callable[[str], None] | None = None) -> bool:
     """Apply ``policy`` to a VM already named ``state.name``; False means skip the import.
 
     Before any lease is taken. ``skip`` trusts only a finished import: a VM
@@ -112,7 +115,9 @@ async def resolve_conflict(session: VCenterSession, state: JobState, placement: 
     "importing" was left by an import that never finished (a killed process);
     vCenter deletes such a VM once its lease times out, so counting it as done
     would lose it. It is removed and imported again. A VM without the mark is
-    not asyncovf's: ``skip`` leaves it alone, never destroys it.
+    not asyncovf's: ``skip`` leaves it alone, never destroys it. ``on_replaced``
+    hears the MOR id of every VM removed that was not one of ``own_vms``, once it
+    is gone: the user's to know what was destroyed.
     """
     existing = await find_vm(session, placement.folder.ref, state.name)
     if existing is None:
@@ -140,6 +145,8 @@ async def resolve_conflict(session: VCenterSession, state: JobState, placement: 
                                    what=f"removing the existing VM {state.name!r} ({moid})",
                                    within=CLEANUP_TIMEOUT * 3):
         raise VCenterError(errors[0] if errors else f"could not remove {moid}", vm=state.name)
+    if on_replaced is not None and moid not in own_vms:
+        on_replaced(moid)
     return True
 
 
