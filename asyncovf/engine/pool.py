@@ -101,6 +101,15 @@ class BatchRunner(OnWorkerPool):
         return self.pool.concurrency_series
 
     @property
+    def ramp_step(self) -> tuple[int, int, int] | None:
+        """(the step in force, from 1; the steps; the workers it allows), or None before
+        the run starts: what the progress display says of the ramp."""
+        series = self.pool.concurrency_series
+        if not series:
+            return None
+        return len(series), len(self.pool.steps), series[-1][1]
+
+    @property
     def soap_calls(self) -> Counter[str]:
         return self.pool.soap_calls
 
