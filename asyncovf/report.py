@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from asyncovf import __version__
 from asyncovf.engine.batch import JobResult, JobStatus, totals
 from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
@@ -55,6 +58,69 @@ class RunInfo:
     shard: str | None = None
     interrupted: str | None = None  # the signal's name
     dry_run: bool = False
+    #: The command's arguments, recorded without secrets (:func:`redact_argv`);
+    #: by default this process's own.
+    argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
+    #: vCenter's ``ServiceContent.about`` (fullName, version, build, apiVersion), when
+    #: the run logged in (:func:`about_record`).
+    about: Mapping[str, str] | None = None
+
+
+#: Options whose value is a secret: their values never reach a report.
+_SECRET_OPTION = re.compile(r"^--?[\w-]*(pass|secret|token|cookie|auth|credential)", re.I)
+#: ``scheme://user:password@host``: the password part of a URL.
+_URL_PASSWORD = re.compile(r"(?P<keep>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]*@", re.I)
+REDACTED: Final = "***"
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` fit for a report: secret options' values and URL passwords replaced.
+
+    ``--password`` (cli/groups.py) is the one secret option today; any option
+    named like a secret is treated as one, so a new one is safe by default.
+    """
+    redacted: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            redacted.append(REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if _SECRET_OPTION.match(name):
+            if equals:
+                redacted.append(f"{name}={REDACTED}")
+            else:
+                redacted.append(arg)
+                hide_next = True
+            continue
+        redacted.append(_URL_PASSWORD.sub(rf"\g<keep>{REDACTED}@", arg))
+    return redacted
+
+
+def about_record(about: Any) -> dict[str, str]:
+    """What the report keeps of vCenter's ``AboutInfo`` (vSphere API reference:
+    ``vim.AboutInfo``): product name, version, build and API version."""
+    return {key: str(getattr(about, key, None) or "") for key in
+            ("fullName", "version", "build", "apiVersion")}
+
+
+def _package_record(source: str, package: Any) -> dict[str, Any]:
+    members = getattr(package, "members", None) or {}
+    files = getattr(package, "files", None) or {}
+    uploads = [f.content_size for f in files.values()]
+    return {"source": source, "kind": getattr(package, "kind", None),
+            "bytes": sum(member.size for member in members.values()),
+            "upload_bytes": sum(uploads) if uploads and None not in uploads else None}
+
+
+def _settings_record(settings: Any) -> dict[str, Any]:
+    return {"concurrency": settings.concurrency, "ramp": list(settings.ramp) or None,
+            "ramp_interval": settings.ramp_interval if settings.ramp else None,
+            "bandwidth": settings.bandwidth, "max_per_host": settings.max_per_host,
+            "max_per_datastore": settings.max_per_datastore,
+            "job_retries": settings.job_retries, "upload_attempts": settings.upload_attempts,
+            "parallel_disks": settings.parallel_disks}
 
 
 def job_record(result: JobResult, origin: float) -> dict[str, Any]:
@@ -98,6 +164,8 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
     summary = totals(runner.results)
     imported = summary["imported"]
     calls = dict(sorted(runner.soap_calls.items()))
+    # Whoever logged in for the run may leave vCenter's ``about`` on the runner.
+    about = info.about if info.about is not None else getattr(runner, "about", None)
     return {
         "version": REPORT_VERSION,
         "run": {
@@ -113,6 +181,12 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
                       "interval": runner.settings.ramp_interval}
                      if runner.settings.ramp else None),
             "concurrency_series": [[t, limit] for t, limit in runner.concurrency_series],
+            "tool": {"name": "asyncovf", "version": __version__},
+            "command": ["asyncovf", *redact_argv(info.argv)],
+            "vcenter": dict(about) if about is not None else None,
+            "packages": [_package_record(source, package)
+                         for source, package in sorted(runner.packages.items())],
+            "settings": _settings_record(runner.settings),
         },
         "jobs": [job_record(result, origin) for result in runner.results],
         "totals": {
@@ -301,6 +375,7 @@ __all__ = [
     "REPORT_VERSION",
     "ReportTargets",
     "RunInfo",
+    "about_record",
     "build_report",
     "check_run_report",
     "cleanup_document",
@@ -309,6 +384,7 @@ __all__ = [
     "parse_report",
     "read_report",
     "read_reports",
+    "redact_argv",
     "summary_table",
     "totals_line",
     "write_report",

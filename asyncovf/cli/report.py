@@ -1,4 +1,5 @@
-"""``asyncovf report RESULTS.json``: a run report's statistics, and charts with matplotlib."""
+"""``asyncovf report RESULTS.json``: a run report's summary as text, and its statistics as
+JSON and its charts (matplotlib) as HTML or PNG files."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from asyncovf.errors import AsyncOvfError
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "report", help="draw a run report: timeline, in-flight, throughput, latency, errors",
-        description="Read the JSON that 'asyncovf run --report' wrote and draw what a load "
-                    "tester wants: every job's phases on a timeline, imports in flight and "
-                    "upload throughput over time, p50/p90/p99/max latency per phase, failed "
-                    "jobs by kind and, for a --ramp run, median latency per concurrency step. "
-                    "Charts need the report extra: pip install 'asyncovf[report]'.")
+        "report", help="summarise a run report: how fast, where it bends, what failed",
+        description="Read the JSON that 'asyncovf run --report' wrote and answer what a load "
+                    "tester asks: how fast (imports/s, p50/p90/p95/p99/max latency per job "
+                    "and per phase), where it bends (the knee of a --ramp run) and what "
+                    "failed (errors by kind, with sample messages), with the run's metadata. "
+                    "Prints a text summary; --html, --png and --json write files. Charts "
+                    "need the report extra: pip install 'asyncovf[report]'.")
     add_debug_options(parser, verbose=False)
     parser.add_argument("results", metavar="RESULTS.json", help="a run report")
     parser.add_argument("--html", metavar="FILE", help="one self-contained HTML page")
@@ -30,15 +32,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def command(args: argparse.Namespace) -> int:
-    """``asyncovf report RESULTS.json``: statistics always, pictures if matplotlib is there."""
-    from asyncovf.loadreport import analysis
+    """``asyncovf report RESULTS.json``: the text summary unless a file is asked for."""
+    from asyncovf.loadreport import analysis, summary
 
-    if not (args.html or args.png or args.json):
-        args.json = "-"
     try:
         report = analysis.load_run_report(args.results)
+        if not (args.html or args.png or args.json):
+            sys.stdout.write(summary.text_summary(report))
         if args.json:
-            text = json.dumps(analysis.statistics(report), indent=2) + "\n"
+            text = json.dumps(summary.statistics(report), indent=2) + "\n"
             if args.json == "-":
                 sys.stdout.write(text)
             else:

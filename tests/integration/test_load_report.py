@@ -101,15 +101,29 @@ async def test_run_with_a_ramp_then_report_draws_html_png_and_statistics(
     assert statistics["statuses"] == {"imported": 7, "failed": 1}
     assert statistics["errors_by_kind"] == {"upload": 1}
     phases = {p["phase"]: p for p in statistics["phases"]}
-    assert {"spec", "import", "lease_wait", "upload", "complete"} <= set(phases)
-    assert phases["upload"]["count"] == 8 and phases["abort"]["count"] == 1
-    assert all(p["p50"] <= p["p90"] <= p["p99"] <= p["max"] for p in phases.values())
+    assert {"end-to-end", "spec", "import", "lease_wait", "upload", "complete"} <= set(phases)
+    # The failed job is kept out of the percentiles, and shown on its own.
+    assert phases["end-to-end"]["count"] == phases["upload"]["count"] == 7
+    assert "abort" not in phases
+    assert [(p["phase"], p["count"]) for p in statistics["failed_latency"]] == [("failed", 1)]
+    assert all(p["p50"] <= p["p90"] <= p["p95"] <= p["p99"] <= p["max"]
+               for p in phases.values())
     assert [step["limit"] for step in statistics["steps"]] == [2, 4]
+    assert statistics["knee"]["sentence"].startswith(("knee at ", "no knee: "))
+    assert [(e["kind"], e["count"]) for e in statistics["errors"]] == [("upload", 1)]
+    run_facts = data["run"]
+    assert run_facts["tool"]["name"] == "asyncovf" and run_facts["packages"][0]["bytes"] > 0
+    assert run_facts["settings"]["ramp"] == [2, 4]
     page = html.read_text()
-    for chart in ("timeline", "in_flight", "throughput", "latency", "errors", "steps"):
+    for chart in ("timeline", "rates", "in_flight", "throughput", "latency", "errors",
+                  "steps"):
         assert f'<img alt="{chart}" src="data:image/png;base64,' in page
-    assert '<table id="phases">' in page and "<td>upload</td><td>1</td>" in page
+    assert f'<span id="knee">{statistics["knee"]["sentence"]}</span>' in page
+    assert '<table id="errors">' in page and "<td>upload</td><td>1</td>" in page
+    assert '<table id="metadata">' in page and "ramp 2 → 4 workers" in page
+    assert '<table id="phases">' in page and "<td>end-to-end</td><td>7</td>" in page
     assert '<table id="steps">' in page and "<tr><td>4</td>" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     await fault_run.check_invariants(imported={
         job["name"] for job in data["jobs"] if job["status"] == "imported"})

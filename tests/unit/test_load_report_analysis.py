@@ -37,14 +37,29 @@ def test_percentiles_are_nearest_rank(values: list[float], p: float, expected: f
     assert analysis.percentile(values, p) == expected
 
 
-def test_phase_latencies_and_percentiles_count_every_attempt() -> None:
+def test_percentiles_describe_the_imported_jobs_and_every_attempt_of_them() -> None:
     report = run([job("a", "imported", [("spec", 0, 1), ("upload", 1, 3)]),
-                  job("b", "failed", [("spec", 0, 2), ("upload", 2, 2.5), ("abort", 2.5, 3)])],
-                 3)
+                  {**job("b", "imported", [("spec", 0, 2), ("upload", 2, 4)]),
+                   "phases": [{"attempt": 1, "phase": "upload", "start": 0, "end": 0.5},
+                              {"attempt": 2, "phase": "upload", "start": 0.5, "end": 4}]},
+                  # failed after 0.5 s, aborted after 100 s: neither is a latency of success
+                  job("c", "failed", [("spec", 0, 0.2), ("upload", 0.2, 0.5)]),
+                  job("d", "aborted", [("spec", 0, 50), ("upload", 50, 100), ("abort", 100, 101)])],
+                 101)
     stats = {s.phase: s for s in analysis.phase_stats(report)}
-    assert list(stats) == ["spec", "upload", "abort"]
-    assert (stats["spec"].count, stats["spec"].p50, stats["spec"].max) == (2, 1, 2)
-    assert (stats["upload"].p50, stats["upload"].p99) == (0.5, 2)
+    assert list(stats) == ["end-to-end", "spec", "upload"]
+    assert (stats["end-to-end"].count, stats["end-to-end"].p50,
+            stats["end-to-end"].max) == (2, 3, 4)
+    assert (stats["spec"].count, stats["spec"].max) == (1, 1)
+    assert (stats["upload"].count, stats["upload"].p50, stats["upload"].max) == (3, 2, 3.5)
+    others = {s.phase: s for s in analysis.outcome_latencies(report)}
+    assert (others["failed"].count, others["failed"].max) == (1, 0.5)
+    assert (others["aborted"].count, others["aborted"].max) == (1, 101)
+
+
+def test_p95_is_nearest_rank_too() -> None:
+    stats = analysis.latency_stats("x", [float(v) for v in range(1, 21)])
+    assert (stats.p50, stats.p90, stats.p95, stats.p99, stats.max) == (10, 18, 19, 20, 20)
 
 
 def test_in_flight_counts_a_handover_as_one_job_not_two() -> None:
@@ -137,12 +152,20 @@ def test_the_report_command_refuses_what_is_not_a_run_report(
     assert not html.exists()
 
 
-def test_the_report_command_prints_statistics_without_any_chart_option(tmp_path: Path) -> None:
+def test_the_report_command_prints_a_text_summary_without_any_file_option(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     path.write_text(json.dumps(run([job("a", "imported", [("spec", 0, 1)])], 1)))
     done = subprocess.run([sys.executable, "-m", "asyncovf", "report", str(path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
-    stats = json.loads(done.stdout)
-    assert stats["phases"] == [{"phase": "spec", "count": 1, "p50": 1, "p90": 1, "p99": 1,
-                                "max": 1}]
+    assert "How fast:       1 of 1 jobs imported in 1 s: 1.00 imports/s" in done.stdout
+    assert "Where it bends: no knee: no ramp (a fixed 2 workers)" in done.stdout
+    assert "{" not in done.stdout  # words and rounded numbers, not the JSON
+    stats_file = tmp_path / "stats.json"
+    done = subprocess.run([sys.executable, "-m", "asyncovf", "report", str(path), "--json",
+                           str(stats_file)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["phases"][1] == {"phase": "spec", "count": 1, "p50": 1, "p90": 1, "p95": 1,
+                                  "p99": 1, "max": 1}
