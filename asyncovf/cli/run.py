@@ -61,8 +61,9 @@ FLAGS: Final = RunFlags(
 )
 
 
-def _threshold(text: str) -> Threshold:
-    """``--threshold``'s type: a parse error is argparse's usage error (exit 2)."""
+def threshold_option(text: str) -> Threshold:
+    """``--threshold``'s type (``run`` and ``report``): a parse error is argparse's usage
+    error, one line naming the flag (exit 2)."""
     try:
         return parse_threshold(text)
     except ThresholdError as exc:
@@ -115,7 +116,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     FLAGS.add(output, "--report")
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
-    output.add_argument("--threshold", type=_threshold, action="append", default=[],
+    output.add_argument("--threshold", type=threshold_option, action="append", default=[],
                         metavar="EXPR",
                         help="load test: fail the run (exit 3) unless EXPR holds, e.g. "
                              "'p95(upload)<30s', 'error_rate<1%%', 'imports_per_s>5'; "
@@ -248,4 +249,4 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
     return EXIT_USAGE if failing else EXIT_OK
 
 
-__all__ = ["FLAGS", "add_parser", "command"]
+__all__ = ["FLAGS", "add_parser", "command", "threshold_option"]
