@@ -35,6 +35,7 @@ from asyncovf.engine.cleaner import (
 from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.printable import printable
+from asyncovf.quantity import quantity
 from asyncovf.report import cleanup_document, read_reports, write_report
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
@@ -51,12 +52,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "with a bounded pool of workers. A VM is removed only if its id still "
                     "carries the name it had; a VM already gone is reported, not an error.")
     add_debug_options(parser)
-    # Reports are read, so they are arguments: '--report FILE' always writes one.
+    # Reports are read, so they are arguments: a flag names a file the command writes.
     parser.add_argument("reports", nargs="*", metavar="REPORT",
                         help="a report that 'asyncovf run --report' wrote (several for the "
                              "shards of a run): remove its imported VMs; acts without --yes")
-    parser.add_argument("--report", dest="report_option", action="append",
-                        help=argparse.SUPPRESS)
+    # The old spelling, read as an argument with a warning until the next release.
+    parser.add_argument("--report", dest="report_option", action="append", default=[],
+                        metavar="REPORT", help=argparse.SUPPRESS)
     parser.add_argument("--name-prefix", metavar="PREFIX",
                         help="instead of reports: every VM whose name starts with PREFIX; "
                              "lists them, and removes them only with --yes")
@@ -81,10 +83,12 @@ async def command(args: argparse.Namespace) -> int:
     prefix is broad, so it only lists until ``--yes`` is given.
     """
     targets: list[CleanupTarget] | None = None
+    if args.report_option:
+        log.warning("'cleanup --report REPORT' is deprecated and goes in the next release "
+                    "(a flag names a file the command writes); give the reports as "
+                    "arguments: asyncovf cleanup %s", printable(" ".join(args.report_option)))
+        args.reports = [*args.reports, *args.report_option]
     try:
-        if args.report_option:
-            raise UsageError("cleanup reads run reports as arguments ('--report FILE' writes "
-                             "one): asyncovf cleanup " + " ".join(args.report_option))
         if args.reports and args.name_prefix is not None:
             raise UsageError("give run reports or --name-prefix, not both")
         if not args.reports and args.name_prefix is None:
@@ -98,8 +102,9 @@ async def command(args: argparse.Namespace) -> int:
         if args.reports:
             selected = await anyio.to_thread.run_sync(read_reports, args.reports)
             targets = list(selected.targets)
-            print(f"{', '.join(args.reports)}: {len(targets)} VMs the run imported"
-                  + (f"; {selected.left_alone} other jobs left alone"
+            print(f"{printable(', '.join(args.reports))}: "
+                  f"{quantity(len(targets), 'VM')} the run imported"
+                  + (f"; {quantity(selected.left_alone, 'other job')} left alone"
                      if selected.left_alone else ""))
         connection = connection_settings(args)
     except AsyncOvfError as exc:
@@ -138,10 +143,13 @@ async def command(args: argparse.Namespace) -> int:
             return EXIT_OK
         print(preview(listed))
         if args.dry_run:
-            print(f"dry run: {len(listed)} VMs would be removed; nothing was removed")
+            print(f"dry run: {quantity(len(listed), 'VM')} would be removed; nothing was removed")
             return EXIT_OK
-        print(f"asyncovf: {len(listed)} VMs match --name-prefix {args.name_prefix!r}; "
-              "nothing was removed: add --yes to power them off and destroy them",
+        print(f"asyncovf: {quantity(len(listed), 'VM')} "
+              f"{'matches' if len(listed) == 1 else 'match'} --name-prefix "
+              f"{printable(repr(args.name_prefix))}; nothing was removed: add --yes to power "
+              f"{'it' if len(listed) == 1 else 'them'} off and destroy "
+              f"{'it' if len(listed) == 1 else 'them'}",
               file=sys.stderr)
         return EXIT_USAGE
     if args.output:
@@ -149,7 +157,7 @@ async def command(args: argparse.Namespace) -> int:
             cleaner, selection=selection, interrupted=outcome.signal_name))
     if cleaner.login_errors and not cleaner.sessions_opened and not outcome.interrupted:
         report_error(cleaner.login_errors[0], args.debug)  # once, not once per VM
-        print(f"asyncovf: nothing was removed ({len(cleaner.results)} VMs targeted)",
+        print(f"asyncovf: nothing was removed ({quantity(len(cleaner.results), 'VM')} targeted)",
               file=sys.stderr)
         return exit_code_for(cleaner.login_errors[0])
     print(summary(cleaner.results))
@@ -161,8 +169,8 @@ async def command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     left = [r for r in cleaner.results if not r.gone]
     if left:
-        print(f"asyncovf: {len(left)} of {len(cleaner.results)} VMs are not removed "
-              "(see above)", file=sys.stderr)
+        print(f"asyncovf: {len(left)} of {quantity(len(cleaner.results), 'VM')} "
+              f"{'is' if len(left) == 1 else 'are'} not removed (see above)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -193,7 +201,7 @@ def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
     if len(shown) < len(rows):
         lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
     total = counts(results)
-    lines.append(f"{total['targeted']} VMs targeted: " + ", ".join(
+    lines.append(f"{quantity(total['targeted'], 'VM')} targeted: " + ", ".join(
         f"{total[s.value]} {s.label}" for s in _ORDER if s is not RemovalStatus.PENDING))
     return "\n".join(lines)
 

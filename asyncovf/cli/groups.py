@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from asyncovf.cli.prompt import terminal_password_prompt
 from asyncovf.engine.limits import parse_bandwidth, parse_size
 from asyncovf.engine.options import (
     OPTIONS,
@@ -117,14 +118,20 @@ def add_source_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (defaults from VSPHERE_* environment)")
-    group.add_argument("--server", help="vCenter URL or host [VSPHERE_SERVER]")
-    group.add_argument("--user", help="user name [VSPHERE_USER]")
-    group.add_argument("--password", help="password [VSPHERE_PASSWORD]; prefer the variable")
+    group = parser.add_argument_group(
+        "connection (defaults from VSPHERE_*, then govc's GOVC_*, then Ansible's VMWARE_* "
+        "environment; the password is asked for on a terminal)")
+    group.add_argument("--server", help="vCenter URL or host [VSPHERE_SERVER, GOVC_URL, "
+                                        "VMWARE_HOST]")
+    group.add_argument("--user", help="user name [VSPHERE_USER, GOVC_USERNAME, VMWARE_USER]")
+    group.add_argument("--password", help="password [VSPHERE_PASSWORD, GOVC_PASSWORD, "
+                                          "VMWARE_PASSWORD]; prefer a variable or the prompt")
     group.add_argument("--insecure", action="store_true", default=None,
                        help="do not verify vCenter's TLS certificate "
-                            "[VSPHERE_ALLOW_UNVERIFIED_SSL]")
-    group.add_argument("--ca-file", help="PEM bundle of CAs to trust for vCenter")
+                            "[VSPHERE_ALLOW_UNVERIFIED_SSL, GOVC_INSECURE, "
+                            "VMWARE_VALIDATE_CERTS=false]")
+    group.add_argument("--ca-file", metavar="PEM",
+                       help="PEM bundle of CAs to trust for vCenter [VSPHERE_CA_FILE]")
 
 
 def add_placement_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -259,10 +266,12 @@ def run_settings(args: argparse.Namespace, *, concurrency: int) -> RunSettings:
 
 def connection_settings(args: argparse.Namespace,
                         batch: Mapping[str, str | bool] | None = None) -> ConnectionSettings:
-    """The connection flags, then the batch file's ``connection:`` (``run``), then VSPHERE_*."""
+    """The connection flags, then the batch file's ``connection:`` (``run``), then the
+    environment; then, on a terminal, the password prompt."""
     return ConnectionSettings.from_options(
         server=args.server, username=args.user, password=args.password,
         insecure=args.insecure, ca_file=args.ca_file, batch=batch,
+        ask_password=terminal_password_prompt(),
     )
 
 

@@ -74,7 +74,8 @@ def run_measured(args: list[str], env: dict[str, str]) -> Measured:
 
 def no_vcenter() -> dict[str, str]:
     """An environment naming no vCenter: a batch file is refused before any connection."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("VSPHERE_", "GOVC_", "VMWARE_"))}
 
 
 def simulator(vcsim: Vcsim) -> dict[str, str]:
@@ -182,8 +183,9 @@ def oversized_vms_csv(tmp_path: Path) -> tuple[Path, str]:
 
 # -- batch files at the limits: read in full, within the same bound ---------------------------
 
-MISSING_SERVER = ("missing --server (or VSPHERE_SERVER), --user (or VSPHERE_USER), --password "
-                  "(or VSPHERE_PASSWORD)")
+MISSING_SERVER = ("missing --server (or VSPHERE_SERVER, GOVC_URL, VMWARE_HOST); --user (or "
+                  "VSPHERE_USER, GOVC_USERNAME, VMWARE_USER); --password (or VSPHERE_PASSWORD, "
+                  "GOVC_PASSWORD, VMWARE_PASSWORD)")
 
 
 def csv_at_the_vm_limit(tmp_path: Path, annotation: int = 0,
