@@ -172,10 +172,11 @@ async def command(args: argparse.Namespace) -> int:
         for cause in await batch.check():
             say(f"asyncovf: error: {printable(cause)}")
         display = ProgressDisplay(batch.to_run, live={"auto": None, "live": True,
-                                                      "plain": False}[args.progress])
+                                                      "plain": False}[args.progress],
+                                  ramp=lambda: batch.runner.ramp_step)
         # A progress line whose reader went away (``2>&1 | head``) must not fail its job.
         batch.on_update = unless_unread(display.update)
-        with display:
+        async with display:  # its own timer: the plain heartbeat goes on while nothing moves
             if args.timeout is None:
                 await batch.run()
                 return
@@ -197,6 +198,9 @@ async def command(args: argparse.Namespace) -> int:
         write_report(args.report, report)
     print(summary_table(batch.results))
     print(totals_line(report))
+    for result in batch.results:
+        if result.replaced:  # in live mode only a warning line said so, amid the display
+            print(f"replaced {printable(result.name)}: destroyed {printable(result.replaced)}")
     if outcome.error is not None:
         report_error(outcome.error, args.debug)
     if outcome.interrupted:
