@@ -1,15 +1,20 @@
 # Two entry points, both self-installing (see README):
 #   make demo  — local simulator, a real bulk import, a summary
 #   make test  — lint, type-check and the whole test suite
+#   make report-demo — a ramp against the simulator, its load report checked in
+#                      headless Chromium (not part of make test: it takes a minute)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest deps system-deps clean
+.PHONY: demo report-demo test lint typecheck pytest deps system-deps clean
 
 demo: deps
 	$(BIN)/python demo/demo.py
+
+report-demo: deps
+	PYTHON=$(BIN)/python scripts/report-demo.sh
 
 test: deps lint typecheck pytest
 

@@ -159,9 +159,8 @@ def _percentiles(ax: Any, report: Mapping[str, Any]) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     ax.set_ylabel("seconds (log scale)")
-    ax.set_title("Latency of the imported jobs", pad=22)
-    ax.legend(fontsize="small", ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.08),
-              frameon=False)
+    ax.set_title("Latency of the imported jobs")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _errors(ax: Any, report: Mapping[str, Any]) -> None:
@@ -242,9 +241,10 @@ def write_png(report: Mapping[str, Any], path: str | Path) -> None:
 
 def _html_table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     esc = html.escape
-    return (f'<table id="{table_id}"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header)
-            + "</tr>" + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                                for row in rows) + "</table>")
+    head = ("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>") if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f'<table id="{table_id}">{head}{body}</table>'
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -270,7 +270,7 @@ def render_html(report: Mapping[str, Any]) -> str:
 table{{border-collapse:collapse;margin:0.5em 0 1em}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}}
 td{{font-variant-numeric:tabular-nums}}img{{max-width:100%}}
-.answers p{{font-size:1.1em;margin:0.3em 0}}.answers b{{display:inline-block;width:9em}}
+.answers p{{font-size:1.1em;margin:0.3em 0;display:flex}}.answers b{{flex:0 0 9em}}
 #knee{{background:#fff3e0;padding:0.3em}}
 figure{{display:inline-block;margin:0.3em;width:600px;vertical-align:top}}
 figure.wide{{width:1200px}}</style></head><body>
@@ -281,7 +281,7 @@ figure.wide{{width:1200px}}</style></head><body>
 <p><b>What failed</b></p>{error_part}
 </div>
 <h2>Run</h2>
-{_html_table("metadata", ("", ""), summary.metadata(report))}
+{_html_table("metadata", (), summary.metadata(report))}
 <h2>Latency of the imported jobs (nearest-rank percentiles)</h2>
 {_html_table("phases", summary.LATENCY_HEADER, summary.latency_rows(analysis.phase_stats(report)))}
 {"<h2>Time to failure (kept out of the percentiles above)</h2>"

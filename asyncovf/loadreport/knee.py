@@ -65,7 +65,8 @@ def find_knee(steps: Sequence[StepStats]) -> Knee:
             continue
         parts = []
         if by_gain:
-            change = (f"rose only {_percent(gain)}" if gain >= 0
+            change = ("did not rise" if round(gain * 100) == 0
+                      else f"rose only {_percent(gain)}" if gain > 0
                       else f"fell {_percent(-gain)}")
             parts.append(f"imports/s {change} over {_workers(previous.limit)} "
                          f"({previous.imports_per_second:.2f} → {step.imports_per_second:.2f}/s,"
