@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
+from asyncovf.engine.batch_errors import BatchErrors
 from asyncovf.errors import AsyncOvfError
 from asyncovf.printable import printable
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
@@ -26,8 +27,14 @@ def report_error(error: BaseException, debug: bool) -> None:
     """``asyncovf: error: …``: our errors as they say, anything else with its type."""
     if debug:
         traceback.print_exception(error, file=sys.stderr)
-    message = str(error) if isinstance(error, AsyncOvfError) else f"{type(error).__name__}: {error}"
-    print(f"asyncovf: error: {printable(message)}", file=sys.stderr)
+    if isinstance(error, BatchErrors):  # a batch file's problems: each on its own line
+        messages = error.lines()
+    elif isinstance(error, AsyncOvfError):
+        messages = [str(error)]
+    else:
+        messages = [f"{type(error).__name__}: {error}"]
+    for message in messages:
+        print(f"asyncovf: error: {printable(message)}", file=sys.stderr)
 
 
 def announce_interrupt(what: str) -> Callable[[str], None]:

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import yaml
 
+from asyncovf.engine.batch_errors import BatchProblems
 from asyncovf.engine.options import (
     VM_OPTION_KEYS,
     ImportOptions,
@@ -287,37 +288,54 @@ def _read_bounded(path: Path, encoding: str) -> str:
 
 
 def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
-    """Validate a parsed batch document; ``base`` anchors relative paths."""
+    """Validate a parsed batch document; ``base`` anchors relative paths.
+
+    Problems are collected (:mod:`~asyncovf.engine.batch_errors`), raised
+    together; one that stops the reading (shape, limit) with those before it.
+    """
     if not isinstance(document, dict):
         raise BatchError(file, None, "", "expected a mapping with 'vms' (and 'defaults')")
-    _check_keys(document, TOP_KEYS, file, "")
-    connection = _parse_connection(document.get("connection"), file, document)
+    problems = BatchProblems(_line)
+    if not problems.check_keys(document, TOP_KEYS, file, ""):
+        problems.raise_any()  # a misspelt section: the rest would be misread
+    connection: Mapping[str, str | bool] = {}
+    with problems.collecting():
+        connection = problems.connection(document.get("connection"), CONNECTION_KEYS, file,
+                                         _line(document, "connection"))
     defaults = document.get("defaults") or _Located()
     if not isinstance(defaults, dict):
-        raise BatchError(file, _line(document, "defaults"), "defaults", "must be a mapping")
-    _check_keys(defaults, JOB_KEYS - {"name", "count"}, file, "defaults")
-    defaults = _merge_options(defaults, file, "defaults")
+        raise problems.fatal(BatchError(file, _line(document, "defaults"), "defaults",
+                                        "must be a mapping"))
+    problems.check_keys(defaults, JOB_KEYS - {"name", "count"}, file, "defaults")
+    with problems.collecting():
+        defaults = _merge_options(defaults, file, "defaults")
 
     entries: list[_Entry] = []
     vms = document.get("vms") or []
     if not isinstance(vms, list):
-        raise BatchError(file, _line(document, "vms"), "vms", "must be a list of VM entries")
+        raise problems.fatal(BatchError(file, _line(document, "vms"), "vms",
+                                        "must be a list of VM entries"))
     for number, entry in enumerate(vms):
         where = f"vms[{number}]"
         if not isinstance(entry, dict):
-            raise BatchError(file, _line(document, "vms"), where, "must be a mapping")
+            problems.add(BatchError(file, _line(document, "vms"), where, "must be a mapping"))
+            continue
         entries.append((where, entry, file))
     if "vms_csv" in document:
         csv_name = document["vms_csv"]
         if not isinstance(csv_name, str):
-            raise BatchError(file, _line(document, "vms_csv"), "vms_csv", "must be a file name")
-        entries.extend(_csv_entries(base / csv_name))
-    if not entries:
+            raise problems.fatal(BatchError(file, _line(document, "vms_csv"), "vms_csv",
+                                            "must be a file name"))
+        try:
+            entries.extend(_csv_entries(base / csv_name))
+        except BatchError as exc:
+            raise problems.fatal(exc) from exc
+    if not entries and not problems:
         raise BatchError(file, None, "vms", "no VMs to import")
 
     # Every entry checked and counted before any is expanded: a count over the
-    # limits is refused before a single job is built. Each list is used up as the
-    # next is built, so a 100,000-row CSV is not held twice over.
+    # limits is refused before a job is built. Each list is used up as the next
+    # is built, so a 100,000-row CSV is not held twice over.
     checked: list[tuple[str | None, _Located, str, int | None, int]] = []
     total = 0
     entries.reverse()
@@ -325,15 +343,19 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
         label, entry, entry_file = entries.pop()
         line = _line(entry)
         where = label or f"row {line}"
-        _check_keys(entry, JOB_KEYS, entry_file, where)
-        merged_entry = _merge_options(entry, entry_file, where)
-        count = _count(merged_entry, where, entry_file, line)
+        known = problems.check_keys(entry, JOB_KEYS, entry_file, where)
+        count = 0
+        with problems.collecting():
+            merged_entry = _merge_options(entry, entry_file, where)
+            count = _count(merged_entry, where, entry_file, line)
+            if known:  # else its other problems may only follow from the typo
+                checked.append((label, merged_entry, entry_file, line, count))
         total += count
         if total > MAX_VMS_PER_BATCH:
-            raise BatchError(entry_file, _line(entry, "count") or line, f"{where}.count",
-                             f"the batch reaches {total} VMs here, over the limit of "
-                             f"{MAX_VMS_PER_BATCH} per batch; split it into several files")
-        checked.append((label, merged_entry, entry_file, line, count))
+            raise problems.fatal(BatchError(
+                entry_file, _line(entry, "count") or line, f"{where}.count",
+                f"the batch reaches {total} VMs here, over the limit of "
+                f"{MAX_VMS_PER_BATCH} per batch; split it into several files"))
         _tick(len(checked))
 
     jobs: list[JobSpec] = []
@@ -343,40 +365,19 @@ def parse_batch(document: Any, *, file: str, base: Path) -> BatchPlan:
     while checked:
         label, merged_entry, entry_file, line, count = checked.pop()
         where = label or f"row {line}"
-        for spec in _expand(merged_entry, defaults, where, entry_file, line, base, len(jobs),
-                            count, shared):
-            if spec.name in seen:
-                raise BatchError(entry_file, line, f"{where}.name",
-                                 f"VM name {spec.name!r} repeats the one from {seen[spec.name]}")
-            seen[spec.name] = spec.origin
-            jobs.append(spec)
-            _tick(len(jobs))
+        with problems.collecting():
+            for spec in _expand(merged_entry, defaults, where, entry_file, line, base,
+                                len(jobs), count, shared):
+                if spec.name in seen:
+                    problems.add(BatchError(entry_file, line, f"{where}.name",
+                                            f"VM name {spec.name!r} repeats the one from "
+                                            f"{seen[spec.name]}"))
+                    continue
+                seen[spec.name] = spec.origin
+                jobs.append(spec)
+                _tick(len(jobs))
+    problems.raise_any()
     return BatchPlan(path=file, connection=connection, jobs=tuple(jobs))
-
-
-def _check_keys(mapping: Mapping[str, Any], allowed: frozenset[str], file: str,
-                where: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise BatchError(file, _line(mapping, key), f"{where}.{key}" if where else key,
-                             f"unknown key; expected one of: {hint}")
-
-
-def _parse_connection(raw: Any, file: str,
-                      document: Mapping[str, Any]) -> Mapping[str, str | bool]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise BatchError(file, _line(document, "connection"), "connection", "must be a mapping")
-    _check_keys(raw, CONNECTION_KEYS, file, "connection")
-    for key in ("server", "user", "password", "ca_file"):
-        if key in raw and not isinstance(raw[key], str):
-            raise BatchError(file, _line(raw, key), f"connection.{key}", "must be a string")
-    if "insecure" in raw and not isinstance(raw["insecure"], bool):
-        raise BatchError(file, _line(raw, "insecure"), "connection.insecure",
-                         "must be true or false")
-    return dict(raw)
 
 
 def _merge_options(entry: Mapping[str, Any], file: str, where: str) -> _Located:

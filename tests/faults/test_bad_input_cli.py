@@ -49,13 +49,16 @@ async def test_a_yaml_syntax_error_names_the_file_and_line_and_opens_no_session(
 
 UNKNOWN_KEYS = {
     "top-level": ("default:\n  source: ./appliance.ova\nvms:\n  - name: a\n", 1,
-                  "default: unknown key; expected one of: connection, defaults, vms, vms_csv"),
+                  "default: unknown key; did you mean 'defaults'?"),
     "in-defaults": ("defaults:\n  source: ./appliance.ova\n  clutser: DC0_C0\nvms:\n"
                     "  - name: a\n", 3,
-                    "defaults.clutser: unknown key; expected one of: annotation, cluster, "),
+                    "defaults.clutser: unknown key; did you mean 'cluster'?"),
     "in-a-vm-entry": ("defaults:\n  source: ./appliance.ova\nvms:\n  - name: a\n"
                       "  - name: b\n    datastor: LocalDS_0\n", 6,
-                      "vms[1].datastor: unknown key; expected one of: annotation, cluster, "),
+                      "vms[1].datastor: unknown key; did you mean 'datastore'?"),
+    "not-near-any": ("defaults:\n  source: ./appliance.ova\nvms:\n  - name: a\n"
+                     "    colour: red\n", 5,
+                     "vms[0].colour: unknown key; expected one of: annotation, cluster, "),
 }
 
 
