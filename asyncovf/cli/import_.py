@@ -181,7 +181,8 @@ async def command(args: argparse.Namespace) -> int:
     elif result.status is JobStatus.IMPORTED:
         elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
         address = f", IP address {printable(result.ip_address)}" if result.ip_address else ""
-        print(f"imported {printable(result.name)} as {printable(result.vm)}{address} "
+        replaced = f" (replaced {printable(result.replaced)})" if result.replaced else ""
+        print(f"imported {printable(result.name)} as {printable(result.vm)}{replaced}{address} "
               f"({result.bytes} bytes in {elapsed:.1f} s)")
     else:
         print(f"asyncovf: error: {printable(result.error)}", file=sys.stderr)

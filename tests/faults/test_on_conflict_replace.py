@@ -10,7 +10,7 @@ import pytest
 
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import OnConflict, RunSettings
-from tests.faults.support import FaultRun, job_name, run_batch, run_cli
+from tests.faults.support import FaultRun, import_cli, job_name, run_batch, run_cli
 from tests.integration.inspect import list_vms
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
@@ -37,6 +37,16 @@ async def test_replace_records_and_says_the_id_of_the_vm_it_destroyed(
     assert second != first
     assert f"asyncovf: WARNING: {name}: destroyed the existing VM {first}" in stderr
     assert f"{name}: imported {second} (replaced {first})" in stderr
+    assert f"replaced {name}: destroyed {first}" in stdout  # after the summary
+
+    # import: its one line names the VM it destroyed.
+    name1 = job_name(fault_run, 1)
+    (old,) = await vm_ids(fault_run, name1)
+    status, stdout, stderr = await import_cli(fault_run, "--name", name1,
+                                              "--on-conflict", "replace")
+    assert status == 0, stderr
+    (new,) = await vm_ids(fault_run, name1)
+    assert stdout.startswith(f"imported {name1} as {new} (replaced {old}) ("), stdout
 
     # The library's batch: the job's record names it; a job that found no VM, nothing.
     runner = await run_batch(fault_run, count=3,
@@ -45,6 +55,6 @@ async def test_replace_records_and_says_the_id_of_the_vm_it_destroyed(
     by_name = {r.name: r for r in runner.results}
     assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 3
     assert by_name[name].replaced == second
-    assert by_name[job_name(fault_run, 1)].replaced == first_run.results[1].vm
+    assert by_name[job_name(fault_run, 1)].replaced == new
     assert by_name[job_name(fault_run, 2)].replaced is None
     await fault_run.check_invariants(runner)
