@@ -123,7 +123,9 @@ def _throughput(ax: Any, report: Mapping[str, Any]) -> None:
                    label="--bandwidth")
         ax.legend(fontsize="small")
     ax.set_title(f"Upload throughput (MiB/s, {width:.2g} s bins)")
-    ax.set_xlabel("seconds")
+    # The report keeps each job's bytes, not when each chunk left: a bin can read
+    # above --bandwidth where uploads of different speeds overlap.
+    ax.set_xlabel("seconds (each job's bytes spread evenly over its upload)")
 
 
 def _step_lines(ax: Any, report: Mapping[str, Any]) -> None:
