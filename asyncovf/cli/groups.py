@@ -24,6 +24,7 @@ from asyncovf.engine.options import (
     parse_ramp,
 )
 from asyncovf.errors import InputError, UsageError
+from asyncovf.loadreport.thresholds import Threshold, ThresholdError, parse_threshold
 from asyncovf.ovf.blobs import HttpSourceSettings
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.vsphere.connection import ConnectionSettings
@@ -280,18 +281,25 @@ def source_settings(args: argparse.Namespace) -> HttpSourceSettings:
     return HttpSourceSettings(ca_file=args.source_ca_file, insecure=args.source_insecure)
 
 
-__all__ = [
-    "SOURCE_HELP",
-    "STAGE_TITLES",
-    "CommandLine",
-    "add_vm_options",
-    "RunFlag",
-    "RunFlags",
-    "add_connection_options",
-    "add_debug_options",
-    "add_placement_options",
-    "add_source_limits",
-    "connection_settings",
-    "run_settings",
-    "source_settings",
-]
+def threshold_option(text: str) -> Threshold:
+    """``--threshold``'s type: a parse error is argparse's usage error, one line naming
+    the flag (exit 2)."""
+    try:
+        return parse_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.expression!r}: {exc.reason}") from None
+
+
+def add_threshold_option(group: argparse._ActionsContainer, *, what: str) -> None:
+    """``--threshold EXPR`` (repeatable), the same for ``run`` and ``report``."""
+    group.add_argument("--threshold", type=threshold_option, action="append", default=[],
+                       metavar="EXPR",
+                       help=f"load test: fail {what} (exit 3) unless EXPR holds, e.g. "
+                            "'p95(upload)<30s', 'error_rate<1%%', 'imports_per_s>5'; "
+                            "repeatable")
+
+
+__all__ = ["CommandLine", "RunFlag", "RunFlags", "SOURCE_HELP", "STAGE_TITLES",
+           "add_connection_options", "add_debug_options", "add_placement_options",
+           "add_source_limits", "add_threshold_option", "add_vm_options", "connection_settings",
+           "run_settings", "source_settings", "threshold_option"]

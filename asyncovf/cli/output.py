@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from asyncovf.engine.batch_errors import BatchErrors
 from asyncovf.errors import AsyncOvfError
+from asyncovf.loadreport.thresholds import Threshold, evaluate
 from asyncovf.printable import printable
 from asyncovf.vsphere.cleanup import INTERRUPT_BUDGET
 
@@ -64,4 +65,13 @@ def unless_unread(callback: Callable[[T], None]) -> Callable[[T], None]:
     return guarded
 
 
-__all__ = ["announce_interrupt", "report_error", "unless_unread"]
+def report_missed_thresholds(report: Mapping[str, Any], thresholds: Sequence[Threshold]) -> bool:
+    """Judge ``thresholds`` on a run report; print each that failed, one line on stderr.
+    True when one failed (exit 3)."""
+    missed = [verdict for verdict in evaluate(report, thresholds) if not verdict.passed]
+    for verdict in missed:
+        print(f"asyncovf: {printable(verdict.describe())}", file=sys.stderr)
+    return bool(missed)
+
+
+__all__ = ["announce_interrupt", "report_error", "report_missed_thresholds", "unless_unread"]

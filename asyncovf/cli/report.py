@@ -8,9 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from asyncovf.cli.exits import EXIT_OK, EXIT_USAGE
-from asyncovf.cli.groups import add_debug_options
-from asyncovf.cli.output import report_error
+from asyncovf.cli.exits import EXIT_USAGE, exit_status
+from asyncovf.cli.groups import add_debug_options, add_threshold_option
+from asyncovf.cli.output import report_error, report_missed_thresholds
 from asyncovf.errors import AsyncOvfError
 
 
@@ -24,7 +24,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "Prints a text summary; --html, --png and --json write files. Charts "
                     "need the report extra: pip install 'asyncovf[report]'.")
     add_debug_options(parser, verbose=False)
-    parser.add_argument("results", metavar="RESULTS.json", help="a run report")
+    parser.add_argument("results", metavar="RESULTS.json", nargs="+",
+                        help="a run report, or the reports of one batch's shards (merged "
+                             "into one run, aligned on their clocks)")
+    add_threshold_option(parser, what="the report")
     parser.add_argument("--html", metavar="FILE", help="one self-contained HTML page")
     parser.add_argument("--png", metavar="FILE", help="all charts in one PNG")
     parser.add_argument("--json", metavar="FILE",
@@ -32,11 +35,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def command(args: argparse.Namespace) -> int:
-    """``asyncovf report RESULTS.json``: the text summary unless a file is asked for."""
-    from asyncovf.loadreport import analysis, summary
+    """``asyncovf report RESULTS.json…``: the text summary unless a file is asked for; 3 when
+    a ``--threshold`` fails."""
+    from asyncovf.loadreport import analysis, merge, summary
 
     try:
-        report = analysis.load_run_report(args.results)
+        report = merge.merge_reports([analysis.load_run_report(path) for path in args.results],
+                                     args.results)
         if not (args.html or args.png or args.json):
             sys.stdout.write(summary.text_summary(report))
         if args.json:
@@ -59,7 +64,7 @@ def command(args: argparse.Namespace) -> int:
     except (AsyncOvfError, OSError) as exc:
         report_error(exc, args.debug)
         return EXIT_USAGE
-    return EXIT_OK
+    return exit_status(threshold=report_missed_thresholds(report, args.threshold))
 
 
 __all__ = ["add_parser", "command"]

@@ -28,11 +28,17 @@ from asyncovf.cli.groups import (
     add_connection_options,
     add_debug_options,
     add_source_limits,
+    add_threshold_option,
     connection_settings,
     run_settings,
     source_settings,
 )
-from asyncovf.cli.output import announce_interrupt, report_error, unless_unread
+from asyncovf.cli.output import (
+    announce_interrupt,
+    report_error,
+    report_missed_thresholds,
+    unless_unread,
+)
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import RunSettings
@@ -40,7 +46,6 @@ from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
 from asyncovf.engine.run import BatchRun, open_sources
 from asyncovf.errors import AsyncOvfError
 from asyncovf.interrupt import run_until_signal
-from asyncovf.loadreport.thresholds import Threshold, ThresholdError, evaluate, parse_threshold
 from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
 from asyncovf.progress import ProgressDisplay
@@ -59,15 +64,6 @@ FLAGS: Final = RunFlags(
     job_retries="retry a failed job from scratch N times (default %(default)s)",
     report="write the JSON run report here",
 )
-
-
-def threshold_option(text: str) -> Threshold:
-    """``--threshold``'s type (``run`` and ``report``): a parse error is argparse's usage
-    error, one line naming the flag (exit 2)."""
-    try:
-        return parse_threshold(text)
-    except ThresholdError as exc:
-        raise argparse.ArgumentTypeError(f"{exc.expression!r}: {exc.reason}") from None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -116,11 +112,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     FLAGS.add(output, "--report")
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
-    output.add_argument("--threshold", type=threshold_option, action="append", default=[],
-                        metavar="EXPR",
-                        help="load test: fail the run (exit 3) unless EXPR holds, e.g. "
-                             "'p95(upload)<30s', 'error_rate<1%%', 'imports_per_s>5'; "
-                             "repeatable")
+    add_threshold_option(output, what="the run")
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -207,9 +199,7 @@ async def command(args: argparse.Namespace) -> int:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
     if timed_out:
         print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
-    missed = [verdict for verdict in evaluate(report, args.threshold) if not verdict.passed]
-    for verdict in missed:
-        print(f"asyncovf: {printable(verdict.describe())}", file=sys.stderr)
+    missed = report_missed_thresholds(report, args.threshold)
     failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
     # Raised by the checks, an error is theirs (a wrong password, an untrusted
     # certificate are our input); raised by the pool, a bug.
@@ -219,7 +209,7 @@ async def command(args: argparse.Namespace) -> int:
         r.status is JobStatus.IMPORTED for r in batch.results)
     return exit_status(interrupted=outcome.interrupted,
                        rejected=checks_refused or every_input_refused,
-                       threshold=bool(missed),
+                       threshold=missed,
                        failed=bool(failed) or timed_out or outcome.error is not None)
 
 
@@ -253,4 +243,4 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
     return EXIT_USAGE if failing else EXIT_OK
 
 
-__all__ = ["FLAGS", "add_parser", "command", "threshold_option"]
+__all__ = ["FLAGS", "add_parser", "command"]

@@ -113,6 +113,18 @@ async def test_two_merged_shards_have_the_totals_of_the_same_batch_run_whole(
     imported = {job["name"] for job in merged["jobs"] if job["status"] == "imported"}
     await fault_run.check_invariants(imported=imported)
 
+    # The same from the command line: both shards given, one run judged (the job refused
+    # for its input is not in the error rate: 1 of 5).
+    done = await anyio.run_process(
+        [sys.executable, "-m", "asyncovf", "report", *map(str, shards), "--json", "-",
+         "--threshold", "error_rate<1%", "--threshold", "imports_per_s>0"],
+        cwd=ROOT, check=False)
+    assert done.returncode == 3, done.stderr.decode()
+    assert verdict_lines(done.stderr.decode()) == [
+        "asyncovf: threshold error_rate<1% failed: 20% (1 failed of 5 finished)"]
+    statistics = json.loads(done.stdout)
+    assert statistics["jobs"] == 6 and statistics["statuses"] == {"imported": 4, "failed": 2}
+
 
 def verdict_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("asyncovf: threshold ")]
