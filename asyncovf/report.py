@@ -152,6 +152,10 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
         "phases": phases,
         "error": result.error,
         "error_kind": result.error_kind,
+        # Refused for its input: out of the error rate (asyncovf.engine.error_rate).
+        "input_error": result.input_error,
+        # The VM --on-conflict replace destroyed for this job (its MOR id), if any.
+        "replaced": result.replaced,
         "warnings": list(result.warnings),
         "cleanup_errors": list(result.cleanup_errors),
     }

@@ -65,6 +65,9 @@ class BatchRunner(OnWorkerPool):
             for spec in jobs if source_errors and spec.source in source_errors}
         self.refusals.update(refusals or {})
         self.settings = settings
+        #: vCenter's ServiceContent.about (fullName, version, build, apiVersion), as the
+        #: first worker to log in read it: the run report's metadata.
+        self.about: dict[str, str] | None = None
         self.inventory = inventory or InventoryCache()
         self.on_update = on_update
         self._per_host = KeyedLimiter(settings.max_per_host)
@@ -157,6 +160,10 @@ class BatchRunner(OnWorkerPool):
 
     async def _run_job(self, session: VCenterSession, result: JobResult, worker: int) -> None:
         result.worker = worker
+        if self.about is None:
+            about = session.content.about
+            self.about = {key: str(getattr(about, key, "") or "")
+                          for key in ("fullName", "version", "build", "apiVersion")}
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify)
         await run_job(session, result, self.packages.get(result.spec.source), context,

@@ -10,7 +10,15 @@ import pytest
 
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import OnConflict, RunSettings
-from tests.faults.support import FaultRun, import_cli, job_name, run_batch, run_cli
+from asyncovf.report import RunInfo, build_report
+from tests.faults.support import (
+    FaultRun,
+    import_cli,
+    job_name,
+    report_jobs,
+    run_batch,
+    run_cli,
+)
 from tests.integration.inspect import list_vms
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
@@ -57,4 +65,10 @@ async def test_replace_records_and_says_the_id_of_the_vm_it_destroyed(
     assert by_name[name].replaced == second
     assert by_name[job_name(fault_run, 1)].replaced == new
     assert by_name[job_name(fault_run, 2)].replaced is None
+    # The report's job records say the same, and its run says which vCenter it was.
+    jobs = report_jobs(runner)
+    assert [jobs[job_name(fault_run, i)]["replaced"] for i in range(3)] == [second, new, None]
+    assert not any(job["input_error"] for job in jobs.values())
+    about = build_report(runner, RunInfo(batch=None, concurrency=2))["run"]["vcenter"]
+    assert about["fullName"].startswith("VMware vCenter Server") and about["apiVersion"]
     await fault_run.check_invariants(runner)
