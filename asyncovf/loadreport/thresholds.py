@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from asyncovf.engine.error_rate import ErrorRate, error_rate
 from asyncovf.errors import UsageError
-from asyncovf.loadreport.analysis import percentile, phase_latencies
+from asyncovf.loadreport.analysis import end_to_end, percentile, phase_latencies, succeeded
 from asyncovf.report import PHASE_ORDER
 
 #: The end-to-end latency's name in a threshold: a job's start to its end.
@@ -163,15 +163,6 @@ def report_error_rate(report: Mapping[str, Any]) -> ErrorRate:
                       if job.get("status") in ("imported", "skipped", "failed", "aborted"))
 
 
-def job_latencies(report: Mapping[str, Any]) -> list[float]:
-    """End-to-end seconds (start to end) of every job in the error rate's denominator:
-    finished, not refused for its input."""
-    rate_counts = {"imported", "skipped", "failed"}
-    return [float(job["end"]) - float(job["start"]) for job in report["jobs"]
-            if job.get("status") in rate_counts and not is_input_error(job)
-            and job.get("start") is not None and job.get("end") is not None]
-
-
 def measure(report: Mapping[str, Any], threshold: Threshold) -> Verdict:
     """``threshold`` judged on ``report`` (a run report, as JSON decodes it)."""
     if threshold.metric == "error_rate":
@@ -184,7 +175,7 @@ def measure(report: Mapping[str, Any], threshold: Threshold) -> Verdict:
         return Verdict(threshold, imported / seconds if seconds > 0 else None,
                        f"{imported} imported in {seconds:.6g}s")
     assert threshold.phase is not None and threshold.rank is not None
-    samples = (job_latencies(report) if threshold.phase == JOB
+    samples = (end_to_end(succeeded(report["jobs"])) if threshold.phase == JOB
                else phase_latencies(report).get(threshold.phase, []))
     if not samples:
         return Verdict(threshold, None, f"no {threshold.phase} in the report")
@@ -198,4 +189,4 @@ def evaluate(report: Mapping[str, Any], thresholds: Sequence[Threshold]) -> list
 
 
 __all__ = ["INPUT_ERROR_KINDS", "JOB", "Threshold", "ThresholdError", "Verdict", "evaluate",
-           "is_input_error", "job_latencies", "measure", "parse_threshold", "report_error_rate"]
+           "is_input_error", "measure", "parse_threshold", "report_error_rate"]

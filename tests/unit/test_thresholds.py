@@ -140,3 +140,11 @@ def test_a_verdict_shows_the_value_in_the_unit_the_threshold_was_written_in() ->
                                     parse_threshold("error_rate<1%")])
     assert ms.describe() == "threshold max(upload)<1000ms failed: 1500ms (1 samples)"
     assert percent.describe() == "threshold error_rate<1% failed: 50% (1 failed of 2 finished)"
+
+
+def test_a_jobs_latency_threshold_reads_the_imported_jobs_as_the_report_does() -> None:
+    # The report's end-to-end percentiles leave failed jobs out; so does p95(job): the
+    # failed job's 100 s would otherwise fail a bound that every import met.
+    data = report(job("a", "imported", end=10.0), job("b", "imported", end=20.0),
+                  job("c", "failed", end=100.0))
+    assert verdicts(data, "max(job)<50s") == [(True, 20.0)]
