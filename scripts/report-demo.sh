@@ -49,7 +49,7 @@ check "the command line" '<td>command</td><td>asyncovf run '
 check "the packages and sizes" '<td>packages</td><td>[^<]+ \([0-9.]+ [KMG]iB\)'
 check "the settings" '<td>settings</td><td>ramp 1 → '
 check "the start time" '<td>started at</td><td>[0-9]{4}-'
-check "the vCenter row" '<td>vCenter</td><td>'
+check "the vCenter row" '<td>vCenter</td><td>VMware vCenter Server'
 if grep -Eq '(src|href)="https?://' "$OUT/report.dom.html"; then
     echo "report-demo: the page loads something from the network" >&2
     failed=1
