@@ -36,6 +36,7 @@ from rich.text import Text
 from asyncovf.engine.batch import JobResult, JobStatus
 from asyncovf.engine.phases import JobState
 from asyncovf.printable import printable
+from asyncovf.quantity import size
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,6 @@ def duration(seconds: float | None) -> str:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
-
-def size(count: float) -> str:
-    """``812.0 MiB``, ``1.21 GiB``: bytes in a binary unit that keeps 3-4 digits."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30)):
-        if count >= factor:
-            return f"{count / factor:.2f} {unit}"
-    return f"{count / 2**20:.1f} MiB"
 
 
 def _rate(rate: float | None) -> str:

@@ -41,6 +41,7 @@ from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.printable import counted, printable
 from asyncovf.progress import ProgressLine
+from asyncovf.quantity import size
 from asyncovf.report import RunInfo, build_report, write_report
 from asyncovf.vsphere.inventory import PlacementRequest
 
@@ -183,7 +184,7 @@ async def command(args: argparse.Namespace) -> int:
         address = f", IP address {printable(result.ip_address)}" if result.ip_address else ""
         replaced = f" (replaced {printable(result.replaced)})" if result.replaced else ""
         print(f"imported {printable(result.name)} as {printable(result.vm)}{replaced}{address} "
-              f"({result.bytes} bytes in {elapsed:.1f} s)")
+              f"({size(result.bytes)} in {elapsed:.1f} s)")
     else:
         print(f"asyncovf: error: {printable(result.error)}", file=sys.stderr)
     return exit_status(rejected=rejected, failed=outcome.error is not None or result.status

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from asyncovf import quantity
 from asyncovf.loadreport import analysis
 from asyncovf.loadreport.knee import find_knee
 from asyncovf.printable import printable
@@ -30,12 +31,8 @@ def seconds(value: float | None) -> str:
 
 
 def size(count: float | None) -> str:
-    if count is None:
-        return "-"
-    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= factor:
-            return f"{count / factor:.1f} {unit}"
-    return f"{int(count)} B"
+    """:func:`asyncovf.quantity.size`, or ``-`` for a size the report does not have."""
+    return "-" if count is None else quantity.size(count)
 
 
 def percent(fraction: float) -> str:
