@@ -36,7 +36,7 @@ from rich.text import Text
 from asyncovf.engine.batch import JobResult, JobStatus
 from asyncovf.engine.phases import JobState
 from asyncovf.printable import printable
-from asyncovf.quantity import size
+from asyncovf.quantity import quantity, size
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def _ramp(ramp: RampStep | None) -> str:
     if ramp is None:
         return ""
     step, steps, workers = ramp
-    return f"ramp {step}/{steps}: {workers} workers" if steps > 1 else f"{workers} workers"
+    workers_text = quantity(workers, "worker")
+    return f"ramp {step}/{steps}: {workers_text}" if steps > 1 else workers_text
 
 
 def _fit(text: str, width: int, style: str = "") -> Text:

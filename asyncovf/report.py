@@ -35,6 +35,7 @@ from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import InputError, ReportFileError
 from asyncovf.printable import printable
+from asyncovf.quantity import quantity
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
@@ -251,7 +252,7 @@ def totals_line(report: Mapping[str, Any]) -> str:
     parts = [f"{t['imported']} imported", f"{t['skipped']} skipped", f"{t['failed']} failed",
              f"{t['aborted']} aborted"]
     rate = t["imports_per_second"]
-    return (f"{t['jobs']} jobs: " + ", ".join(parts)
+    return (f"{quantity(t['jobs'], 'job')}: " + ", ".join(parts)
             + f" in {t['seconds']:.1f} s ({rate:.1f} imports/s, "
             + f"{t['bytes'] / 2**20:.1f} MiB uploaded)")
 

@@ -49,6 +49,7 @@ from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
 from asyncovf.progress import ProgressDisplay
+from asyncovf.quantity import quantity
 from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
 from asyncovf.vsphere.connection import ConnectionSettings
 
@@ -238,8 +239,8 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
         for warning in finding.warnings:
             print(f"      warning: {printable(warning.describe(finding.jobs))}")
         failing += len(finding.failing)
-    print(f"dry run: {len(plan.jobs)} VMs in {len(outcome.value)} groups; {failing} would "
-          "fail; nothing was created")
+    print(f"dry run: {quantity(len(plan.jobs), 'VM')} in "
+          f"{quantity(len(outcome.value), 'group')}; {failing} would fail; nothing was created")
     return EXIT_USAGE if failing else EXIT_OK
 
 

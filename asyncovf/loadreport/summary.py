@@ -47,7 +47,7 @@ def settings_text(run: Mapping[str, Any]) -> str:
         text = (f"ramp {' → '.join(map(str, ramp['steps']))} workers, a step every "
                 f"{ramp['interval']:g} s")
     else:
-        text = f"{run.get('concurrency')} workers"
+        text = quantity.quantity(int(run.get("concurrency") or 0), "worker")
     bandwidth = settings.get("bandwidth")
     text += f"; bandwidth {size(bandwidth)}/s" if bandwidth else "; bandwidth unlimited"
     for key, label in (("max_per_host", "per host"), ("max_per_datastore", "per datastore")):

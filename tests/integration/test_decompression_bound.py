@@ -79,7 +79,7 @@ async def test_a_dry_run_measures_with_the_same_bound(fault_run: FaultRun, tmp_p
     assert status == 2, stderr
     assert (f"{location}: {href} decompresses to more than {LIMIT} bytes, the bound for its "
             f"disk of {CAPACITY} bytes (capacity + 1/64 + 1 MiB)") in stdout
-    assert stdout.splitlines()[-1] == ("dry run: 1 VMs in 1 groups; 1 would fail; nothing was "
+    assert stdout.splitlines()[-1] == ("dry run: 1 VM in 1 group; 1 would fail; nothing was "
                                        "created")
     counters = await fault_run.counters()
     assert counters.calls("ImportVApp") == 0

@@ -334,13 +334,13 @@ def test_a_hostile_package_is_one_line_of_the_dry_run_within_the_memory_bound(
     if status:  # refused: the job's one error line, nothing on stderr
         assert measured.stdout.splitlines() == [
             f"ERROR {name}: {source} -> -", f"      error: {message}",
-            "dry run: 1 VMs in 1 groups; 1 would fail; nothing was created"]
+            "dry run: 1 VM in 1 group; 1 would fail; nothing was created"]
         assert measured.stderr == ""
     else:  # handled: one warning, said once in the table and once as a log line
         assert measured.stdout.splitlines() == [
             f"ok    {name}: {source} -> /DC0/host/DC0_C0/Resources on LocalDS_0 in /DC0/vm",
             f"      warning: {message}",
-            "dry run: 1 VMs in 1 groups; 0 would fail; nothing was created"]
+            "dry run: 1 VM in 1 group; 0 would fail; nothing was created"]
         assert measured.stderr == f"asyncovf: WARNING: {name}: {message}\n"
     assert measured.status == status
     assert measured.peak_mib <= PEAK_BOUND_MIB

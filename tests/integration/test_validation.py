@@ -67,7 +67,7 @@ async def test_a_property_value_out_of_range_fails_its_vm_though_its_group_passe
     # Same options but the values: one group, and its one bad VM named.
     assert lines[0].startswith(f"ERROR {prefix}-01 … {prefix}-bad (11 VMs): ")
     assert lines[1] == f"      error: {prefix}-bad: property '{PORT}' = '70000': {OUT_OF_RANGE}"
-    assert lines[-1] == "dry run: 11 VMs in 1 groups; 1 would fail; nothing was created"
+    assert lines[-1] == "dry run: 11 VMs in 1 group; 1 would fail; nothing was created"
     counters = await fault_run.counters()
     assert counters.calls("CreateImportSpec") == 1  # once for the group, not once per VM
     assert counters.calls("FindChild") == 10  # every VM that passed its own checks
