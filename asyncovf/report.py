@@ -8,7 +8,7 @@ cleanup`` reads run reports back (:func:`read_reports`) into the VMs to remove:
 reading is pure (:func:`parse_report`), and refuses a document it does not
 understand, naming the file and the job, so that nothing is removed on a misread.
 
-The cleanup report (``asyncovf cleanup --output``) says what became of every
+The cleanup report (``asyncovf cleanup --json``) says what became of every
 VM targeted (:func:`cleanup_document`).
 
 Reports are written atomically: a reader never sees half of one.
@@ -361,7 +361,7 @@ def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
 
 def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
                      interrupted: str | None = None) -> dict[str, Any]:
-    """The ``asyncovf cleanup --output`` JSON: every target's outcome, and the totals."""
+    """The ``asyncovf cleanup --json`` JSON: every target's outcome, and the totals."""
     return {
         "version": CLEANUP_VERSION,
         "selection": selection,

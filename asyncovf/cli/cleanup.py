@@ -72,8 +72,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_connection_options(parser)
     parser.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
                         help="workers, each with its own session (default 8)")
-    parser.add_argument("--output", metavar="FILE",
+    parser.add_argument("--json", metavar="FILE",
                         help="write what was removed, already gone, skipped or failed as JSON")
+    # The old spelling of --json, accepted with a warning until the next release.
+    parser.add_argument("--output", dest="json_option", metavar="FILE", help=argparse.SUPPRESS)
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -88,6 +90,11 @@ async def command(args: argparse.Namespace) -> int:
                     "(a flag names a file the command writes); give the reports as "
                     "arguments: asyncovf cleanup %s", printable(" ".join(args.report_option)))
         args.reports = [*args.reports, *args.report_option]
+    if args.json_option is not None:
+        log.warning("'cleanup --output FILE' is deprecated and goes in the next release "
+                    "(an output flag is named after its format); use --json %s",
+                    printable(args.json_option))
+        args.json = args.json or args.json_option
     try:
         if args.reports and args.name_prefix is not None:
             raise UsageError("give run reports or --name-prefix, not both")
@@ -152,8 +159,8 @@ async def command(args: argparse.Namespace) -> int:
               f"{'it' if len(listed) == 1 else 'them'}",
               file=sys.stderr)
         return EXIT_USAGE
-    if args.output:
-        await anyio.to_thread.run_sync(write_report, args.output, cleanup_document(
+    if args.json:
+        await anyio.to_thread.run_sync(write_report, args.json, cleanup_document(
             cleaner, selection=selection, interrupted=outcome.signal_name))
     if cleaner.login_errors and not cleaner.sessions_opened and not outcome.interrupted:
         report_error(cleaner.login_errors[0], args.debug)  # once, not once per VM
@@ -199,7 +206,7 @@ def summary(results: Sequence[RemovalResult], *, limit: int = 50) -> str:
         lines.append(f"{r.status.label:<12}  {printable(r.target.vm):<10}  "
                      f"{names[id(r)]:<{width}}" + (f"  {note}" if note else ""))
     if len(shown) < len(rows):
-        lines.append(f"… and {len(rows) - len(shown)} more (see --output)")
+        lines.append(f"… and {len(rows) - len(shown)} more (see --json)")
     total = counts(results)
     lines.append(f"{quantity(total['targeted'], 'VM')} targeted: " + ", ".join(
         f"{total[s.value]} {s.label}" for s in _ORDER if s is not RemovalStatus.PENDING))

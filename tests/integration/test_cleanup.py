@@ -111,7 +111,7 @@ async def test_cleanup_report_removes_exactly_the_vms_the_run_imported(
     await reset(vcsim)
 
     status, out, err = await cleanup(vcsim, str(report), "--concurrency", "2",
-                                     "--output", str(tmp_path / "cleanup.json"))
+                                     "--json", str(tmp_path / "cleanup.json"))
 
     seen = await counters(vcsim)
     assert status == 0, err
@@ -178,11 +178,13 @@ async def test_cleanup_skips_a_vm_whose_name_no_longer_matches_its_id(
             newName="clname-renamed"))
     await reset(vcsim)
 
+    # The old spelling of --json still writes the file, with a warning.
     status, out, err = await cleanup(vcsim, str(tmp_path / "report.json"),
                                      "--output", str(tmp_path / "cleanup.json"))
 
     seen = await counters(vcsim)
     assert status == 1
+    assert "'cleanup --output FILE' is deprecated" in err
     assert "asyncovf: 2 of 3 VMs are not removed (see above)" in err
     assert (f"skipped       {vms['clname-1']:<10}  clname-1         {vms['clname-1']} is now "
             "named 'clname-renamed', not 'clname-1': renamed or another VM; left alone") in out
@@ -352,7 +354,7 @@ async def test_sigint_mid_removal_exits_130_and_logs_every_session_out(
 
     async with await anyio.open_process(
         [sys.executable, "-m", "asyncovf", "cleanup", str(tmp_path / "report.json"),
-         "--concurrency", "2", "--output", str(output), "--ca-file", str(vcsim.ca_file)],
+         "--concurrency", "2", "--json", str(output), "--ca-file", str(vcsim.ca_file)],
         env=env, cwd=ROOT,
     ) as process:
         await until(vcsim, lambda seen: seen.started("Destroy_Task") >= 2)

@@ -150,3 +150,14 @@ def test_ctrl_c_at_the_password_prompt_stops_at_once_with_130(tmp_path: Path) ->
     status, shown = on_a_terminal(one, b"\x03")
     assert status == 130, shown
     assert "interrupted" in shown and "dry run" not in shown
+
+
+def test_the_old_output_flag_is_read_as_json_and_warns_that_it_goes(tmp_path: Path) -> None:
+    one = report(tmp_path / "r.json", ("web-1", "imported", "vm-1"))
+    done = cleanup(one, "--output", str(tmp_path / "out.json"), "--dry-run",
+                   env=environment(**CONNECTED))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "asyncovf: WARNING: 'cleanup --output FILE' is deprecated and goes in the next "
+        "release (an output flag is named after its format); use --json "
+        f"{tmp_path / 'out.json'}\n")
