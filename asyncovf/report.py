@@ -176,7 +176,7 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
         "run": {
             "batch": info.batch,
             "started_at": datetime.fromtimestamp(time.time() - (time.monotonic() - origin),
-                                                 UTC).isoformat(timespec="seconds"),
+                                                 UTC).isoformat(timespec="milliseconds"),
             "seconds": round(elapsed, 6),
             "concurrency": info.concurrency,
             "shard": info.shard,

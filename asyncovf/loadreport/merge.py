@@ -8,9 +8,10 @@ how much later it started), unions the jobs and sums the totals, so that
 the statistics and thresholds judge the whole batch as if one run had
 imported it.
 
-``started_at`` is written to the second, so shards line up to within a
-second; the totals, which is what a merged report is mostly read for, do
-not depend on that.
+``started_at`` is written to the millisecond, so shards line up as closely
+as their machines' clocks agree (NTP keeps them within milliseconds); the
+totals, which is what a merged report is mostly read for, do not depend on
+that. Reports written before it had milliseconds still merge, to the second.
 
 Reports that are not shards of one batch are refused with one error naming
 the files: a different batch file (by its name; the shards may have read it
@@ -176,7 +177,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]],
     first = reports[origins.index(start)]["run"]
     run = {
         **first,
-        "started_at": start.isoformat(timespec="seconds"),
+        "started_at": start.isoformat(timespec="milliseconds"),
         "seconds": seconds,
         "concurrency": sum(int(report["run"].get("concurrency") or 0) for report in reports),
         "shard": None if len(shards) == total else

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from asyncovf import quantity
@@ -56,6 +57,19 @@ def settings_text(run: Mapping[str, Any]) -> str:
     return text
 
 
+def started_text(started_at: object) -> str:
+    """The wall-clock start to the second, as a reader wants it (the report keeps
+    milliseconds, for lining shards up)."""
+    if not started_at:
+        return "not recorded"
+    try:
+        when = datetime.fromisoformat(str(started_at))
+    except ValueError:
+        return printable(str(started_at))
+    zone = "UTC" if when.utcoffset() == timedelta(0) else when.strftime("%z")
+    return f"{when:%Y-%m-%d %H:%M:%S} {zone}".rstrip()
+
+
 def vcenter_text(about: Mapping[str, Any] | None) -> str:
     if not about:
         return "not recorded"
@@ -76,7 +90,7 @@ def metadata(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("packages", "; ".join(f"{printable(p['source'])} ({size(p.get('bytes'))})"
                                for p in packages) or "not recorded"),
         ("settings", settings_text(run)),
-        ("started at", str(run.get("started_at") or "not recorded")),
+        ("started at", started_text(run.get("started_at"))),
         ("duration", seconds(float(run.get("seconds") or 0.0))),
         ("batch", printable(str(run.get("batch") or "-"))),
     ]

@@ -84,7 +84,7 @@ def test_a_run_without_a_ramp_has_no_knee_and_says_why() -> None:
 def test_the_text_summary_rounds_its_numbers_and_prints_no_python_values() -> None:
     report = ramp([(1, 10, 0.0016219999999997903), (2, 21, 1.0), (4, 23, 1.0)])
     report["run"].update({
-        "started_at": "2026-12-01T10:00:00+00:00", "seconds": 36.299441,
+        "started_at": "2026-12-01T10:00:00.123+00:00", "seconds": 36.299441,
         "tool": {"name": "asyncovf", "version": "9.9"},
         "command": ["asyncovf", "run", "b.yaml", "--password", "***"],
         "vcenter": {"fullName": "VMware vCenter Server 8.0.2 build-1", "version": "8.0.2",
@@ -98,6 +98,7 @@ def test_the_text_summary_rounds_its_numbers_and_prints_no_python_values() -> No
     assert ("vCenter:     VMware vCenter Server 8.0.2 build-1 (version 8.0.2, build 1, "
             "API 8.0.2.0)") in text
     assert "packages:    a.ova (3.0 MiB)" in text and "tool:        asyncovf 9.9" in text
+    assert "started at:  2026-12-01 10:00:00 UTC" in text and ".123" not in text
     assert "Where it bends: knee at 2 workers: p90 end-to-end latency reached 1.00 s" in text
 
 

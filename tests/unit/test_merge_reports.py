@@ -60,7 +60,7 @@ def test_merged_shards_sum_their_totals_and_recompute_the_rates_over_the_whole_r
 def test_merged_shards_are_on_the_earliest_shards_clock() -> None:
     merged = merge_reports([SECOND, FIRST])
     run = merged["run"]
-    assert run["started_at"] == "2026-12-01T10:00:00+00:00"
+    assert run["started_at"] == "2026-12-01T10:00:00.000+00:00"
     assert run["shard"] is None and run["shards"] == ["1/2", "2/2"]
     assert run["concurrency"] == 4
     assert run["concurrency_series"] == [[0.0, 2], [3.0, 4]]
@@ -89,7 +89,7 @@ def test_some_of_the_shards_merge_and_say_which() -> None:
     third = shard(3, ["vm-e"], started_at="2026-12-01T09:59:59+00:00", seconds=1.0, total=3)
     first = shard(1, ["vm-a"], started_at="2026-12-01T10:00:00+00:00", seconds=1.0, total=3)
     run = merge_reports([first, third])["run"]
-    assert run["shard"] == "1+3/3" and run["started_at"] == "2026-12-01T09:59:59+00:00"
+    assert run["shard"] == "1+3/3" and run["started_at"] == "2026-12-01T09:59:59.000+00:00"
 
 
 def test_one_report_merges_into_itself() -> None:
@@ -121,3 +121,11 @@ def test_reports_that_are_not_one_batchs_shards_are_refused_with_one_error(
     assert isinstance(caught.value, InputError)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_shards_line_up_to_the_millisecond() -> None:
+    later = shard(2, ["vm-b"], started_at="2026-12-01T10:00:00.250+00:00", seconds=1.0)
+    merged = merge_reports([FIRST, later])
+    assert merged["run"]["started_at"] == "2026-12-01T10:00:00.000+00:00"
+    jobs = {job["name"]: job for job in merged["jobs"]}
+    assert jobs["vm-b"]["start"] == 0.25
