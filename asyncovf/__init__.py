@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-__version__ = "0.1.0"
+from asyncovf.version import __version__ as __version__
 
 #: Where each public name lives: imported from there on first access.
 _EXPORTS: Final[Mapping[str, str]] = {

@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from asyncovf import __version__
 from asyncovf.engine.batch import JobResult, JobStatus, totals
 from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.errors import InputError, ReportFileError
 from asyncovf.printable import printable
 from asyncovf.quantity import quantity
+from asyncovf.version import __version__
 
 REPORT_VERSION = 1
 PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from asyncovf import __version__
 from asyncovf.cli import cleanup, import_, report, run, spec
 from asyncovf.cli.groups import add_debug_options
+from asyncovf.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
