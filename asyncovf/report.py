@@ -121,7 +121,7 @@ def _settings_record(settings: Any) -> dict[str, Any]:
             "bandwidth": settings.bandwidth, "max_per_host": settings.max_per_host,
             "max_per_datastore": settings.max_per_datastore,
             "job_retries": settings.job_retries, "upload_attempts": settings.upload_attempts,
-            "parallel_disks": settings.parallel_disks}
+            "parallel_disks": settings.parallel_disks, "spec_per_vm": settings.spec_per_vm}
 
 
 def job_record(result: JobResult, origin: float) -> dict[str, Any]:

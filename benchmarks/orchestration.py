@@ -60,16 +60,18 @@ def plan_for(source: Path, prefix: str, count: int) -> BatchPlan:
     return BatchPlan("benchmark", {}, jobs)
 
 
-def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> dict[str, Any]:
+def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
+               spec_per_vm: bool = False, prefix: str | None = None) -> dict[str, Any]:
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
-    plan = plan_for(source, f"c{concurrency}", count)
+    plan = plan_for(source, prefix or f"c{concurrency}", count)
 
     vcsim.reset_counters()
     cpu = cpu_seconds()
     started = time.perf_counter()
     # What ``asyncovf run`` does: opens the source, checks the placements, runs the pool.
-    results = anyio.run(run_batch, connection, plan, RunSettings(concurrency=concurrency))
+    results = anyio.run(run_batch, connection, plan,
+                        RunSettings(concurrency=concurrency, spec_per_vm=spec_per_vm))
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds() - cpu
     counters = vcsim.counters()
@@ -79,7 +81,7 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> dict
     # inventory load, one logout) before the first import.
     assert counters.ok("Login") == counters.ok("Logout") == concurrency + 1
     return {
-        "mode": "asyncovf run (in-process)",
+        "mode": "asyncovf run (in-process)" + (", --spec-per-vm" if spec_per_vm else ""),
         "concurrency": concurrency,
         "imports": imported,
         "seconds": round(elapsed, 3),

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from asyncovf.engine.job import create_import_spec
+from asyncovf.engine.import_specs import create_import_spec
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.uploads import upload_targets

@@ -106,6 +106,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="bound each job (including its retries)")
     FLAGS.add(behaviour, "--lease-timeout", "--keep-failed", "--create-folders",
               "--no-verify-manifest")
+    behaviour.add_argument("--spec-per-vm", action="store_true",
+                           help="ask vCenter for every VM's import spec (CreateImportSpec), "
+                                "for a load test of that call; by default once per group of "
+                                "identical VMs, each VM's spec derived from it")
     behaviour.add_argument("--dry-run", action="store_true",
                            help="resolve placement, check names and run CreateImportSpec; "
                                 "create nothing")
@@ -145,6 +149,7 @@ async def command(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         ramp=args.ramp or (),
         ramp_interval=args.ramp_interval,
+        spec_per_vm=args.spec_per_vm,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.job import import_vm
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.phases import JobState
@@ -137,6 +138,8 @@ class JobContext:
     #: The upload slot and throttle of the pool (per-host, per-datastore, bandwidth).
     hooks_for: HooksFor | None = None
     on_update: UpdateCallback | None = None
+    #: The run's import specs, one CreateImportSpec per group (None: one per VM).
+    import_specs: ImportSpecCache | None = None
 
     def notify(self, result: JobResult) -> None:
         if self.on_update is not None:
@@ -253,7 +256,8 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
                     host_addresses=partial(context.inventory.host_addresses, session))
     return await import_vm(session, package, placement, state, options, networks=networks,
                            on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks,
-                           on_replaced=partial(_replaced, result))
+                           on_replaced=partial(_replaced, result),
+                           specs=context.import_specs)
 
 
 def _replaced(result: JobResult, moid: str) -> None:

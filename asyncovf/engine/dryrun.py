@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncovf.engine.job import create_import_spec
+from asyncovf.engine.import_specs import create_import_spec
 from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
 from asyncovf.engine.plan import BatchPlan, JobSpec
 from asyncovf.engine.resolve import resolve_options

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from pyVmomi import vim
 
+from asyncovf.engine.import_specs import ImportSpecCache, create_import_spec
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import TERMINAL, JobState, Phase
 from asyncovf.engine.postimport import (
@@ -39,7 +40,6 @@ from asyncovf.engine.postimport import (
 )
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
 from asyncovf.errors import (
-    ImportSpecRejected,
     NameConflict,
     UntrustedTarget,
     VCenterError,
@@ -70,6 +70,7 @@ async def import_vm(
     hooks: JobHooks | None = None,
     on_progress: ProgressCallback | None = None,
     on_replaced: Callable[[str], None] | None = None,
+    specs: ImportSpecCache | None = None,
 ) -> bool:
     """Import ``package`` as ``state.name``; on failure raise, leaving nothing behind.
 
@@ -81,6 +82,8 @@ async def import_vm(
     ``network_mapping`` resolved in the placement's datacenter
     (:func:`~asyncovf.engine.resolve.map_networks`). ``on_replaced`` is told the
     MOR id of a VM of that name this import destroyed (not one of ``own_vms``).
+    ``specs``, a run's :class:`~asyncovf.engine.import_specs.ImportSpecCache`,
+    derives the import spec from its group's instead of asking vCenter for it.
 
     ``state`` is updated in place (phase, bytes, timings, cleanup errors), so a
     caller can show progress and report a job even when this raises or is
@@ -95,7 +98,7 @@ async def import_vm(
                                       own_vms=own_vms, on_replaced=on_replaced):
             return False
         await _import_with_recovery(session, package, placement, state, options,
-                                    networks or {}, hooks)
+                                    networks or {}, hooks, specs)
     except anyio.get_cancelled_exc_class():
         _finish(state, Phase.ABORTED, "interrupted")
         raise
@@ -174,11 +177,11 @@ def _finish(state: JobState, phase: Phase, error: str) -> None:
 
 async def _import_with_recovery(session: VCenterSession, package: Package,
                                 placement: Placement, state: JobState, options: ImportOptions,
-                                networks: Mapping[str, Any],
-                                hooks: JobHooks) -> None:
+                                networks: Mapping[str, Any], hooks: JobHooks,
+                                specs: ImportSpecCache | None) -> None:
     """The import; on failure, end a lease nobody can name and remove a VM no lease named."""
     try:
-        await _import(session, package, placement, state, options, networks, hooks)
+        await _import(session, package, placement, state, options, networks, hooks, specs)
     except BaseException:
         # Only a lost ImportVApp answer leaves what nobody can name: a lease and
         # a VM (a fault created nothing; a lease that answered has its guard).
@@ -216,6 +219,7 @@ async def _import(
     options: ImportOptions,
     networks: Mapping[str, Any],
     hooks: JobHooks,
+    specs: ImportSpecCache | None,
 ) -> None:
     def notify() -> None:
         if hooks.on_progress is not None:
@@ -223,37 +227,33 @@ async def _import(
 
     state.advance(Phase.SPEC)
     notify()
-    spec_result = await create_import_spec(session, package, placement, state.name, options,
-                                           networks)
+    if specs is None:
+        spec_result, derived = await create_import_spec(session, package, placement, state.name,
+                                                        options, networks), False
+    else:
+        spec_result, derived = await specs.get(session, package, placement, state.name,
+                                               options, networks)
     for warning in spec_result.warning or ():
         state.warnings.append(describe_fault(warning))
-    config = getattr(spec_result.importSpec, "configSpec", None)
-    if config is not None:
-        if options.annotation is not None:
-            config.annotation = options.annotation
-        config.extraConfig = [*(config.extraConfig or ()), vim.option.OptionValue(
-            key=IMPORT_MARK_KEY, value=IMPORT_UNFINISHED)]
+    _mark_unfinished(spec_result, options)
 
     state.advance(Phase.IMPORT)
     notify()
-    # ImportVApp creates the VM and the lease. Were it cancelled mid-flight, both
-    # could exist on vCenter with us never learning the lease to abort. So this
-    # one call finishes shielded — bounded by its own call timeout (and a re-login
-    # on NotAuthenticated), and after an interrupt by the cleanup budget; a
-    # pending cancellation then hits the lease guard, which aborts the lease it
-    # now knows. Cut by the budget, the answer is as lost as a dropped one.
     state.touched_vcenter = True
     try:
-        with shielded() as scope:
-            lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
-                                         **import_vapp_arguments(placement,
-                                                                 spec_result.importSpec))
-        if scope.cancelled_caught:
-            raise TimeoutError("ImportVApp was cut short by the interrupt")
-    except Exception as exc:
-        # No answer (not a fault): vCenter may have created a lease we never learned.
-        state.import_unanswered = not isinstance(exc, VCenterError)
-        raise
+        lease = await _import_vapp(session, placement, spec_result, state)
+    except VCenterError as exc:
+        # A derived spec names the paths the simulator's CreateImportSpec would;
+        # a vCenter that chose others (the VM's folder exists already) refuses it
+        # before creating anything. This VM asks for its own spec, once.
+        if not (derived and specs is not None and exc.fault_type == "FileAlreadyExists"):
+            raise
+        log.info("%s: vCenter refused the derived import spec (%s); asking for its own",
+                 state.name, exc)
+        spec_result = await specs.ask(session, package, placement, state.name, options,
+                                      networks)
+        _mark_unfinished(spec_result, options)
+        lease = await _import_vapp(session, placement, spec_result, state)
 
     state.advance(Phase.LEASE_WAIT)
     notify()
@@ -290,6 +290,41 @@ async def _import(
         await run_post_import(session, guard.entity, package, state, options, notify)
     state.advance(Phase.IMPORTED)
     notify()
+
+
+def _mark_unfinished(spec_result: Any, options: ImportOptions) -> None:
+    """The job's annotation and the "importing" mark, in the spec ImportVApp is sent."""
+    config = getattr(spec_result.importSpec, "configSpec", None)
+    if config is not None:
+        if options.annotation is not None:
+            config.annotation = options.annotation
+        config.extraConfig = [*(config.extraConfig or ()), vim.option.OptionValue(
+            key=IMPORT_MARK_KEY, value=IMPORT_UNFINISHED)]
+
+
+async def _import_vapp(session: VCenterSession, placement: Placement, spec_result: Any,
+                       state: JobState) -> Any:
+    """ImportVApp, finished shielded; the lease it created.
+
+    ImportVApp creates the VM and the lease. Were it cancelled mid-flight, both
+    could exist on vCenter with us never learning the lease to abort. So this
+    one call finishes shielded — bounded by its own call timeout (and a re-login
+    on NotAuthenticated), and after an interrupt by the cleanup budget; a
+    pending cancellation then hits the lease guard, which aborts the lease it
+    now knows. Cut by the budget, the answer is as lost as a dropped one.
+    """
+    try:
+        with shielded() as scope:
+            lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
+                                         **import_vapp_arguments(placement,
+                                                                 spec_result.importSpec))
+        if scope.cancelled_caught:
+            raise TimeoutError("ImportVApp was cut short by the interrupt")
+    except Exception as exc:
+        # No answer (not a fault): vCenter may have created a lease we never learned.
+        state.import_unanswered = not isinstance(exc, VCenterError)
+        raise
+    return lease
 
 
 async def check_device_hosts(session: VCenterSession, targets: list[UploadTarget],
@@ -329,61 +364,8 @@ def import_vapp_arguments(placement: Placement, import_spec: Any) -> dict[str, A
     return arguments
 
 
-async def create_import_spec(
-    session: VCenterSession,
-    package: Package,
-    placement: Placement,
-    name: str,
-    options: ImportOptions,
-    networks: Mapping[str, Any] | None = None,
-) -> Any:
-    """CreateImportSpec; raise :class:`ImportSpecRejected` with vCenter's text on errors.
-
-    ``networks`` maps OVF network names to network MORs (``options``' mapping,
-    resolved).
-    """
-    params = vim.OvfManager.CreateImportSpecParams(
-        entityName=name,
-        locale=options.locale or "",
-        deploymentOption=options.deployment or package.descriptor.default_deployment or "",
-    )
-    if options.disk_provisioning:
-        params.diskProvisioning = options.disk_provisioning
-    if options.ip_allocation_policy:
-        params.ipAllocationPolicy = options.ip_allocation_policy
-    if options.ip_protocol:
-        params.ipProtocol = options.ip_protocol
-    if options.properties:
-        params.propertyMapping = [vim.KeyValue(key=k, value=v)
-                                  for k, v in options.properties.items()]
-    if networks:
-        params.networkMapping = [
-            vim.OvfManager.NetworkMapping(name=ovf_name, network=network)
-            for ovf_name, network in networks.items()
-        ]
-    result = await session.invoke(
-        session.content.ovfManager,
-        "CreateImportSpec",
-        ovfDescriptor=package.descriptor.text,
-        resourcePool=placement.resource_pool.ref,
-        datastore=placement.datastore.ref,
-        cisp=params,
-    )
-    if result.error:
-        reasons = "; ".join(describe_fault(e) for e in result.error)
-        raise ImportSpecRejected(
-            f"vCenter rejected {package.location} for {name!r}: {reasons}",
-            fault=result.error[0], method="CreateImportSpec", vm=name,
-        )
-    if result.importSpec is None:
-        raise ImportSpecRejected(f"CreateImportSpec returned no import spec for {name!r}",
-                                 method="CreateImportSpec", vm=name)
-    return result
-
-
 __all__ = [
     "check_device_hosts",
-    "create_import_spec",
     "end_unknown_lease",
     "import_vapp_arguments",
     "import_vm",

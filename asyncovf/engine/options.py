@@ -516,6 +516,9 @@ class RunSettings:
     #: Empty: ``concurrency`` workers from the start.
     ramp: tuple[int, ...] = ()
     ramp_interval: float = 30.0
+    #: One CreateImportSpec per VM (``--spec-per-vm``), for a load test of that call;
+    #: by default once per group of VMs, each VM's spec derived (engine/import_specs.py).
+    spec_per_vm: bool = False
 
     def __post_init__(self) -> None:
         if self.ramp:

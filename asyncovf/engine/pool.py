@@ -24,6 +24,7 @@ from asyncovf.engine.batch import (
     UpdateCallback,
     run_job,
 )
+from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
@@ -73,6 +74,8 @@ class BatchRunner(OnWorkerPool):
         self._per_host = KeyedLimiter(settings.max_per_host)
         self._per_datastore = KeyedLimiter(settings.max_per_datastore)
         self._bandwidth = TokenBucket(settings.bandwidth) if settings.bandwidth else None
+        #: One CreateImportSpec per group, each VM's spec derived (unless ``spec_per_vm``).
+        self.import_specs = None if settings.spec_per_vm else ImportSpecCache()
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
                                steps=settings.ramp or (settings.concurrency,),
@@ -165,7 +168,8 @@ class BatchRunner(OnWorkerPool):
             self.about = {key: str(getattr(about, key, "") or "")
                           for key in ("fullName", "version", "build", "apiVersion")}
         context = JobContext(inventory=self.inventory, settings=self.settings,
-                             hooks_for=self._hooks, on_update=self._notify)
+                             hooks_for=self._hooks, on_update=self._notify,
+                             import_specs=self.import_specs)
         await run_job(session, result, self.packages.get(result.spec.source), context,
                       refusal=self.refusals.get(result.spec.index))
 

@@ -54,6 +54,9 @@ def settings_text(run: Mapping[str, Any]) -> str:
     for key, label in (("max_per_host", "per host"), ("max_per_datastore", "per datastore")):
         if settings.get(key):
             text += f"; at most {settings[key]} {label}"
+    if settings.get("spec_per_vm"):
+        # A load test of CreateImportSpec too: the reader must know which it was.
+        text += "; one CreateImportSpec per VM"
     return text
 
 

@@ -86,11 +86,12 @@ async def test_soap_faults_drawn_at_random_are_retried_as_whole_jobs(
     fault_run: FaultRun,
 ) -> None:
     # 40 % of CreateImportSpec calls answer InvalidState (seeded): every fault
-    # costs exactly one job attempt, and every job ends imported.
+    # costs exactly one job attempt, and every job ends imported. Each VM asks
+    # for its own spec, so each job draws its own faults.
     await fault_run.set_faults(seed=3, soap=[{"method": "CreateImportSpec",
                                               "fault": "InvalidState", "probability": 0.4}])
     runner = await run_batch(fault_run, count=8, settings=RunSettings(
-        concurrency=2, job_retries=10))
+        concurrency=2, job_retries=10, spec_per_vm=True))
     assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 8
     counters = await fault_run.counters()
     injected = counters.faults("CreateImportSpec")

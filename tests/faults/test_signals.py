@@ -103,6 +103,8 @@ def plan_points(seed: int, count: int, sig: signal.Signals) -> list[Point]:
         nth = rng.randint(1, JOBS - 1)
         if kind == "login":
             nth = rng.randint(1, concurrency)  # each worker logs in once
+        elif kind == "spec":
+            nth = 1  # once per group: the first job asks, the others wait for its answer
         elif kind == "logout":
             # Workers log out when the jobs run out; the anchor's never does by itself.
             concurrency = rng.randint(2, 3)

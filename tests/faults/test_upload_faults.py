@@ -216,7 +216,9 @@ async def test_a_dropped_soap_answer_on_one_job(fault_run: FaultRun, case: str) 
     method, rule, attempts, soap_retries, imports, aborts, completes = DROPS[case]
     await fault_run.set_faults(soap=[{"method": method, "vm": job_name(fault_run, TARGET),
                                       "times": 1, **rule}])
-    runner = await run_batch(fault_run, count=COUNT, settings=fast())
+    # A CreateImportSpec of the target's own: one per VM, not one per group.
+    runner = await run_batch(fault_run, count=COUNT,
+                             settings=fast(spec_per_vm=method == "CreateImportSpec"))
     target, others = split(fault_run, runner)
     assert (target["status"], target["attempts"], target["error"]) == \
         ("imported", attempts, None), target
@@ -302,7 +304,8 @@ async def test_a_late_answer_past_the_call_timeout_is_asked_again(
     fault_run.connection = dataclasses.replace(fault_run.connection, call_timeout=0.5)
     await fault_run.set_faults(soap=[{"method": method, "vm": job_name(fault_run, TARGET),
                                       "times": 1, "delay_ms": 1500}])
-    runner = await run_batch(fault_run, count=COUNT, settings=fast())
+    runner = await run_batch(fault_run, count=COUNT,
+                             settings=fast(spec_per_vm=method == "CreateImportSpec"))
     target, others = split(fault_run, runner)
     assert (target["status"], target["attempts"], target["error"]) == ("imported", 1, None)
     assert runner.soap_retries == 1

@@ -164,7 +164,9 @@ async def test_session_expiry_is_recovered_by_logging_in_again(
     plan = await make_batch(tmp_path, '  - name: "relog-{index}"\n    count: 3\n')
     await anyio.to_thread.run_sync(lambda: vcsim.set_faults(
         soap=[{"method": "CreateImportSpec", "fault": "NotAuthenticated", "nth": 2}]))
-    runner = await run_plan(connection, plan, RunSettings(concurrency=1))
+    # One CreateImportSpec per VM, so the second job's is the one that finds
+    # its session gone.
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1, spec_per_vm=True))
     assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 3
     assert runner.relogins == 1 and all(r.attempts == 1 for r in runner.results)
     # The injected NotAuthenticated ended that session on the server, as vCenter's does:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from asyncovf.engine.job import create_import_spec
+from asyncovf.engine.import_specs import create_import_spec
 from asyncovf.engine.options import ImportOptions
 from asyncovf.ovf.descriptor import parse_descriptor
 from asyncovf.ovf.package import Package

@@ -16,9 +16,10 @@ def runner(**extra: Any) -> Any:
     package = SimpleNamespace(kind="ova", members={"a.ovf": SimpleNamespace(size=1000),
                                                    "a-disk1.vmdk": member},
                               files={"a-disk1.vmdk": SimpleNamespace(content_size=2**20)})
+    extra.setdefault("settings", RunSettings(ramp=(1, 2, 4), ramp_interval=5.0,
+                                             bandwidth=80 * 2**20))
     return SimpleNamespace(
         started=100.0, finished=110.0, results=[], soap_calls=Counter(),
-        settings=RunSettings(ramp=(1, 2, 4), ramp_interval=5.0, bandwidth=80 * 2**20),
         concurrency_series=[(0.0, 1), (5.0, 2)], packages={"/srv/a.ova": package},
         sessions_opened=0, sessions_closed=0, relogins=0, sessions_renewed=0,
         soap_retries=0, **extra)
@@ -49,3 +50,14 @@ def test_the_report_records_vcenters_about_from_the_run_info_or_the_runner() -> 
     kept = runner(about=about_record(ABOUT))
     assert build_report(kept, RunInfo(batch=None, concurrency=4, argv=()))["run"][
         "vcenter"] == expected
+
+
+def test_a_run_that_asked_for_every_vm_s_import_spec_says_so() -> None:
+    from asyncovf.loadreport.summary import settings_text
+
+    reuse = build_report(runner(), RunInfo(batch=None, concurrency=4, argv=()))["run"]
+    per_vm = build_report(runner(settings=RunSettings(spec_per_vm=True)),
+                          RunInfo(batch=None, concurrency=4, argv=()))["run"]
+    assert (reuse["settings"]["spec_per_vm"], per_vm["settings"]["spec_per_vm"]) == (False, True)
+    assert "CreateImportSpec" not in settings_text(reuse)
+    assert settings_text(per_vm).endswith("; one CreateImportSpec per VM")

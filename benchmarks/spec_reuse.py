@@ -1,0 +1,74 @@
+"""Import-spec reuse against one CreateImportSpec per VM: N imports of a 1 MiB OVA.
+
+Both through :func:`asyncovf.run_batch` in this process, against one simulator,
+alternating (reuse, per VM, reuse, per VM …) for ``--rounds`` rounds so that a
+slow moment of the machine hits both alike; each VM's name is new in every run.
+Reports, per mode, the median over the rounds of imports/s, SOAP calls per import
+(every call the simulator counted: the name check, the placement check's
+session and the finished mark included) and our process's CPU per import, and
+the ratios reuse / per VM.
+
+Run: ``.venv/bin/python -m benchmarks.spec_reuse [--count 400] [--concurrency 16] [--rounds 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.orchestration import in_process
+from tests.factory import DiskSpec, build_package
+from tests.vcsim.harness import running_vcsim
+
+MODES = {"reuse": False, "per VM": True}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory() as tmp:
+        package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
+        with running_vcsim() as vcsim:
+            for number in range(args.rounds):
+                for mode, per_vm in MODES.items():
+                    runs[mode].append(in_process(
+                        vcsim, package.path, args.count, args.concurrency,
+                        spec_per_vm=per_vm, prefix=f"r{number}{'p' if per_vm else 'd'}"))
+
+    def median(mode: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[mode])
+
+    keys = ("imports_per_s", "soap_per_import", "cpu_s_per_import")
+    table = {mode: {key: median(mode, key) for key in keys} for mode in MODES}
+    ratios = {key: round(table["reuse"][key] / table["per VM"][key], 2) for key in keys}
+    calls = {mode: runs[mode][-1]["soap_by_method"] for mode in MODES}
+    result = {"count": args.count, "concurrency": args.concurrency, "rounds": args.rounds,
+              "median": table, "reuse_over_per_vm": ratios, "calls_last_round": calls,
+              "runs": runs}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    print("| import spec | imports/s | SOAP calls/import | our CPU ms/import |")
+    print("|---|---|---|---|")
+    for mode in MODES:
+        row = table[mode]
+        print(f"| {mode} | {row['imports_per_s']:.1f} | {row['soap_per_import']:.2f} | "
+              f"{row['cpu_s_per_import'] * 1000:.1f} |")
+    print(f"| reuse / per VM | {ratios['imports_per_s']}× | {ratios['soap_per_import']}× | "
+          f"{ratios['cpu_s_per_import']}× |")
+
+
+if __name__ == "__main__":
+    main()
