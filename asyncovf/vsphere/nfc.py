@@ -148,6 +148,24 @@ def device_url(raw_url: str, vcenter_host: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+async def _ending_early(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks``, each handed on once the next is there, the last once the source ended.
+
+    So the body ends as its last chunk is written. Otherwise it ended only when
+    the source next said so (a reader thread's hop later), and vCenter's answer
+    to the complete body often came first: aiohttp then cancels the writer still
+    inside the body and closes the connection instead of keeping it, and the
+    next upload paid a new TLS handshake (about every other upload did).
+    """
+    held: bytes | None = None
+    async for chunk in chunks:
+        if held is not None:
+            yield held
+        held = chunk
+    if held is not None:
+        yield held
+
+
 async def upload(
     http: aiohttp.ClientSession,
     target: UploadTarget,
@@ -183,7 +201,7 @@ async def upload(
         nonlocal sent
         # Runs in aiohttp's writer task. It owns no resource: the caller owns
         # the source (and closes it), so stopping iteration anywhere is safe.
-        async for chunk in chunks:
+        async for chunk in _ending_early(chunks):
             if throttle is not None:
                 await throttle(len(chunk))
             yield chunk

@@ -271,21 +271,12 @@ class SoapClient:
         self._http = self._client_session(context, limit=self._connections)
         # No limit of its own (0): the engine's limiters (parallel disks, per
         # host, per datastore, bandwidth) already bound the uploads in flight.
-        # Nor aiohttp's keeping of closed TLS transports to abort them later
-        # (``enable_cleanup_closed``): upload connections come and go with the
-        # leases, and each closed one kept its send buffers (a chunk or more)
-        # until the next sweep, 2 s on: at 40 uploads/s of 1 MiB chunks, 80 MiB
-        # of peak RSS that grew with the bytes sent. A transport whose peer
-        # never finishes the TLS shutdown is still aborted by asyncio's own
-        # shutdown timeout, and all of them when the worker's session closes.
-        self._uploads = self._client_session(context, limit=0, cleanup_closed=False)
+        self._uploads = self._client_session(context, limit=0)
         return self
 
     @staticmethod
-    def _client_session(context: ssl.SSLContext | bool, *, limit: int,
-                        cleanup_closed: bool = True) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=limit, ssl=context,
-                                         enable_cleanup_closed=cleanup_closed)
+    def _client_session(context: ssl.SSLContext | bool, *, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, ssl=context, enable_cleanup_closed=True)
         # We keep the session cookie ourselves: aiohttp's default jar silently
         # drops cookies from IP-address hosts such as 127.0.0.1.
         return aiohttp.ClientSession(

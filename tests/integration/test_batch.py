@@ -158,6 +158,21 @@ async def test_client_errors_are_never_retried(
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 
+async def test_a_worker_keeps_its_upload_connection_from_one_import_to_the_next(
+    vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    # The body ends as its last chunk is written, not a reader-thread hop later:
+    # had vCenter's answer come first, aiohttp would have closed the connection,
+    # and every other upload paid a new TLS handshake.
+    plan = await make_batch(tmp_path, '  - name: "keepalive-{index}"\n    count: 8\n')
+    runner = await run_plan(connection, plan, RunSettings(concurrency=1))
+    assert {r.status for r in runner.results} == {JobStatus.IMPORTED}
+    counters = await anyio.to_thread.run_sync(vcsim.counters)
+    assert counters.nfc_requests == {"POST": 8}
+    assert counters.nfc_connections == 1
+    await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
+
+
 async def test_session_expiry_is_recovered_by_logging_in_again(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
 ) -> None:

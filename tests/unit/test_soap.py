@@ -104,21 +104,6 @@ async def test_closing_closes_both_pools() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_upload_pool_does_not_keep_closed_tls_connections_for_a_later_sweep() -> None:
-    # aiohttp's enable_cleanup_closed (on Pythons before 3.12.8) keeps every
-    # closed TLS transport, with its send buffers, for the next sweep 2 s on:
-    # upload connections end with their leases, so peak RSS grew with the
-    # bytes sent (benchmarks/cli_memory.py). The SOAP pool's few keep it.
-    async with SoapClient(Endpoint.parse("https://127.0.0.1:9/sdk")) as client:
-        uploads, calls = client.uploads.connector, client.http.connector
-        assert isinstance(uploads, aiohttp.TCPConnector)
-        assert uploads._cleanup_closed_disabled
-        if aiohttp.connector.NEEDS_CLEANUP_CLOSED:
-            assert isinstance(calls, aiohttp.TCPConnector)
-            assert not calls._cleanup_closed_disabled
-
-
-@pytest.mark.anyio
 @pytest.mark.timeout(20)  # a shielded close that never ends is stopped by nothing else
 @pytest.mark.parametrize("cancelled", [False, True], ids=["closing", "closing-on-ctrl-c"])
 async def test_a_close_that_cannot_finish_is_given_up_after_its_bound(

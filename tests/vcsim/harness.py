@@ -81,6 +81,7 @@ class Counters:
     nfc_requests: Mapping[str, int]
     nfc_bytes: int
     nfc_max_in_flight: int = 0
+    nfc_connections: int = 0  # client connections that carried NFC requests
     leases_open: int = 0  # created by ImportVApp, neither completed nor aborted
     leases_created: int = 0
     sessions_live: int = 0  # logged in and not out (expired ones excluded)
@@ -166,6 +167,7 @@ class Vcsim:
         return Counters(methods=raw.get("methods") or {}, nfc_requests=nfc.get("requests") or {},
                         nfc_bytes=int(nfc.get("bytes") or 0),
                         nfc_max_in_flight=int(nfc.get("max_in_flight") or 0),
+                        nfc_connections=int(nfc.get("connections") or 0),
                         leases_open=int(raw.get("leases_open") or 0),
                         leases_created=int(raw.get("leases_created") or 0),
                         sessions_live=int(raw.get("sessions_live") or 0),

@@ -102,9 +102,12 @@ type faultRules struct {
 
 // harness holds the counters and fault rules; every field is guarded by mu.
 type harness struct {
-	mu       sync.Mutex
-	methods  map[string]*methodCount
-	nfcReqs  map[string]int
+	mu      sync.Mutex
+	methods map[string]*methodCount
+	nfcReqs map[string]int
+	// client connections (remote addresses) that carried NFC requests: a
+	// client that keeps its upload connections alive opens one per worker
+	nfcConns map[string]bool
 	nfcBytes int64
 	nfcNow   int // uploads in flight now
 	nfcMax   int // most uploads ever in flight at once
@@ -213,6 +216,7 @@ func (h *harness) reset() {
 	h.leasesEndedByServer = 0
 	h.leasesEndedByLogout = 0
 	h.nfcReqs = map[string]int{}
+	h.nfcConns = map[string]bool{}
 	h.nfcBytes = 0
 	h.nfcMax = h.nfcNow
 	h.nfcFaults = map[string]int{}
@@ -409,6 +413,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 		case strings.HasPrefix(r.URL.Path, "/nfc/"):
 			h.mu.Lock()
 			h.nfcReqs[r.Method]++
+			h.nfcConns[r.RemoteAddr] = true
 			h.nfcNow++
 			if h.nfcNow > h.nfcMax {
 				h.nfcMax = h.nfcNow
@@ -626,7 +631,8 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 	snapshot := map[string]interface{}{
 		"methods": h.methods,
 		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
-			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax, "faults": h.nfcFaults},
+			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax, "faults": h.nfcFaults,
+			"connections": len(h.nfcConns)},
 		"leases_open":            len(h.leasesOpen),
 		"leases_created":         len(h.leases),
 		"leases_in_error":        leasesInError,
