@@ -148,24 +148,6 @@ def device_url(raw_url: str, vcenter_host: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-async def _ending_early(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """``chunks``, each handed on once the next is there, the last once the source ended.
-
-    So the body ends as its last chunk is written. Otherwise it ended only when
-    the source next said so (a reader thread's hop later), and vCenter's answer
-    to the complete body often came first: aiohttp then cancels the writer still
-    inside the body and closes the connection instead of keeping it, and the
-    next upload paid a new TLS handshake (about every other upload did).
-    """
-    held: bytes | None = None
-    async for chunk in chunks:
-        if held is not None:
-            yield held
-        held = chunk
-    if held is not None:
-        yield held
-
-
 async def upload(
     http: aiohttp.ClientSession,
     target: UploadTarget,
@@ -201,7 +183,21 @@ async def upload(
         nonlocal sent
         # Runs in aiohttp's writer task. It owns no resource: the caller owns
         # the source (and closes it), so stopping iteration anywhere is safe.
-        async for chunk in _ending_early(chunks):
+        #
+        # The chunk that completes the body is held until the source has ended
+        # (its checks passed), and nothing is awaited after it is sent: the
+        # server answers once it has Content-Length bytes, and aiohttp cancels
+        # a writer task still running then and closes the connection instead
+        # of keeping it, which cost every upload a new TLS connection.
+        received = 0
+        final: bytes | None = None
+        async for chunk in chunks:
+            received += len(chunk)
+            if final is not None:
+                continue  # past target.size: only counted, for the error below
+            if received >= target.size:
+                final = chunk
+                continue
             if throttle is not None:
                 await throttle(len(chunk))
             yield chunk
@@ -209,11 +205,19 @@ async def upload(
             scope.deadline = anyio.current_time() + stall_timeout
             if on_bytes is not None:
                 on_bytes(len(chunk))
-        if sent != target.size:
+        if received != target.size:
             raise TransferError(
-                f"{target.file_name}: source gave {sent} bytes, expected {target.size}",
+                f"{target.file_name}: source gave {received} bytes, expected {target.size}",
                 file=target.file_name, url=target.url,
             )
+        if final is not None:
+            if throttle is not None:
+                await throttle(len(final))
+            yield final
+            sent += len(final)
+            scope.deadline = anyio.current_time() + stall_timeout
+            if on_bytes is not None:
+                on_bytes(len(final))
 
     stream = body()
     try:

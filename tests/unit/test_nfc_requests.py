@@ -93,6 +93,21 @@ async def test_a_source_shorter_than_announced_is_an_error_not_a_short_file(
                          chunks(b"x" * 4000))
 
 
+@pytest.mark.anyio
+async def test_a_source_longer_than_announced_fails_before_the_body_is_complete(
+    recorder: tuple[str, list[tuple[str, dict[str, str], bytes]]]
+) -> None:
+    # The chunk that completes the body waits for the source's end: a source
+    # with bytes to spare is refused before vCenter has a whole (wrong) file.
+    base, _ = recorder
+    sent: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(TransferError, match="source gave 6000 bytes, expected 5000"):
+            await upload(http, UploadTarget("disk-0.vmdk", f"{base}/disk-0.vmdk", 5000, True),
+                         chunks(b"x" * 6000), on_bytes=sent.append)
+    assert sum(sent) == 4000  # the fifth chunk, the one that completes the body, never left
+
+
 @pytest.mark.parametrize(
     ("raw", "vcenter", "expected"),
     [
