@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
@@ -179,11 +180,7 @@ async def upload(
     host = urlsplit(target.url).netloc
     scope = anyio.CancelScope(deadline=anyio.current_time() + stall_timeout)
 
-    async def body() -> AsyncGenerator[bytes, None]:
-        nonlocal sent
-        # Runs in aiohttp's writer task. It owns no resource: the caller owns
-        # the source (and closes it), so stopping iteration anywhere is safe.
-        #
+    async def in_order() -> AsyncGenerator[bytes, None]:
         # The chunk that completes the body is held until the source has ended
         # (its checks passed), and nothing is awaited after it is sent: the
         # server answers once it has Content-Length bytes, and aiohttp cancels
@@ -198,26 +195,28 @@ async def upload(
             if received >= target.size:
                 final = chunk
                 continue
-            if throttle is not None:
-                await throttle(len(chunk))
             yield chunk
-            sent += len(chunk)
-            scope.deadline = anyio.current_time() + stall_timeout
-            if on_bytes is not None:
-                on_bytes(len(chunk))
         if received != target.size:
             raise TransferError(
                 f"{target.file_name}: source gave {received} bytes, expected {target.size}",
                 file=target.file_name, url=target.url,
             )
         if final is not None:
-            if throttle is not None:
-                await throttle(len(final))
             yield final
-            sent += len(final)
-            scope.deadline = anyio.current_time() + stall_timeout
-            if on_bytes is not None:
-                on_bytes(len(final))
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        nonlocal sent
+        # Runs in aiohttp's writer task. It owns no resource: the caller owns
+        # the source (and closes it), so stopping iteration anywhere is safe.
+        async with aclosing(in_order()) as ordered:
+            async for chunk in ordered:
+                if throttle is not None:
+                    await throttle(len(chunk))
+                yield chunk
+                sent += len(chunk)
+                scope.deadline = anyio.current_time() + stall_timeout
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
 
     stream = body()
     try:
