@@ -11,7 +11,9 @@ injected at random (``--fault-rate`` each, seeded by ``--seed``):
   session), of ImportVApp after vCenter carried it out (the worker logs out
   and in again to end the lease it never learned, the VM is removed, the job
   retried) and of HttpNfcLeaseComplete (the lease is aborted, the job
-  retried), answers 4.5 s late on CreateImportSpec (past the 3 s call timeout);
+  retried), answers 4.5 s late on CreateImportSpec (past the 3 s call timeout)
+  — CreateImportSpec is asked once per group, so its faults land on that one
+  call (and on whoever asks again after it failed) unless ``--spec-per-vm``;
 * NFC: HTTP 500 after some bytes, connection resets, stalls (past a 1 s
   stall deadline);
 * leases: moved to error mid-upload.
@@ -113,6 +115,7 @@ def soak(vcsim: Vcsim, source: Path, args: argparse.Namespace) -> dict[str, Any]
                          origin="soak") for i in range(args.count))
     plan = BatchPlan("soak", {}, jobs)
     settings = RunSettings(concurrency=args.concurrency, job_retries=args.job_retries,
+                           spec_per_vm=args.spec_per_vm,
                            upload_attempts=args.upload_retries + 1, upload_initial_wait=0.05,
                            stall_timeout=1.0,
                            soap_retry=RetryPolicy(attempts=3, initial_wait=0.05, max_wait=0.5))
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.05)
     parser.add_argument("--job-retries", type=int, default=1)
     parser.add_argument("--upload-retries", type=int, default=3)
+    parser.add_argument("--spec-per-vm", action="store_true",
+                        help="one CreateImportSpec per VM, so its faults land on every job")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every retry (by default only errors, e.g. failed cleanup)")
     args = parser.parse_args(argv)
