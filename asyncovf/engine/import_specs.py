@@ -234,16 +234,20 @@ class ImportSpecCache:
         """The CreateImportSpec result for VM ``name``, and whether it was derived."""
         properties = dict(options.properties or {})
         if not derivable(name):
-            return await self._ask(session, package, placement, name, options, networks), False
+            return await self.ask(session, package, placement, name, options, networks), False
         key = spec_key(package, placement, options, networks)
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:  # concurrent misses of a group share one call
-            origin = self._origins.get(key)
-            if origin is None:
-                result = await self._ask(session, package, placement, name, options, networks)
-                if isinstance(result.importSpec, vim.vm.VmImportSpec):
-                    self._origins[key] = _Origin(copy.deepcopy(result), name, properties)
-                return result, False
+        origin = self._origins.get(key)
+        if origin is None:
+            # Concurrent misses of a group share one call: the first asks, the
+            # others wait for its answer (and ask themselves if it failed).
+            async with self._locks.setdefault(key, anyio.Lock()):
+                origin = self._origins.get(key)
+                if origin is None:
+                    result = await self.ask(session, package, placement, name, options,
+                                            networks)
+                    if isinstance(result.importSpec, vim.vm.VmImportSpec):
+                        self._origins[key] = _Origin(copy.deepcopy(result), name, properties)
+                    return result, False
         # Same key: the same properties set, and only a VM's spec is kept.
         derived = derive_import_spec(origin.result, name=origin.name,
                                      properties=origin.properties, new_name=name,
@@ -255,12 +259,8 @@ class ImportSpecCache:
     async def ask(self, session: VCenterSession, package: Package, placement: Placement,
                   name: str, options: ImportOptions,
                   networks: Mapping[str, Any] | None = None) -> Any:
-        """CreateImportSpec for ``name`` alone (a derived spec vCenter refused), counted."""
-        return await self._ask(session, package, placement, name, options, networks)
-
-    async def _ask(self, session: VCenterSession, package: Package, placement: Placement,
-                   name: str, options: ImportOptions,
-                   networks: Mapping[str, Any] | None) -> Any:
+        """CreateImportSpec for ``name`` alone, counted: a group's first VM, a name no
+        spec is derived for, or a VM whose derived spec vCenter refused."""
         self.asked += 1
         return await create_import_spec(session, package, placement, name, options, networks)
 
