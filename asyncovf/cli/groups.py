@@ -21,8 +21,8 @@ from asyncovf.engine.options import (
     OnConflict,
     RunSettings,
     Stage,
-    parse_ramp,
 )
+from asyncovf.engine.ramp import parse_ramp
 from asyncovf.errors import InputError, UsageError
 from asyncovf.loadreport.thresholds import Threshold, ThresholdError, parse_threshold
 from asyncovf.ovf.blobs import HttpSourceSettings

@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
 from asyncovf.engine.limits import chunk_size_for
+from asyncovf.engine.ramp import check_ramp
 from asyncovf.errors import InputError
 from asyncovf.ovf.package import DEFAULT_CHUNK_SIZE
 from asyncovf.spec import (
@@ -453,45 +454,6 @@ class OnConflict(enum.Enum):
     REPLACE = "replace"
 
 
-def parse_ramp(text: str) -> tuple[int, ...]:
-    """A concurrency schedule from ``--ramp``: ``4:64`` doubles (4, 8, 16, 32, 64),
-    ``4:64:12`` adds 12 a step (4, 16, 28, 40, 52, 64), ``2,4,8,24`` is taken as given.
-
-    Steps go up: a load test looks for the concurrency where vCenter's latency
-    bends, so each step must add load. The last step is always the peak.
-    """
-    try:
-        if "," in text:
-            steps = tuple(int(part) for part in text.split(","))
-        else:
-            parts = [int(part) for part in text.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            first, last = parts[0], parts[1]
-            if first < 1 or last < first or (len(parts) == 3 and parts[2] < 1):
-                raise ValueError
-            steps_list = [first]
-            while steps_list[-1] < last:
-                grown = (steps_list[-1] + parts[2] if len(parts) == 3
-                         else steps_list[-1] * 2)
-                steps_list.append(min(grown, last))
-            steps = tuple(steps_list)
-    except ValueError:
-        raise ValueError(f"{text!r}: expected FROM:TO (doubling), FROM:TO:STEP, or a list "
-                         "like 4,8,16,32") from None
-    try:
-        check_ramp(steps)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    return steps
-
-
-def check_ramp(steps: tuple[int, ...]) -> None:
-    """A ramp's steps: at least one, the first at least 1, each above the one before."""
-    if not steps or steps[0] < 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-        raise ValueError("each step must be at least 1 and above the one before")
-
-
 @dataclass(frozen=True)
 class RunSettings:
     concurrency: int = 8
@@ -571,10 +533,8 @@ __all__ = [
     "Shared",
     "Stage",
     "broken_rule",
-    "check_ramp",
-    "document_values",
+        "document_values",
     "parse_hardware_version",
-    "parse_ramp",
-    "read_options",
+        "read_options",
     "read_switch",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from asyncovf.engine.options import parse_ramp
+from asyncovf.engine.ramp import parse_ramp
 from asyncovf.loadreport import analysis
 
 ROOT = Path(__file__).resolve().parents[2]
