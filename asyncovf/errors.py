@@ -175,6 +175,18 @@ class WaitForIPTimeout(PostImportError):
     """The guest reported no IP address in time. Permanent: a re-import would not help."""
 
 
+class SeedError(AsyncOvfError):
+    """The seed VM of a clone group (``strategy: clone``) could not be made.
+
+    Every VM of the group fails with it, each with this one line. Permanent for
+    them: the seed had its own attempts. ``seed`` names it; the cause is chained.
+    """
+
+    def __init__(self, message: str, *, seed: str) -> None:
+        self.seed = seed
+        super().__init__(message)
+
+
 # --- transport ----------------------------------------------------------------
 
 
@@ -304,6 +316,7 @@ def retry_scopes(error: BaseException) -> frozenset[RetryScope]:
     not an ``Exception``: cancellation, Ctrl-C    -     -      -       -          -
     :class:`InputError`: package, name conflict   -     -      -       -          -
     :class:`WaitForIPTimeout`                     -     -      -       -          -
+    :class:`SeedError`: a clone group's seed      -     -      -       -          -
     :class:`PostImportError`                      -     -      -       -          (1)
     :class:`UntrustedTarget`                      -     -      -       -          -
     :class:`TransferTimeout`: a stalled upload    -     -      yes     -          (2)
@@ -326,6 +339,8 @@ def retry_scopes(error: BaseException) -> frozenset[RetryScope]:
         return _NEVER  # bad package, placement, options, name conflict, spec rejected
     if isinstance(error, WaitForIPTimeout):
         return _NEVER  # the guest did not report an address: a new import would not either
+    if isinstance(error, SeedError):
+        return _NEVER  # the seed had its attempts; its group's VMs share its failure
     if isinstance(error, PostImportError):
         # A step's fault is as permanent as it is alone; only a new import redoes a step.
         cause = error.__cause__
@@ -378,6 +393,9 @@ def error_kind(error: BaseException) -> str:
         error = first_error(error)
     if isinstance(error, WaitForIPTimeout):
         return f"{error.step}: timeout"
+    if isinstance(error, SeedError):
+        cause = error.__cause__
+        return f"seed: {error_kind(cause)}" if cause is not None else "seed"
     if isinstance(error, PostImportError):
         cause = error.__cause__
         return f"{error.step}: {error_kind(cause)}" if cause is not None else error.step
@@ -450,6 +468,7 @@ __all__ = [
     "UsageError",
     "VCenterError",
     "WaitForIPTimeout",
+    "SeedError",
     "error_kind",
     "error_text",
     "first_error",

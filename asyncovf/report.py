@@ -38,7 +38,8 @@ from asyncovf.quantity import quantity
 from asyncovf.version import __version__
 
 REPORT_VERSION = 1
-PHASE_ORDER = ("spec", "import", "lease_wait", "upload", "complete", "extra_config",
+PHASE_ORDER = ("seed", "clone", "spec", "import", "lease_wait", "upload", "complete",
+               "extra_config",
                "inject_ovf_env", "upgrade_hardware", "mark_as_template", "power_on",
                "wait_for_ip", "abort")
 #: The run report versions this asyncovf reads back.
@@ -48,6 +49,8 @@ READABLE_VERSIONS: Final = (REPORT_VERSION,)
 JOB_STATUSES: Final = frozenset(status.value for status in (
     JobStatus.IMPORTED, JobStatus.SKIPPED, JobStatus.FAILED, JobStatus.ABORTED))
 CLEANUP_VERSION: Final = 1
+#: The statuses of a seed VM (engine/seeds.py) that the run made and left on vCenter.
+SEED_LEFTOVERS: Final = frozenset({"ready", "kept", "failed"})
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def _settings_record(settings: Any) -> dict[str, Any]:
             "bandwidth": settings.bandwidth, "max_per_host": settings.max_per_host,
             "max_per_datastore": settings.max_per_datastore,
             "job_retries": settings.job_retries, "upload_attempts": settings.upload_attempts,
-            "parallel_disks": settings.parallel_disks, "spec_per_vm": settings.spec_per_vm}
+            "parallel_disks": settings.parallel_disks, "spec_per_vm": settings.spec_per_vm,
+            "strategy": settings.strategy}
 
 
 def job_record(result: JobResult, origin: float) -> dict[str, Any]:
@@ -171,6 +175,7 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
     calls = dict(sorted(runner.soap_calls.items()))
     # Whoever logged in for the run may leave vCenter's ``about`` on the runner.
     about = info.about if info.about is not None else getattr(runner, "about", None)
+    seeds = getattr(runner, "seeds", None)
     return {
         "version": REPORT_VERSION,
         "run": {
@@ -194,6 +199,8 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
             "settings": _settings_record(runner.settings),
         },
         "jobs": [job_record(result, origin) for result in runner.results],
+        # strategy: clone's seed VMs, one per group (engine/seeds.py).
+        "seeds": [seed.record() for seed in seeds.seeds] if seeds is not None else [],
         "totals": {
             **summary,
             "seconds": round(elapsed, 6),
@@ -257,6 +264,20 @@ def totals_line(report: Mapping[str, Any]) -> str:
             + f"{t['bytes'] / 2**20:.1f} MiB uploaded)")
 
 
+def seed_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per seed VM of the run (``strategy: clone``): what became of it."""
+    lines = []
+    for seed in report.get("seeds") or ():
+        what = f"seed {printable(seed['name'])} ({printable(seed['vm'] or '-')}) for " \
+               f"{quantity(seed['jobs'], 'VM')}: {seed['status']}"
+        if seed.get("seconds"):
+            what += f", imported in {seed['seconds']:.1f} s"
+        if seed.get("error"):
+            what += f": {printable(seed['error'][:200])}"
+        lines.append(what)
+    return lines
+
+
 # -- reading a run report back: the VMs a run created (pure, then the files) --------------------
 
 
@@ -299,6 +320,15 @@ def parse_report(data: Any, *, file: str) -> ReportTargets:
             raise InputError(f"{where}: {vm} is also {known.name!r} ({known.origin}); "
                              "a VM has one name")
         targets.setdefault(vm, CleanupTarget(vm=vm, name=name, origin=where))
+    for index, seed in enumerate(data.get("seeds") or ()):
+        # A seed the run made and did not remove (kept, or its removal failed) is the
+        # run's; one it found there (--on-conflict skip) is not.
+        if not isinstance(seed, dict) or seed.get("status") not in SEED_LEFTOVERS:
+            continue
+        name, vm = seed.get("name"), seed.get("vm")
+        if isinstance(name, str) and name and isinstance(vm, str) and vm and " " not in vm:
+            targets.setdefault(vm, CleanupTarget(vm=vm, name=name,
+                                                 origin=f"{file}: seeds[{index}] ({name})"))
     return ReportTargets(tuple(targets.values()), left_alone)
 
 
@@ -376,6 +406,7 @@ def cleanup_document(cleaner: Cleaner, *, selection: dict[str, Any],
 
 __all__ = [
     "PHASE_ORDER",
+    "SEED_LEFTOVERS",
     "READABLE_VERSIONS",
     "REPORT_VERSION",
     "ReportTargets",
@@ -390,6 +421,7 @@ __all__ = [
     "read_report",
     "read_reports",
     "redact_argv",
+    "seed_lines",
     "summary_table",
     "totals_line",
     "write_report",

@@ -41,7 +41,7 @@ from asyncovf.cli.output import (
 )
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
-from asyncovf.engine.options import RunSettings
+from asyncovf.engine.options import STRATEGIES, RunSettings
 from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
 from asyncovf.engine.run import BatchRun, open_sources
 from asyncovf.errors import AsyncOvfError
@@ -50,7 +50,14 @@ from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
 from asyncovf.progress import ProgressDisplay
 from asyncovf.quantity import quantity
-from asyncovf.report import RunInfo, build_report, summary_table, totals_line, write_report
+from asyncovf.report import (
+    RunInfo,
+    build_report,
+    seed_lines,
+    summary_table,
+    totals_line,
+    write_report,
+)
 from asyncovf.vsphere.connection import ConnectionSettings
 
 #: How a batch words the flags it shares with ``import``.
@@ -110,6 +117,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="ask vCenter for every VM's import spec (CreateImportSpec), "
                                 "for a load test of that call; by default once per group of "
                                 "identical VMs, each VM's spec derived from it")
+    behaviour.add_argument("--strategy", choices=STRATEGIES, default="import",
+                           help="import every VM (default), or import one seed VM per group "
+                                "of identical VMs and clone the others from it (a batch "
+                                "entry's strategy: key wins)")
     behaviour.add_argument("--dry-run", action="store_true",
                            help="resolve placement, check names and run CreateImportSpec; "
                                 "create nothing")
@@ -150,6 +161,7 @@ async def command(args: argparse.Namespace) -> int:
         ramp=args.ramp or (),
         ramp_interval=args.ramp_interval,
         spec_per_vm=args.spec_per_vm,
+        strategy=args.strategy,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,
@@ -195,6 +207,8 @@ async def command(args: argparse.Namespace) -> int:
     if args.report:
         write_report(args.report, report)
     print(summary_table(batch.results))
+    for line in seed_lines(report):
+        print(line)
     print(totals_line(report))
     for result in batch.results:
         if result.replaced:  # in live mode only a warning line said so, amid the display

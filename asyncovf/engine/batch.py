@@ -23,12 +23,14 @@ from typing import Any
 
 import anyio
 
+from asyncovf.engine.clone import clone_vm
 from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.job import import_vm
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.resolve import check_job, resolve_options
+from asyncovf.engine.seeds import SeedRegistry
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.errors import (
     InputError,
@@ -140,6 +142,8 @@ class JobContext:
     on_update: UpdateCallback | None = None
     #: The run's import specs, one CreateImportSpec per group (None: one per VM).
     import_specs: ImportSpecCache | None = None
+    #: The run's seed VMs, for jobs cloned from one (``strategy: clone``).
+    seeds: SeedRegistry | None = None
 
     def notify(self, result: JobResult) -> None:
         if self.on_update is not None:
@@ -158,7 +162,7 @@ async def run_job(session: VCenterSession, result: JobResult, package: Package |
     result.started = time.monotonic()
     if refusal is None and package is not None:
         try:
-            check_job(result.spec, package.descriptor)
+            check_job(result.spec, package.descriptor, strategy=context.settings.strategy)
         except InputError as exc:
             refusal = Refusal(str(exc), error_kind(exc))
     if refusal is not None or package is None:
@@ -252,6 +256,13 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
     snapshot, placement = await _resolve(session, context.inventory, spec.placement)
     options, networks = resolve_options(spec, snapshot, placement, settings,
                                         descriptor=package.descriptor, warnings=result.warnings)
+    seed = context.seeds.seed_of(spec) if context.seeds is not None else None
+    if seed is not None and context.seeds is not None:
+        return await clone_vm(session, context.seeds, seed, package, placement, state, options,
+                              networks=networks, on_conflict=settings.on_conflict,
+                              own_vms=own_vms, on_replaced=partial(_replaced, result),
+                              notify=partial(context.notify, result),
+                              seed_attempts=settings.job_retries + 1)
     hooks = replace(context.hooks_for(placement, result) if context.hooks_for else JobHooks(),
                     host_addresses=partial(context.inventory.host_addresses, session))
     return await import_vm(session, package, placement, state, options, networks=networks,

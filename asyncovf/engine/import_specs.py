@@ -178,7 +178,7 @@ def derive_import_spec(result: Any, *, name: str, properties: Mapping[str, str],
         info = spec.info
         if info is None:
             continue
-        key = _property_key(info)
+        key = property_key(info)
         if key in new_properties:
             info.value = new_properties[key]
     for option in config.extraConfig or ():
@@ -199,7 +199,7 @@ def _renamed_path(path: str, name: str, new_name: str) -> str:
     return f"{match.group(1)}{new_name}/{file}"
 
 
-def _property_key(info: Any) -> str:
+def property_key(info: Any) -> str:
     """A vApp property's key as a PropertyMapping names it: ``class.id.instance``."""
     return ".".join(part for part in (info.classId, info.id, info.instanceId) if part)
 
@@ -271,5 +271,6 @@ __all__ = [
     "derivable",
     "derive_import_spec",
     "import_spec_params",
+    "property_key",
     "spec_key",
 ]

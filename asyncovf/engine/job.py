@@ -100,10 +100,10 @@ async def import_vm(
         await _import_with_recovery(session, package, placement, state, options,
                                     networks or {}, hooks, specs)
     except anyio.get_cancelled_exc_class():
-        _finish(state, Phase.ABORTED, "interrupted")
+        end_job(state, Phase.ABORTED, "interrupted")
         raise
     except BaseException as exc:
-        _finish(state, Phase.FAILED, error_text(exc))
+        end_job(state, Phase.FAILED, error_text(exc))
         raise
     return True
 
@@ -168,8 +168,8 @@ async def _import_unfinished(session: VCenterSession, vm: Any) -> bool:
     return bool(marks) and marks[-1] == IMPORT_UNFINISHED
 
 
-def _finish(state: JobState, phase: Phase, error: str) -> None:
-    """Move a failed job to its terminal phase (via ABORT if a lease was taken)."""
+def end_job(state: JobState, phase: Phase, error: str) -> None:
+    """Move a failed job to its terminal phase, unless it is there (via ABORT) already."""
     if state.phase not in TERMINAL:
         state.advance(phase)
     state.error = state.error or error
@@ -366,6 +366,7 @@ def import_vapp_arguments(placement: Placement, import_spec: Any) -> dict[str, A
 
 __all__ = [
     "check_device_hosts",
+    "end_job",
     "end_unknown_lease",
     "import_vapp_arguments",
     "import_vm",

@@ -36,6 +36,8 @@ from asyncovf.spec import (
 )
 from asyncovf.vsphere.session import RetryPolicy
 
+#: How a run creates its VMs (``strategy``): each one imported, or cloned from a seed.
+STRATEGIES: Final = ("import", "clone")
 #: Seconds to wait for the guest's IP address when no ``ip_timeout`` is given.
 DEFAULT_IP_TIMEOUT: Final = 300.0
 
@@ -74,6 +76,13 @@ class ImportOptions:
     #: Disks of one VM uploaded at once (never with delta disks: they go in order);
     #: None: the run's setting.
     parallel_disks: int | None = None
+    #: "import" (every VM uploaded) or "clone" (one seed VM imported per group, the
+    #: others cloned from it: engine/seeds.py); None: the run's (``--strategy``).
+    strategy: str | None = None
+    #: Clone from a snapshot of the seed, sharing its disks (only with "clone").
+    linked_clone: bool = False
+    #: Keep the seed VM when its group is done (only with "clone").
+    keep_seed: bool = False
     # The transfer: the run's settings (RunSettings.apply), or the library caller's.
     verify_manifest: bool = True
     keep_failed: bool = False
@@ -269,6 +278,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
            stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
     Option("parallel_disks", read_disk_count, "upload up to N disks at once",
            stage=Stage.RUN, has_flag=False),
+    Option("strategy", _read_choice(STRATEGIES, ", ".join(STRATEGIES)),
+           "import every VM, or import one seed per group and clone the rest",
+           stage=Stage.RUN, choices=STRATEGIES, has_flag=False),
+    Option("linked_clone", read_switch, "clone from a snapshot of the seed (shared disks)",
+           stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
+    Option("keep_seed", read_switch, "keep the seed VM when its group is done",
+           stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
 )
 OPTIONS_BY_KEY: Final = {option.key: option for option in OPTIONS}
 #: govc's options document key → option key, for the keys we act on.
@@ -481,6 +497,8 @@ class RunSettings:
     #: One CreateImportSpec per VM (``--spec-per-vm``), for a load test of that call;
     #: by default once per group of VMs, each VM's spec derived (engine/import_specs.py).
     spec_per_vm: bool = False
+    #: How jobs that do not say (``strategy``) create their VMs (``--strategy``).
+    strategy: str = "import"
 
     def __post_init__(self) -> None:
         if self.ramp:
@@ -508,6 +526,7 @@ class RunSettings:
             create_folders=self.creates_folders(options),
             parallel_disks=options.parallel_disks or self.parallel_disks,
             esxi_hosts=esxi_hosts,
+            strategy=options.strategy or self.strategy,
         )
 
 
@@ -530,6 +549,7 @@ __all__ = [
     "OptionSource",
     "Rule",
     "RunSettings",
+    "STRATEGIES",
     "Shared",
     "Stage",
     "broken_rule",

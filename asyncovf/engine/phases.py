@@ -18,6 +18,9 @@ from asyncovf.errors import IllegalTransition
 
 class Phase(enum.Enum):
     PENDING = "pending"
+    # strategy: clone: waiting for (or importing) the group's seed VM, then CloneVM_Task.
+    SEED = "seed"
+    CLONE = "clone"
     SPEC = "spec"
     IMPORT = "import"
     LEASE_WAIT = "lease_wait"
@@ -42,7 +45,8 @@ POST_IMPORT_STEPS: Final = (Phase.EXTRA_CONFIG, Phase.INJECT_OVF_ENV, Phase.UPGR
 
 
 _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
-    Phase.PENDING: frozenset({Phase.SPEC, Phase.FAILED, Phase.ABORTED}),
+    Phase.PENDING: frozenset({Phase.SPEC, Phase.SEED, Phase.FAILED, Phase.ABORTED}),
+    Phase.SEED: frozenset({Phase.CLONE, Phase.FAILED, Phase.ABORTED}),
     Phase.SPEC: frozenset({Phase.IMPORT, Phase.FAILED, Phase.ABORTED}),
     Phase.IMPORT: frozenset({Phase.LEASE_WAIT, Phase.FAILED, Phase.ABORTED}),
     Phase.LEASE_WAIT: frozenset({Phase.UPLOAD, Phase.ABORT}),
@@ -54,6 +58,10 @@ _TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.COMPLETE: frozenset({Phase.EXTRA_CONFIG, Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
                                Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
                                Phase.ABORT}),
+    # A clone ends as an import's upload does: what follows is the same.
+    Phase.CLONE: frozenset({Phase.EXTRA_CONFIG, Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
+                            Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
+                            Phase.ABORT}),
     Phase.EXTRA_CONFIG: frozenset({Phase.INJECT_OVF_ENV, Phase.UPGRADE_HARDWARE,
                                    Phase.MARK_AS_TEMPLATE, Phase.POWER_ON, Phase.IMPORTED,
                                    Phase.ABORT}),

@@ -28,6 +28,7 @@ from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
+from asyncovf.engine.seeds import SeedRegistry, clones
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.engine.workers import OnWorkerPool, Unfinished, WorkerPool
 from asyncovf.ovf.package import Package
@@ -76,8 +77,12 @@ class BatchRunner(OnWorkerPool):
         self._bandwidth = TokenBucket(settings.bandwidth) if settings.bandwidth else None
         #: One CreateImportSpec per group, each VM's spec derived (unless ``spec_per_vm``).
         self.import_specs = None if settings.spec_per_vm else ImportSpecCache()
+        #: The seed VMs of the jobs cloned from one (``strategy: clone``), by group.
+        self.seeds = (SeedRegistry(jobs, settings)
+                      if any(clones(spec, settings) for spec in jobs) else None)
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
+                               before_logout=self._sweep_seeds if self.seeds else None,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -169,9 +174,23 @@ class BatchRunner(OnWorkerPool):
                           for key in ("fullName", "version", "build", "apiVersion")}
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify,
-                             import_specs=self.import_specs)
-        await run_job(session, result, self.packages.get(result.spec.source), context,
-                      refusal=self.refusals.get(result.spec.index))
+                             import_specs=self.import_specs, seeds=self.seeds)
+        if self.seeds is None:
+            await run_job(session, result, self.packages.get(result.spec.source), context,
+                          refusal=self.refusals.get(result.spec.index))
+            return
+        # Counted in hand before anything is awaited: the seed stays while a job holds it.
+        self.seeds.enter(result.spec)
+        try:
+            await run_job(session, result, self.packages.get(result.spec.source), context,
+                          refusal=self.refusals.get(result.spec.index))
+        finally:
+            await self.seeds.leave(session, result.spec)
+
+    async def _sweep_seeds(self, session: VCenterSession) -> None:
+        """A worker leaves: remove the seeds no job holds (no job starts any more)."""
+        if self.seeds is not None:
+            await self.seeds.sweep(session)
 
     def _hooks(self, placement: Placement, result: JobResult) -> JobHooks:
         return JobHooks(on_progress=lambda _: self._notify(result),

@@ -29,10 +29,22 @@ log = logging.getLogger(__name__)
 DEFAULT_NETWORK_NAMES: Final = ("VM Network",)
 
 
-def check_job(spec: JobSpec, descriptor: Descriptor) -> None:
-    """Refuse, as an :class:`InputError`, a job whose deployment the descriptor lacks:
-    a job's first check, before any session is spent on it."""
+def check_job(spec: JobSpec, descriptor: Descriptor, *, strategy: str = "import") -> None:
+    """Refuse, as an :class:`InputError`, a job whose deployment the descriptor lacks, or
+    whose strategy cannot be: a job's first check, before any session is spent on it.
+
+    ``strategy`` is the run's, for a job that does not say. Only one VM is cloned
+    (a vApp's VMs would need CloneVApp_Task), and the seed's own settings need
+    the clone strategy.
+    """
     _check_deployment(spec.name, spec.options, descriptor)
+    if (spec.options.strategy or strategy) == "clone":
+        if descriptor.entity.is_collection:
+            raise InputError(f"{spec.name}: strategy clone clones one VM, and this package "
+                             "is a vApp (VirtualSystemCollection); use strategy: import")
+    elif spec.options.linked_clone or spec.options.keep_seed:
+        key = "linked_clone" if spec.options.linked_clone else "keep_seed"
+        raise InputError(f"{spec.name}: {key} needs strategy: clone (or --strategy clone)")
 
 
 def _check_deployment(name: str, options: ImportOptions, descriptor: Descriptor) -> None:

@@ -97,6 +97,7 @@ class WorkerPool(Generic[Item]):
         steps: Sequence[int],
         interval: float = 30.0,
         name: str = "worker",
+        before_logout: Callable[[VCenterSession], Awaitable[None]] | None = None,
     ) -> None:
         if not steps or steps[0] < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {list(steps)}")
@@ -107,6 +108,9 @@ class WorkerPool(Generic[Item]):
         self._new_session = new_session
         self._handle = handle
         self._settle = settle
+        #: Called with a worker's session when it takes no more items, before it logs
+        #: out, on every path (the caller shields and bounds its own cleanup).
+        self._before_logout = before_logout
         self._progress = [_Progress.WAITING] * len(self.items)
         self.sessions = SessionTally()
         #: Workers that could not log in; with no session at all, nothing was tried.
@@ -215,7 +219,11 @@ class WorkerPool(Generic[Item]):
                     await self._handle(session, self.items[index], number)
                     self._progress[index] = _Progress.DONE
             finally:
-                await self.sessions.log_out(session)  # Logout is shielded and bounded inside
+                try:
+                    if self._before_logout is not None:
+                        await self._before_logout(session)
+                finally:
+                    await self.sessions.log_out(session)  # shielded and bounded inside
                 self.soap_calls.update(session.client.calls)
                 self.relogins += session.relogins
                 self.sessions_renewed += session.renewals

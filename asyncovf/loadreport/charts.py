@@ -20,7 +20,8 @@ from asyncovf.loadreport import analysis, summary
 from asyncovf.loadreport.knee import find_knee
 
 INSTALL_HINT = "install the report extra: pip install 'asyncovf[report]'"
-COLOURS = {"spec": "#9ecae1", "import": "#3182bd", "lease_wait": "#fdae6b",
+COLOURS = {"seed": "#c7e9c0", "clone": "#74c476", "spec": "#9ecae1", "import": "#3182bd",
+           "lease_wait": "#fdae6b",
            "upload": "#31a354", "complete": "#756bb1", "extra_config": "#bcbddc",
            "inject_ovf_env": "#dadaeb", "upgrade_hardware": "#9e9ac8",
            "mark_as_template": "#636363", "power_on": "#e6550d", "wait_for_ip": "#fd8d3c",
