@@ -61,7 +61,8 @@ def plan_for(source: Path, prefix: str, count: int) -> BatchPlan:
 
 
 def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
-               spec_per_vm: bool = False, prefix: str | None = None) -> dict[str, Any]:
+               spec_per_vm: bool = False, prefix: str | None = None,
+               strategy: str = "import") -> dict[str, Any]:
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
     plan = plan_for(source, prefix or f"c{concurrency}", count)
@@ -71,7 +72,8 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
     started = time.perf_counter()
     # What ``asyncovf run`` does: opens the source, checks the placements, runs the pool.
     results = anyio.run(run_batch, connection, plan,
-                        RunSettings(concurrency=concurrency, spec_per_vm=spec_per_vm))
+                        RunSettings(concurrency=concurrency, spec_per_vm=spec_per_vm,
+                                    strategy=strategy))
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds() - cpu
     counters = vcsim.counters()
@@ -81,7 +83,8 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
     # inventory load, one logout) before the first import.
     assert counters.ok("Login") == counters.ok("Logout") == concurrency + 1
     return {
-        "mode": "asyncovf run (in-process)" + (", --spec-per-vm" if spec_per_vm else ""),
+        "mode": "asyncovf run (in-process)" + (", --spec-per-vm" if spec_per_vm else "")
+                + (f", --strategy {strategy}" if strategy != "import" else ""),
         "concurrency": concurrency,
         "imports": imported,
         "seconds": round(elapsed, 3),
@@ -89,6 +92,8 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
         "soap_per_import": round(counters.total_calls() / imported, 2),
         "soap_by_method": {m: counters.calls(m) for m in sorted(counters.methods)},
         "cpu_s_per_import": round(cpu / imported, 4),
+        # The disk bytes the client sent, as the simulator's NFC intake counted them.
+        "nfc_bytes": counters.nfc_bytes,
     }
 
 
