@@ -197,8 +197,30 @@ class VCenterSession:
           may mean they happened.
         """
         relogged = False
+
+        async def attempt_call() -> Any:
+            nonlocal relogged
+            try:
+                return await self.client.invoke(mo, method, **kwargs)
+            except Exception as exc:
+                if (not retryable(exc, RetryScope.LOGIN) or relogged
+                        or method in ("Login", "Logout") or self._content is None
+                        or self._closed):
+                    raise
+                relogged = True
+                log.warning("session to %s expired; logging in again", self.endpoint.host)
+                self.client.forget_session()
+                await self._login()
+                self._logged_in = True
+                self.relogins += 1
+                return await self.client.invoke(mo, method, **kwargs)
+
+        if method not in IDEMPOTENT_METHODS:
+            # One attempt: what tenacity would do with stop_after_attempt(1) and
+            # reraise=True (run once, re-raise as it is), without its machinery.
+            return await attempt_call()
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts if method in IDEMPOTENT_METHODS else 1),
+            stop=stop_after_attempt(self.retry.attempts),
             wait=backoff(self.retry.initial_wait, self.retry.max_wait),
             retry=retry_if_exception(lambda error: retryable(error, RetryScope.CALL)),
             before_sleep=lambda state: self._note_retry(method, state),
@@ -206,20 +228,7 @@ class VCenterSession:
         )
         async for attempt in retrying:
             with attempt:
-                try:
-                    return await self.client.invoke(mo, method, **kwargs)
-                except Exception as exc:
-                    if (not retryable(exc, RetryScope.LOGIN) or relogged
-                            or method in ("Login", "Logout") or self._content is None
-                            or self._closed):
-                        raise
-                    relogged = True
-                    log.warning("session to %s expired; logging in again", self.endpoint.host)
-                    self.client.forget_session()
-                    await self._login()
-                    self._logged_in = True
-                    self.relogins += 1
-                    return await self.client.invoke(mo, method, **kwargs)
+                return await attempt_call()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def renew(self) -> None:
