@@ -7,6 +7,7 @@ tests/integration/test_import_spec_reuse.py.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ from pyVmomi.SoapAdapter import Serialize
 
 from asyncovf.engine.import_specs import (
     ImportSpecCache,
+    copy_result,
     derivable,
     derive_import_spec,
     spec_key,
@@ -170,3 +172,19 @@ async def test_concurrent_misses_share_one_call_and_a_failure_is_the_asker_s_alo
     assert outcomes == {"vm-1": "the connection dropped", "vm-2": ("vm-2", False),
                         "vm-3": ("vm-3", True)}
     assert (session.calls, cache.asked, cache.derived) == (2, 2, 1)
+
+
+def test_the_fast_copy_is_what_deepcopy_makes_and_shares_nothing_mutable() -> None:
+    origin = vcenter_answer("web-01", "web-01.example")
+    origin.importSpec.entityConfig = None
+    origin.warning = [vim.fault.OvfMissingHardware(name="sound card")]  # a fault: deepcopy'd
+    copied = copy_result(origin)
+
+    assert Serialize(copied) == Serialize(copy.deepcopy(origin)) == Serialize(origin)
+    config, original = copied.importSpec.configSpec, origin.importSpec.configSpec
+    assert config is not original and config.deviceChange is not original.deviceChange
+    assert config.deviceChange[0].device.backing.parent is not \
+        original.deviceChange[0].device.backing.parent
+    assert copied.warning[0] is not origin.warning[0]
+    config.vAppConfig.property[0].info.value = "changed"
+    assert original.vAppConfig.property[0].info.value == "web-01.example"
