@@ -6,8 +6,10 @@ does too:
 
 * the name is checked first, and ``on_conflict`` applied, as for an import
   (:func:`~asyncovf.engine.job.resolve_conflict`);
-* the clone carries the "importing" mark in its config spec, so a run killed
-  mid-clone leaves a VM ``--on-conflict skip`` will not count as done;
+* the clone carries the "importing" mark in its config spec until its
+  post-import steps are done, so a run killed before then leaves a VM
+  ``--on-conflict skip`` will not count as done (a clone with no step to
+  come is made finished: the task makes all of it or fails);
 * CloneVM_Task is sent shielded (as ImportVApp is): once sent, we learn its
   task, or know its answer was lost;
 * a clone that fails or is cancelled has its task cancelled on the server
@@ -35,7 +37,13 @@ from pyVmomi import vim
 from asyncovf.engine.job import end_job, resolve_conflict
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import JobState, Phase
-from asyncovf.engine.postimport import IMPORT_MARK_KEY, IMPORT_UNFINISHED, run_post_import
+from asyncovf.engine.postimport import (
+    IMPORT_FINISHED,
+    IMPORT_MARK_KEY,
+    IMPORT_UNFINISHED,
+    asks_for_steps,
+    run_post_import,
+)
 from asyncovf.engine.seeds import Seed, SeedRegistry, make_seed
 from asyncovf.errors import SeedError, TaskError, VCenterError, error_text
 from asyncovf.ovf.package import Package
@@ -73,7 +81,9 @@ def clone_spec(seed: Seed, placement: Placement, options: ImportOptions) -> Any:
     and the "importing" mark; a linked clone names the seed's snapshot and child disks.
 
     Not a template and not powered on: the post-import steps do either, as for
-    an import, after the finished mark.
+    an import, after the finished mark. A VM that asks for no step is finished
+    once the clone is: it is made with the finished mark (one ReconfigVM_Task
+    and its wait fewer), since the clone task either makes the whole VM or fails.
     """
     location = vim.vm.RelocateSpec(pool=placement.resource_pool.ref,
                                    datastore=placement.datastore.ref)
@@ -81,8 +91,9 @@ def clone_spec(seed: Seed, placement: Placement, options: ImportOptions) -> Any:
         location.host = placement.host.ref
     if seed.linked:
         location.diskMoveType = LINKED_DISK_MOVE
+    mark = IMPORT_UNFINISHED if asks_for_steps(options) else IMPORT_FINISHED
     config = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(
-        key=IMPORT_MARK_KEY, value=IMPORT_UNFINISHED)])
+        key=IMPORT_MARK_KEY, value=mark)])
     if options.annotation is not None:
         config.annotation = options.annotation
     edits = property_edits(seed, options.properties)
@@ -131,7 +142,8 @@ async def clone_vm(
         notify()
         vm = await _clone(session, seed, placement, state, options)
         state.vm = str(vm._moId)
-        await run_post_import(session, vm, package, state, options, notify)
+        await run_post_import(session, vm, package, state, options, notify,
+                              marked=not asks_for_steps(options))
         state.advance(Phase.IMPORTED)
         notify()
     except anyio.get_cancelled_exc_class():

@@ -114,17 +114,27 @@ IMPORT_UNFINISHED: Final = "importing"
 IMPORT_FINISHED: Final = "done"
 
 
+def asks_for_steps(options: ImportOptions) -> bool:
+    """Whether ``options`` ask for any post-import step (a VM without any is finished
+    as soon as it exists: a clone can be made with its finished mark)."""
+    return bool(options.extra_config or options.inject_ovf_env or options.hardware_version
+                or options.mark_as_template or options.power_on or options.wait_for_ip)
+
+
 def post_import_steps(session: VCenterSession, vm: Any, package: Package, state: JobState,
-                      options: ImportOptions) -> list[tuple[Phase | None, PostImportStep]]:
+                      options: ImportOptions, *, marked: bool = False,
+                      ) -> list[tuple[Phase | None, PostImportStep]]:
     """The steps ``options`` ask for, in POST_IMPORT_STEPS order, each with its phase.
 
     The first writes the finished mark: with the extra_config step when there is
     one (one ReconfigVM_Task for both), else on its own while the job is still in
-    its ``complete`` phase (phase ``None``: no phase of its own).
+    its ``complete`` phase (phase ``None``: no phase of its own). ``marked``: the
+    VM was created with its finished mark, so there is none to write.
     """
     # Only a VM has extraConfig: a vApp (a VirtualSystemCollection's entity) is
     # imported unmarked, and ``skip`` counts it as finished.
-    marks = ((IMPORT_MARK_KEY, IMPORT_FINISHED),) if isinstance(vm, vim.VirtualMachine) else ()
+    marks = ((IMPORT_MARK_KEY, IMPORT_FINISHED),) \
+        if isinstance(vm, vim.VirtualMachine) and not marked else ()
     steps: list[tuple[Phase | None, PostImportStep]] = []
     if options.extra_config:
         steps.append((Phase.EXTRA_CONFIG, partial(set_extra_config, session, vm,
@@ -156,14 +166,15 @@ def post_import_steps(session: VCenterSession, vm: Any, package: Package, state:
 
 
 async def run_post_import(session: VCenterSession, vm: Any, package: Package, state: JobState,
-                          options: ImportOptions, notify: Callable[[], None]) -> None:
+                          options: ImportOptions, notify: Callable[[], None], *,
+                          marked: bool = False) -> None:
     """Mark the import finished and run the post-import steps, each as its phase; if
     one fails or is cancelled, remove the VM (unless ``keep_failed``) and raise.
 
     A failure is raised as :class:`PostImportError` naming the step (the cause
     chained); a cancellation is re-raised unchanged once the VM is gone.
     """
-    steps = post_import_steps(session, vm, package, state, options)
+    steps = post_import_steps(session, vm, package, state, options, marked=marked)
     try:
         for phase, step in steps:
             if phase is not None:
@@ -188,6 +199,7 @@ async def run_post_import(session: VCenterSession, vm: Any, package: Package, st
 
 
 __all__ = [
+    "asks_for_steps",
     "post_import_steps",
     "run_post_import",
     "inject_ovf_env",

@@ -61,6 +61,8 @@ async def test_two_hundred_vms_are_one_upload_and_two_hundred_clones(
     # One import (the seed) uploaded the disk once; every VM is a clone of it.
     assert counters.ok("ImportVApp") == 1 and counters.nfc_bytes == disk_bytes
     assert counters.ok("CloneVM_Task") == 200 and counters.ok("MarkAsTemplate") == 1
+    # A clone asking for no step is made finished: the seed's mark is the one Reconfig.
+    assert counters.calls("ReconfigVM_Task") == 1
     assert all(r.timings.get("clone", 0) > 0 and "upload" not in r.timings
                for r in runner.results)
     [seed] = runner.seeds.seeds

@@ -13,7 +13,7 @@ from pyVmomi.SoapAdapter import Serialize
 from asyncovf.engine.clone import LINKED_DISK_MOVE, clone_spec, property_edits
 from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.engine.plan import MAX_VM_NAME, JobSpec
-from asyncovf.engine.postimport import IMPORT_MARK_KEY, IMPORT_UNFINISHED
+from asyncovf.engine.postimport import IMPORT_FINISHED, IMPORT_MARK_KEY, IMPORT_UNFINISHED
 from asyncovf.engine.resolve import check_job
 from asyncovf.engine.seeds import (
     Seed,
@@ -65,7 +65,8 @@ def wire(value: Any) -> str:
 
 def test_a_linked_clone_sends_exactly_the_seed_snapshot_child_disks_and_its_own_settings(
 ) -> None:
-    options = ImportOptions(annotation="web tier", properties={"appliance.port": "8443"})
+    options = ImportOptions(annotation="web tier", properties={"appliance.port": "8443"},
+                            power_on=True)
     sent = clone_spec(seed(linked=True), PLACEMENT, options)
 
     expected = vim.vm.CloneSpec(
@@ -90,10 +91,20 @@ def test_a_full_clone_names_no_snapshot_and_leaves_disk_placement_to_vcenter() -
 
     assert sent.snapshot is None and sent.location.diskMoveType is None
     assert (sent.template, sent.powerOn) == (False, False)
+    # No step to come: the clone is finished once made, so it is made with that mark.
     assert [(o.key, o.value) for o in sent.config.extraConfig] == [
-        (IMPORT_MARK_KEY, IMPORT_UNFINISHED)]
+        (IMPORT_MARK_KEY, IMPORT_FINISHED)]
     # No annotation and no property asked for: the seed's stay, untouched.
     assert sent.config.annotation is None and sent.config.vAppConfig is None
+
+
+@pytest.mark.parametrize("step", [{"power_on": True}, {"extra_config": {"k": "v"}},
+                                  {"mark_as_template": True}, {"hardware_version": "vmx-19"},
+                                  {"inject_ovf_env": True}])
+def test_a_clone_with_steps_to_come_is_made_importing(step: dict[str, Any]) -> None:
+    sent = clone_spec(seed(linked=False), PLACEMENT, ImportOptions(**step))
+    assert [(o.key, o.value) for o in sent.config.extraConfig] == [
+        (IMPORT_MARK_KEY, IMPORT_UNFINISHED)]
 
 
 def test_a_property_the_seed_lacks_is_refused_rather_than_dropped() -> None:
