@@ -99,6 +99,24 @@ class Counters:
     sessions_peak: int = 0  # the most sessions live at once since the reset
     vms_deleted_by_server: int = 0  # deleted by the launcher as vCenter does (abort, timeout)
     vms_already_gone: int = 0  # the launcher set out to delete them; the client was first
+    #: NFC bytes read through the total intake cap (``nfc_total_mib_s``), and the
+    #: reads that waited for it: proof that the cap throttled, without timing it.
+    nfc_cap_bytes: int = 0
+    nfc_cap_waits: int = 0
+    #: CloneVM_Task calls answered with a task (the launcher's own, clones.go).
+    clones_started: int = 0
+    clones_running: int = 0  # clone tasks running now
+    clones_succeeded: int = 0
+    #: Clone tasks that ended in error: a task_fault, a refused spec, a clone vcsim
+    #: failed, and the cancelled ones too (also in ``clones_cancelled``).
+    clones_failed: int = 0
+    clones_cancelled: int = 0  # ended by CancelTask (RequestCanceled)
+    #: VMs of clone tasks that ended in error, left in the inventory
+    #: (``clone_leaves_vm``): partial VMs the client must remove.
+    clone_vms_left: int = 0
+    #: VMs of clone tasks that ended in error, deleted by the launcher first
+    #: (``clone_leaves_vm`` false; also in ``vms_deleted_by_server``).
+    clone_vms_deleted: int = 0
 
     def calls(self, method: str) -> int:
         """Calls answered (or dropped)."""
@@ -133,6 +151,9 @@ class Behaviour:
     session_cap: int
     session_idle_seconds: float
     delete_before_answer: bool = False
+    clone_seconds: float = 0.0  # a clone task runs this long (0: ended when answered)
+    clone_leaves_vm: bool = True  # a failed or cancelled clone leaves its VM
+    nfc_total_mib_s: float = 0.0  # all NFC uploads together at most this fast (0: no cap)
 
 
 @dataclass
@@ -181,7 +202,16 @@ class Vcsim:
                         logins_refused=int(raw.get("logins_refused") or 0),
                         sessions_peak=int(raw.get("sessions_peak") or 0),
                         vms_deleted_by_server=int(raw.get("vms_deleted_by_server") or 0),
-                        vms_already_gone=int(raw.get("vms_already_gone") or 0))
+                        vms_already_gone=int(raw.get("vms_already_gone") or 0),
+                        nfc_cap_bytes=int(nfc.get("cap_bytes") or 0),
+                        nfc_cap_waits=int(nfc.get("cap_waits") or 0),
+                        clones_started=int(raw.get("clones_started") or 0),
+                        clones_running=int(raw.get("clones_running") or 0),
+                        clones_succeeded=int(raw.get("clones_succeeded") or 0),
+                        clones_failed=int(raw.get("clones_failed") or 0),
+                        clones_cancelled=int(raw.get("clones_cancelled") or 0),
+                        clone_vms_left=int(raw.get("clone_vms_left") or 0),
+                        clone_vms_deleted=int(raw.get("clone_vms_deleted") or 0))
 
     def reset_counters(self) -> None:
         """Zero the counters, clear every fault rule and restore the default behaviour."""
@@ -190,7 +220,9 @@ class Vcsim:
     def behave(self, *, delete_on_abort: bool | None = None,
                lease_timeout_seconds: int | None = None, session_cap: int | None = None,
                session_idle_seconds: float | None = None,
-               delete_before_answer: bool | None = None) -> Behaviour:
+               delete_before_answer: bool | None = None, clone_seconds: float | None = None,
+               clone_leaves_vm: bool | None = None,
+               nfc_total_mib_s: float | None = None) -> Behaviour:
         """Change what the launcher does as vCenter does (the fields given; see vcenter.go).
 
         By default it deletes the VM of an aborted or timed-out import, times out
@@ -198,11 +230,22 @@ class Vcsim:
         500 live sessions and ends sessions idle for 30 min. A reset restores that.
         ``delete_before_answer``: an Abort's answer waits until the VM is deleted
         (vCenter's deletion wins the race with the client's removal, every time).
+
+        Clone tasks (clones.go): ``clone_seconds`` (default 0) keeps each
+        CloneVM_Task's task ``running`` that long (wall time; the clone is in the
+        inventory meanwhile, and CancelTask ends the task in RequestCanceled);
+        ``clone_leaves_vm`` (default true) leaves the VM of a clone task that ends
+        in error or is cancelled (false: the launcher deletes it before the task
+        reports the error, as vCenter's rollback does).
+        ``nfc_total_mib_s`` (default 0: no cap) caps all NFC uploads together
+        through one shared bucket (intake.go), apart from each upload's own
+        ``throttle_bps``.
         """
         changes = {key: value for key, value in (
             ("delete_on_abort", delete_on_abort), ("lease_timeout_seconds", lease_timeout_seconds),
             ("session_cap", session_cap), ("session_idle_seconds", session_idle_seconds),
-            ("delete_before_answer", delete_before_answer),
+            ("delete_before_answer", delete_before_answer), ("clone_seconds", clone_seconds),
+            ("clone_leaves_vm", clone_leaves_vm), ("nfc_total_mib_s", nfc_total_mib_s),
         ) if value is not None}
         raw = json.loads(self._request("/_harness/behaviour", method="POST",
                                        body=json.dumps(changes).encode()))
@@ -240,7 +283,12 @@ class Vcsim:
         the call out at once and the answer comes late), ``drop`` (cut the
         answer; vcsim never sees the call), ``drop_after_call`` (vcsim carries
         the call out, then the answer is cut). ``nth``, ``times`` and ``probability`` count the
-        calls that match ``method`` and ``vm``.
+        calls that match ``method`` and ``vm``. On CloneVM_Task, ``vm`` is the new
+        VM's name (the request's ``name``), ``drop_after_call`` lets the clone and
+        its task run while the client never learns the task, and ``task_fault``
+        (a vim25 fault type, e.g. "InsufficientResourcesFault"; an unknown type is
+        refused) makes the task end in that fault after ``clone_seconds``, the
+        clone's VM left or deleted as ``clone_leaves_vm`` says.
         ``lease``: for the next ``times`` leases (0 = all; ``vm``: only that
         VM's; ``probability``: each with that chance): ``initializing_reads``,
         ``error_after_bytes`` (+ ``error_fault``), ``expire_after_seconds`` (no

@@ -5,8 +5,9 @@
 // tests to assert on (GET /_harness/counters, POST /_harness/reset), injects
 // faults (POST /_harness/faults, leases.go), acts as vCenter does on its own
 // where vcsim does not (vcenter.go: deletions, lease timeouts, a session cap,
-// idle sessions; POST /_harness/behaviour, /_harness/clock), and exits
-// cleanly on SIGTERM or SIGINT.
+// idle sessions; POST /_harness/behaviour, /_harness/clock), runs clone tasks
+// as vCenter does, with CancelTask (clones.go), caps total NFC intake
+// (intake.go), and exits cleanly on SIGTERM or SIGINT.
 package main
 
 import (
@@ -89,8 +90,10 @@ type soapRule struct {
 	// let vcsim carry the call out, then close the connection mid-answer: the
 	// client cannot tell whether it happened (a lost answer)
 	DropAfterCall bool `json:"drop_after_call"`
-	calls         int
-	applied       int
+	// CloneVM_Task only: its task ends in this vim25 fault (clones.go)
+	TaskFault string `json:"task_fault"`
+	calls     int
+	applied   int
 }
 
 type faultRules struct {
@@ -153,6 +156,9 @@ type harness struct {
 	// simulator, not in the client). Real vCenter has no such race, so the
 	// harness serializes those calls rather than making clients work around it.
 	registryMu sync.Mutex
+
+	clones cloneState  // clones.go
+	intake intakeState // intake.go
 }
 
 // shutdown is closed on SIGTERM: injected stalls and throttles end at once,
@@ -181,6 +187,7 @@ func (h *harness) current() (int, chan struct{}) {
 
 var serializedMethods = map[string]bool{
 	"ImportVApp": true, "FindChild": true, "FindByInventoryPath": true, "CreateVM_Task": true,
+	"CloneVM_Task": true,
 }
 
 func newHarness(defaults behaviour) *harness {
@@ -222,6 +229,7 @@ func (h *harness) reset() {
 	h.nfcFaults = map[string]int{}
 	h.faults = faultRules{}
 	h.rng = mrand.New(mrand.NewSource(1))
+	h.resetMoreLocked()
 }
 
 func (h *harness) setFaults(rules faultRules) {
@@ -403,7 +411,11 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			return
 		case r.URL.Path == "/_harness/faults" && r.Method == http.MethodPost:
 			var rules faultRules
-			if err := json.NewDecoder(r.Body).Decode(&rules); err != nil {
+			err := json.NewDecoder(r.Body).Decode(&rules)
+			if err == nil {
+				err = rules.check()
+			}
+			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
@@ -425,7 +437,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 				h.mu.Unlock()
 			}()
 			generation, _ := h.current()
-			r.Body = &countingReader{r.Body, h, generation}
+			r.Body = h.capIntake(&countingReader{r.Body, h, generation})
 			lease := h.nfcLease(r.URL.Path)
 			if lease != nil {
 				if h.leaseBytes(lease, 0) {
@@ -487,7 +499,9 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			if serializedMethods[method] {
 				h.registryMu.Lock()
 			}
-			next.ServeHTTP(recorder, r)
+			if !h.intercept(method, body, rule, recorder, r) {
+				next.ServeHTTP(recorder, r)
+			}
 			if serializedMethods[method] {
 				h.registryMu.Unlock()
 			}
@@ -620,43 +634,6 @@ func writeFault(w http.ResponseWriter, fault string) {
 		fault)
 }
 
-func (h *harness) serveCounters(w http.ResponseWriter) {
-	h.mu.Lock()
-	leasesInError := 0
-	for _, lease := range h.leases {
-		if lease.errorFault != "" {
-			leasesInError++
-		}
-	}
-	snapshot := map[string]interface{}{
-		"methods": h.methods,
-		"nfc": map[string]interface{}{"requests": h.nfcReqs, "bytes": h.nfcBytes,
-			"in_flight": h.nfcNow, "max_in_flight": h.nfcMax, "faults": h.nfcFaults,
-			"connections": len(h.nfcConns)},
-		"leases_open":            len(h.leasesOpen),
-		"leases_created":         len(h.leases),
-		"leases_in_error":        leasesInError,
-		"sessions_live":          len(h.liveSessions),
-		"sessions_expired":       h.sessionsExpired,
-		"leases_ended_by_server": h.leasesEndedByServer,
-		"leases_ended_by_logout": h.leasesEndedByLogout,
-		"leases_timed_out":       h.leasesTimedOut,
-		"sessions_idle_expired":  h.sessionsIdleExpired,
-		"logins_refused":         h.loginsRefused,
-		"sessions_peak":          h.sessionsPeak,
-		"vms_deleted_by_server":  h.vmsDeletedByServer,
-		"vms_already_gone":       h.vmsAlreadyGone,
-	}
-	data, err := json.Marshal(snapshot)
-	h.mu.Unlock()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(data)
-}
-
 // selfSignedCertificate makes a P-256 certificate for 127.0.0.1 and localhost.
 // (vcsim's built-in test certificate has a 1024-bit RSA key, which OpenSSL's
 // default security level rejects, so verification-on tests could not use it.)
@@ -718,6 +695,8 @@ func main() {
 		"refuse Login with HTTP 503 while this many sessions are live (0: no cap)")
 	flag.Float64Var(&defaults.SessionIdleSeconds, "session-idle", 1800,
 		"end sessions idle for this many seconds, as vCenter does after 30 min (0: never)")
+	cloneFlags(&defaults)
+	intakeFlags(&defaults)
 	flag.Parse()
 
 	if !*verbose {

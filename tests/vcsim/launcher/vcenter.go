@@ -10,7 +10,11 @@ package main
 //     causes the lease to time out and enter the error state"); vCenter's
 //     leases time out after 300 s, vcsim's never;
 //   - it refuses a Login past its session limit with HTTP 503;
-//   - it ends sessions that made no call for a while (30 min by default).
+//   - it ends sessions that made no call for a while (30 min by default);
+//   - its clone tasks take their time, can be cancelled and roll back
+//     (clones.go), and a VM's vApp options are kept (vapp.go);
+//   - (a test's stand-in for a shared link) NFC uploads are capped in total
+//     (intake.go).
 //
 // Each has a switch (a flag at start, POST /_harness/behaviour at run time;
 // a reset restores the flags' values). Time is the harness's clock: wall time
@@ -41,6 +45,14 @@ type behaviour struct {
 	// the VM of an aborted import is gone before the Abort answer goes out
 	// (vCenter's deletion won the race), instead of racing the client's removal
 	DeleteBeforeAnswer bool `json:"delete_before_answer"`
+	// a CloneVM_Task's task runs this long (0: it has ended when the call is
+	// answered, as in vcsim); clones.go
+	CloneSeconds float64 `json:"clone_seconds"`
+	// a clone task that ends in error (cancelled included) leaves its VM in
+	// the inventory; false: the launcher deletes it first, as vCenter does
+	CloneLeavesVM bool `json:"clone_leaves_vm"`
+	// all NFC uploads together read at most this many MiB/s (0: no cap); intake.go
+	NfcTotalMiBs float64 `json:"nfc_total_mib_s"`
 }
 
 var (
