@@ -193,3 +193,43 @@ async def test_a_run_found_seed_is_used_with_skip_and_left_where_it_was(
     assert counters.calls("ImportVApp") == 0 and counters.ok("CloneVM_Task") == 2
     await fault_run.check_invariants(
         imported={r.name for r in (*first.results, *second.results)} | {seed.name})
+
+
+async def test_strategy_clone_on_the_command_line_clones_entries_that_do_not_say(
+    fault_run: FaultRun, tmp_path: Path,
+) -> None:
+    batch = tmp_path / "fleet.yaml"
+    await anyio.Path(batch).write_text(
+        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
+        f'  datastore: LocalDS_0\nvms:\n  - name: "{fault_run.prefix}-{{index}}"\n'
+        "    count: 3\n"
+        f'  - name: "{fault_run.prefix}-own"\n    strategy: import\n')
+    report_path = tmp_path / "r.json"
+    status, _, stderr = await run_cli(fault_run, batch, "--strategy", "clone",
+                                      "--report", str(report_path))
+    assert status == 0, stderr
+    report = json.loads(await anyio.Path(report_path).read_text())
+    assert report["run"]["settings"]["strategy"] == "clone"
+    assert [seed["jobs"] for seed in report["seeds"]] == [3]
+    counters = await fault_run.counters()
+    # The seed and the entry that says import are the two uploads.
+    assert counters.ok("ImportVApp") == 2 and counters.ok("CloneVM_Task") == 3
+    await fault_run.check_invariants(
+        imported={job["name"] for job in report["jobs"] if job["status"] == "imported"})
+
+
+async def test_a_keep_seed_without_the_clone_strategy_is_refused_before_vcenter(
+    fault_run: FaultRun, tmp_path: Path,
+) -> None:
+    batch = tmp_path / "fleet.yaml"
+    await anyio.Path(batch).write_text(
+        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
+        f'  datastore: LocalDS_0\nvms:\n  - name: "{fault_run.prefix}-1"\n'
+        "    keep_seed: true\n")
+    status, stdout, stderr = await run_cli(fault_run, batch)
+    assert status == 2, stderr
+    assert f"{fault_run.prefix}-1: keep_seed needs strategy: clone (or --strategy clone)" \
+        in stdout + stderr
+    counters = await fault_run.counters()
+    assert counters.calls("ImportVApp") == 0 and counters.calls("CloneVM_Task") == 0
+    await fault_run.check_invariants(imported=set())
