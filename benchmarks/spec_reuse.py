@@ -49,7 +49,8 @@ def main() -> None:
     def median(mode: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[mode])
 
-    keys = ("imports_per_s", "soap_per_import", "cpu_s_per_import")
+    keys = ("imports_per_s", "soap_per_import", "cpu_s_per_import",
+            "simulator_cpu_s_per_import")
     table = {mode: {key: median(mode, key) for key in keys} for mode in MODES}
     ratios = {key: round(table["reuse"][key] / table["per VM"][key], 2) for key in keys}
     calls = {mode: runs[mode][-1]["soap_by_method"] for mode in MODES}

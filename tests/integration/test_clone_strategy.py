@@ -113,9 +113,13 @@ async def test_a_kept_seed_stays_and_the_cleanup_of_the_run_removes_it_too(
     assert f"seed {seed['name']} ({seed['vm']}) for 4 VMs: kept" in stdout
     assert report["run"]["settings"]["strategy"] == "import"  # the batch said clone
     assert {job["timings"].keys() >= {"seed", "clone"} for job in report["jobs"]} == {True}
-    facts = await vm_facts(fault_run, {seed["name"]})
-    assert facts[seed["name"]]["template"] is True
     imported = {f"{fault_run.prefix}-{i}" for i in range(1, 5)}
+    facts = await vm_facts(fault_run, imported | {seed["name"]})
+    assert facts[seed["name"]]["template"] is True
+    # Each clone's own annotation, from its clone spec (the seed has none of it).
+    assert {name: facts[name]["annotation"] for name in imported} == {
+        f"{fault_run.prefix}-{i}": f"web {i}" for i in range(1, 5)}
+    assert not facts[seed["name"]]["annotation"]
     await fault_run.check_invariants(imported=imported | {seed["name"]})
 
     result = await anyio.run_process(
