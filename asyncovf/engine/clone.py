@@ -34,7 +34,7 @@ from typing import Any, Final
 import anyio
 from pyVmomi import vim
 
-from asyncovf.engine.job import end_job, resolve_conflict
+from asyncovf.engine.job import job_outcome, resolve_conflict
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import JobState, Phase
 from asyncovf.engine.postimport import (
@@ -45,7 +45,7 @@ from asyncovf.engine.postimport import (
     run_post_import,
 )
 from asyncovf.engine.seeds import Seed, SeedRegistry, make_seed
-from asyncovf.errors import SeedError, TaskError, VCenterError, error_text
+from asyncovf.errors import SeedError, TaskError, VCenterError
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.cleanup import bounded_cleanup, shielded
 from asyncovf.vsphere.inventory import Placement
@@ -128,7 +128,7 @@ async def clone_vm(
     ``networks`` and ``options`` are the job's, resolved: the seed is imported
     with them (less the VM's own settings) by whichever job comes first.
     """
-    try:
+    with job_outcome(state):
         if not await resolve_conflict(session, state, placement, on_conflict,
                                       own_vms=own_vms, on_replaced=on_replaced):
             return False
@@ -146,12 +146,6 @@ async def clone_vm(
                               marked=not asks_for_steps(options))
         state.advance(Phase.IMPORTED)
         notify()
-    except anyio.get_cancelled_exc_class():
-        end_job(state, Phase.ABORTED, "interrupted")
-        raise
-    except BaseException as exc:
-        end_job(state, Phase.FAILED, error_text(exc))
-        raise
     return True
 
 

@@ -22,7 +22,8 @@ and recorded in ``state.cleanup_errors``; the original error is what is raised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -93,18 +94,12 @@ async def import_vm(
     hooks = hooks or JobHooks()
     if on_progress is not None:
         hooks = replace(hooks, on_progress=on_progress)
-    try:
+    with job_outcome(state):
         if not await resolve_conflict(session, state, placement, on_conflict,
                                       own_vms=own_vms, on_replaced=on_replaced):
             return False
         await _import_with_recovery(session, package, placement, state, options,
                                     networks or {}, hooks, specs)
-    except anyio.get_cancelled_exc_class():
-        end_job(state, Phase.ABORTED, "interrupted")
-        raise
-    except BaseException as exc:
-        end_job(state, Phase.FAILED, error_text(exc))
-        raise
     return True
 
 
@@ -168,8 +163,21 @@ async def _import_unfinished(session: VCenterSession, vm: Any) -> bool:
     return bool(marks) and marks[-1] == IMPORT_UNFINISHED
 
 
-def end_job(state: JobState, phase: Phase, error: str) -> None:
-    """Move a failed job to its terminal phase, unless it is there (via ABORT) already."""
+@contextmanager
+def job_outcome(state: JobState) -> Iterator[None]:
+    """On the way out of a job that raises, its terminal phase: ``aborted`` when it was
+    cancelled, else ``failed`` with its error (via ABORT if a lease or VM was there)."""
+    try:
+        yield
+    except anyio.get_cancelled_exc_class():
+        _end(state, Phase.ABORTED, "interrupted")
+        raise
+    except BaseException as exc:
+        _end(state, Phase.FAILED, error_text(exc))
+        raise
+
+
+def _end(state: JobState, phase: Phase, error: str) -> None:
     if state.phase not in TERMINAL:
         state.advance(phase)
     state.error = state.error or error
@@ -366,7 +374,7 @@ def import_vapp_arguments(placement: Placement, import_spec: Any) -> dict[str, A
 
 __all__ = [
     "check_device_hosts",
-    "end_job",
+    "job_outcome",
     "end_unknown_lease",
     "import_vapp_arguments",
     "import_vm",
