@@ -142,6 +142,25 @@ async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+async def write_batch(run: FaultRun, directory: Path, vms: str, defaults: str = "") -> Path:
+    """``directory/fleet.yaml``: the run's package, cluster DC0_C0 and LocalDS_0 as
+    defaults (plus ``defaults``, YAML lines of two-space indent), then ``vms``."""
+    batch = directory / "fleet.yaml"
+    await anyio.Path(batch).write_text(
+        f"defaults:\n  source: {run.package_path}\n  cluster: DC0_C0\n"
+        f"  datastore: LocalDS_0\n{defaults}vms:\n{vms}")
+    return batch
+
+
+async def run_cli_report(run: FaultRun, batch: Path, *args: str
+                         ) -> tuple[int, str, str, dict[str, Any]]:
+    """:func:`run_cli` with ``--report``: (exit status, stdout, stderr, the report)."""
+    report = batch.parent / "report.json"
+    status, stdout, stderr = await run_cli(run, batch, "--report", str(report), *args)
+    assert status != 1, stderr  # the report is written whatever the jobs' fate
+    return status, stdout, stderr, json.loads(await anyio.Path(report).read_text())
+
+
 async def import_cli(run: FaultRun, *args: str) -> tuple[int, str, str]:
     """``asyncovf import PACKAGE ARGS`` as a user runs it: (exit status, stdout, stderr)."""
     result = await anyio.run_process(

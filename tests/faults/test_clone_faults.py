@@ -23,7 +23,7 @@ import pytest
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.seeds import SeedStatus
-from tests.faults.support import ROOT, FaultRun, cli_environment, run_batch
+from tests.faults.support import ROOT, FaultRun, cli_environment, run_batch, write_batch
 from tests.vcsim.harness import Counters
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
@@ -126,11 +126,9 @@ async def signal_run(run: FaultRun, batch: Path, report: Path,
 async def test_sigint_mid_seed_or_mid_clone_leaves_only_what_the_report_calls_imported(
     fault_run: FaultRun, tmp_path: Path, moment: str,
 ) -> None:
-    batch = tmp_path / "fleet.yaml"
-    await anyio.Path(batch).write_text(
-        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
-        f"  datastore: LocalDS_0\n  strategy: clone\n"
-        f'vms:\n  - name: "{fault_run.prefix}-{{index}}"\n    count: 6\n')
+    batch = await write_batch(
+        fault_run, tmp_path, f'  - name: "{fault_run.prefix}-{{index}}"\n    count: 6\n',
+        defaults="  strategy: clone\n")
     if moment == "seed":  # the seed's upload crawls: the signal comes mid-upload
         await fault_run.set_faults(nfc=[{"throttle_bps": 100_000}])
     else:  # the seed is made; every clone task runs until it is cancelled

@@ -4,7 +4,6 @@ with nothing left behind. Every invariant is read from the simulator's counters.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from asyncovf.engine.options import RunSettings
 from asyncovf.engine.postimport import IMPORT_FINISHED, IMPORT_MARK_KEY
 from asyncovf.engine.seeds import SeedStatus
 from asyncovf.vsphere.session import VCenterSession
-from tests.faults.support import FaultRun, plan_of, run_cli
+from tests.faults.support import FaultRun, plan_of, run_cli, run_cli_report, write_batch
 from tests.integration.inspect import list_vms
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -97,17 +96,13 @@ async def test_a_seed_that_fails_fails_its_group_with_one_line_and_leaves_nothin
 async def test_a_kept_seed_stays_and_the_cleanup_of_the_run_removes_it_too(
     fault_run: FaultRun, tmp_path: Path,
 ) -> None:
-    batch = tmp_path / "fleet.yaml"
-    await anyio.Path(batch).write_text(
-        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
-        f"  datastore: LocalDS_0\n  strategy: clone\n  keep_seed: true\n"
-        f'vms:\n  - name: "{fault_run.prefix}-{{index}}"\n    count: 4\n'
-        f'    annotation: "web {{index}}"\n')
-    report_path = tmp_path / "r.json"
-    status, stdout, stderr = await run_cli(fault_run, batch, "--concurrency", "2",
-                                           "--report", str(report_path))
+    batch = await write_batch(
+        fault_run, tmp_path, f'  - name: "{fault_run.prefix}-{{index}}"\n    count: 4\n'
+        '    annotation: "web {index}"\n', defaults="  strategy: clone\n  keep_seed: true\n")
+    status, stdout, stderr, report = await run_cli_report(fault_run, batch,
+                                                          "--concurrency", "2")
     assert status == 0, stderr
-    report = json.loads(await anyio.Path(report_path).read_text())
+    report_path = batch.parent / "report.json"
     [seed] = report["seeds"]
     assert seed["status"] == "kept" and seed["jobs"] == 4
     assert f"seed {seed['name']} ({seed['vm']}) for 4 VMs: kept" in stdout
@@ -202,17 +197,11 @@ async def test_a_run_found_seed_is_used_with_skip_and_left_where_it_was(
 async def test_strategy_clone_on_the_command_line_clones_entries_that_do_not_say(
     fault_run: FaultRun, tmp_path: Path,
 ) -> None:
-    batch = tmp_path / "fleet.yaml"
-    await anyio.Path(batch).write_text(
-        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
-        f'  datastore: LocalDS_0\nvms:\n  - name: "{fault_run.prefix}-{{index}}"\n'
-        "    count: 3\n"
+    batch = await write_batch(
+        fault_run, tmp_path, f'  - name: "{fault_run.prefix}-{{index}}"\n    count: 3\n'
         f'  - name: "{fault_run.prefix}-own"\n    strategy: import\n')
-    report_path = tmp_path / "r.json"
-    status, _, stderr = await run_cli(fault_run, batch, "--strategy", "clone",
-                                      "--report", str(report_path))
+    status, _, stderr, report = await run_cli_report(fault_run, batch, "--strategy", "clone")
     assert status == 0, stderr
-    report = json.loads(await anyio.Path(report_path).read_text())
     assert report["run"]["settings"]["strategy"] == "clone"
     assert [seed["jobs"] for seed in report["seeds"]] == [3]
     counters = await fault_run.counters()
@@ -225,11 +214,8 @@ async def test_strategy_clone_on_the_command_line_clones_entries_that_do_not_say
 async def test_a_keep_seed_without_the_clone_strategy_is_refused_before_vcenter(
     fault_run: FaultRun, tmp_path: Path,
 ) -> None:
-    batch = tmp_path / "fleet.yaml"
-    await anyio.Path(batch).write_text(
-        f"defaults:\n  source: {fault_run.package_path}\n  cluster: DC0_C0\n"
-        f'  datastore: LocalDS_0\nvms:\n  - name: "{fault_run.prefix}-1"\n'
-        "    keep_seed: true\n")
+    batch = await write_batch(fault_run, tmp_path,
+                              f'  - name: "{fault_run.prefix}-1"\n    keep_seed: true\n')
     status, stdout, stderr = await run_cli(fault_run, batch)
     assert status == 2, stderr
     assert f"{fault_run.prefix}-1: keep_seed needs strategy: clone (or --strategy clone)" \
