@@ -15,7 +15,7 @@ from pyVmomi import vim
 from pyVmomi.SoapAdapter import Serialize
 
 from asyncovf.engine.batch import JobStatus
-from asyncovf.engine.import_specs import create_import_spec, derive_import_spec
+from asyncovf.engine.import_specs import create_import_spec, derive_import_spec, property_key
 from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.importer import Importer
 from asyncovf.ovf.source import open_package
@@ -76,17 +76,20 @@ async def test_a_derived_spec_is_what_create_import_spec_answers_for_that_vm(
 
 
 async def vm_layout(connection: ConnectionSettings, prefix: str) -> dict[str, Any]:
-    """name → (disk file names, extraConfig key → value) of every VM named ``prefix…``."""
+    """name → (disk file names, vApp property ``class.id.instance`` → value) of every VM
+    named ``prefix…``."""
     vms = [vm for vm in await list_vms(connection) if vm.name.startswith(prefix)]
     layout = {}
     async with VCenterSession(connection) as session:
         for vm in vms:
             props = await session.retrieve(vim.VirtualMachine(vm.moid),
-                                           ["config.hardware.device", "config.extraConfig"])
+                                           ["config.hardware.device", "config.vAppConfig"])
             disks = sorted(d.backing.fileName for d in props["config.hardware.device"]
                            if isinstance(d, vim.vm.device.VirtualDisk))
-            extra = {o.key: o.value for o in props["config.extraConfig"] or ()}
-            layout[vm.name] = (disks, extra)
+            vapp = props.get("config.vAppConfig")
+            values = {property_key(p): p.value or ""
+                      for p in (vapp.property if vapp is not None else None) or ()}
+            layout[vm.name] = (disks, values)
     return layout
 
 
@@ -111,9 +114,10 @@ async def test_a_batch_asks_once_per_group_and_each_vm_gets_its_own_paths_and_va
     assert len(layout) == 12
     for index in range(1, 13):
         name = f"spec-{index:02d}"
-        disks, extra = layout[name]
+        disks, values = layout[name]
         assert disks == [f"[LocalDS_0] {name}/disk-0.vmdk", f"[LocalDS_0] {name}/disk-1.vmdk"]
-        assert (extra[HOSTNAME], extra[PORT]) == (f"{name}.example", f"80{index:02d}")
+        assert values == {HOSTNAME: f"{name}.example", PORT: f"80{index:02d}",
+                          "appliance.token.web": ""}  # not set: its default applies
     await anyio.to_thread.run_sync(check_invariants, vcsim, runner)
 
 

@@ -1,5 +1,6 @@
-"""The launcher's clone tasks, CancelTask and total NFC cap (tests/vcsim/launcher/clones.go,
-vapp.go, intake.go), driven with plain vSphere calls through VCenterSession.
+"""The launcher's clone tasks, CancelTask, total NFC cap and CreateImportSpec's vApp options
+(tests/vcsim/launcher/clones.go, vapp.go, intake.go, importspec.go), driven with plain
+vSphere calls through VCenterSession.
 
 Each test makes its own seed VM (CreateVM_Task with vApp options, a disk and a
 network card), so vcsim's default VMs stay as they are, and removes every VM
@@ -15,6 +16,7 @@ import urllib.error
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,11 +25,24 @@ import anyio
 import pytest
 from pyVmomi import vim, vmodl
 
+from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.import_specs import property_key
+from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.errors import AsyncOvfError, TaskError, VCenterError
+from asyncovf.importer import Importer
+from asyncovf.ovf.source import open_package
 from asyncovf.vsphere.connection import ConnectionSettings
+from asyncovf.vsphere.inventory import PlacementRequest
 from asyncovf.vsphere.session import VCenterSession
-from tests.factory import ovf_descriptor
+from tests.factory import (
+    APPLIANCE_PRODUCT_SECTION,
+    DEPLOYMENT_OPTION_SECTION,
+    DiskSpec,
+    build_package,
+    ovf_descriptor,
+)
 from tests.integration.inspect import list_vms, vms_named
+from tests.integration.test_batch import check_invariants, make_batch, run_plan
 from tests.vcsim.harness import Counters, Vcsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -285,6 +300,188 @@ async def test_import_vapp_carries_vapp_options_as_vcenter_does(
         await w.session.invoke(lease, "Abort")
         assert properties_of(vapp) == {"role": (7, "", "db")}
         assert await w.vm_named("lc-import-1") is None
+
+
+# -- CreateImportSpec's vApp options, as vCenter answers them -------------------------
+
+#: A second ProductSection with what the appliance's lacks: no instance, categories,
+#: labels, descriptions, qualifiers, a password and a value per deployment option.
+NETWORK_PRODUCT_SECTION = """\
+    <ProductSection ovf:class="net">
+      <Info>Network settings</Info>
+      <Product>Networking</Product>
+      <Category>Addresses</Category>
+      <Property ovf:key="ip" ovf:type="string" ovf:qualifiers="MinLen(7) MaxLen(15)"
+                ovf:userConfigurable="true" ovf:value="0.0.0.0">
+        <Label>IP address</Label>
+        <Description>The address of eth0</Description>
+      </Property>
+      <Property ovf:key="mode" ovf:type="string" ovf:qualifiers='ValueMap{"dhcp","static"}'
+                ovf:userConfigurable="true" ovf:value="dhcp"/>
+      <Category>Sizing</Category>
+      <Property ovf:key="workers" ovf:type="uint8" ovf:userConfigurable="true" ovf:value="2">
+        <Value ovf:value="8" ovf:configuration="large"/>
+      </Property>
+      <Property ovf:key="secret" ovf:type="string" ovf:password="true"
+                ovf:userConfigurable="true"/>
+    </ProductSection>
+"""
+APPLIANCE_KEYS = {"appliance.hostname.web": 0, "appliance.port.web": 1, "appliance.token.web": 2}
+
+
+def property_infos(vapp: Any) -> list[Any]:
+    """The property infos of a VM's vApp options, or of a spec's (its specs' infos)."""
+    return [getattr(p, "info", p) for p in (vapp.property if vapp is not None else None) or ()]
+
+
+def property_rows(vapp: Any) -> list[tuple[Any, ...]]:
+    """Each property info's fields, in order; unset strings read as empty."""
+    return [(p.key, p.classId or "", p.id, p.instanceId or "", p.category or "",
+             p.label or "", p.type, p.userConfigurable, p.defaultValue or "", p.value or "",
+             p.description or "") for p in property_infos(vapp)]
+
+
+def values_of(vapp: Any) -> dict[str, tuple[int, str]]:
+    """``class.id.instance`` → (key, value) of each property."""
+    return {property_key(p): (p.key, p.value or "") for p in property_infos(vapp)}
+
+
+async def test_create_import_spec_answers_vapp_options_as_vcenter_does(
+        vcsim: Vcsim, connection: ConnectionSettings) -> None:
+    descriptor = ovf_descriptor(
+        "lc-spec", [("lc-spec-disk1.vmdk", 1024, 16)],
+        product_section=APPLIANCE_PRODUCT_SECTION + NETWORK_PRODUCT_SECTION,
+        envelope_sections=DEPLOYMENT_OPTION_SECTION,
+    ).replace("<VirtualHardwareSection>",
+              '<VirtualHardwareSection ovf:transport="com.vmware.guestInfo iso">')
+    mapping = {"appliance.hostname.web": "web-01.example", "net.ip": "10.0.0.7"}
+    async with VCenterSession(connection) as session:
+        index = session.content.searchIndex
+        cluster = await session.invoke(index, "FindByInventoryPath",
+                                       inventoryPath="DC0/host/DC0_C0")
+        pool = (await session.retrieve(cluster, ["resourcePool"]))["resourcePool"]
+        datastore = await session.invoke(index, "FindByInventoryPath",
+                                         inventoryPath="DC0/datastore/LocalDS_0")
+
+        async def spec(text: str, deployment: str = "", **values: str) -> Any:
+            params = vim.OvfManager.CreateImportSpecParams(
+                entityName="lc-spec-1", deploymentOption=deployment,
+                propertyMapping=[vim.KeyValue(key=k, value=v) for k, v in values.items()])
+            result = await session.invoke(session.content.ovfManager, "CreateImportSpec",
+                                          ovfDescriptor=text, resourcePool=pool,
+                                          datastore=datastore, cisp=params)
+            assert not result.error
+            return result.importSpec.configSpec
+
+        config = await spec(descriptor, "large", **mapping)
+        default = await spec(descriptor)
+        plain = await spec(ovf_descriptor("lc-spec", [("lc-spec-disk1.vmdk", 1024, 16)]))
+
+    vapp = config.vAppConfig
+    assert isinstance(vapp, vim.vApp.VmConfigSpec)
+    assert {p.operation for p in vapp.property} == {p.operation for p in vapp.product} == {"add"}
+    assert property_rows(vapp) == [
+        (0, "appliance", "hostname", "web", "", "", "string", True, "appliance.local",
+         "web-01.example", ""),
+        (1, "appliance", "port", "web", "", "", "int", True, "8080", "", ""),
+        (2, "appliance", "token", "web", "", "", "string", False, 'a&b<c"', "", ""),
+        (3, "net", "ip", "", "Addresses", "IP address", "string(7..15)", True, "0.0.0.0",
+         "10.0.0.7", "The address of eth0"),
+        (4, "net", "mode", "", "Addresses", "", 'string["dhcp", "static"]', True, "dhcp", "",
+         ""),
+        (5, "net", "workers", "", "Sizing", "", "int", True, "8", "", ""),  # large's value
+        (6, "net", "secret", "", "Sizing", "", "password", True, "", "", ""),
+    ]
+    products: list[Any] = [p.info for p in vapp.product]
+    assert [(p.key, p.classId, p.instanceId, p.name, p.vendor, p.version)
+            for p in products] == [
+        (0, "appliance", "web", "Test appliance", "asyncovf tests", "1.0"),
+        (1, "net", "", "Networking", "", "")]
+    assert list(vapp.ovfEnvironmentTransport) == ["com.vmware.guestInfo", "iso"]
+    # vCenter keeps no property in extraConfig (vcsim put the mapped ones there).
+    assert not [o.key for o in config.extraConfig or ()]
+    # No deployment option asked: the default one's (small) values, nothing mapped.
+    assert [row[8:10] for row in property_rows(default.vAppConfig)][5] == ("2", "")
+    assert all(value == "" for _, value in values_of(default.vAppConfig).values())
+    # A descriptor without vApp options gets none.
+    assert plain.vAppConfig is None and not plain.extraConfig
+
+
+async def test_an_imported_vm_has_its_vapp_options_and_a_clone_has_its_edits(
+        vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path) -> None:
+    built = await in_thread(lambda: build_package(
+        tmp_path, "lc-vapp", disks=(DiskSpec(16, 64 * 1024),),
+        product_section=APPLIANCE_PRODUCT_SECTION))
+    package = await open_package(built.path)
+    async with world(connection, "lc-vapp") as w:
+        async with Importer(connection) as importer:
+            placement = await importer.resolve(PlacementRequest(cluster="DC0_C0",
+                                                                datastore="LocalDS_0"))
+            state = await importer.import_package(
+                package, "lc-vapp-imported", placement,
+                ImportOptions(properties={"appliance.hostname.web": "seed.example"}))
+        assert state.vm is not None
+        imported = vim.VirtualMachine(state.vm)
+        read = await w.session.retrieve(imported, ["config.vAppConfig", "config.extraConfig"])
+        vapp = read["config.vAppConfig"]
+        assert property_rows(vapp) == [
+            (0, "appliance", "hostname", "web", "", "", "string", True, "appliance.local",
+             "seed.example", ""),
+            (1, "appliance", "port", "web", "", "", "int", True, "8080", "", ""),
+            (2, "appliance", "token", "web", "", "", "string", False, 'a&b<c"', "", ""),
+        ]
+        assert [(p.key, p.classId, p.instanceId, p.name, p.vendor, p.version)
+                for p in vapp.product] == [
+            (0, "appliance", "web", "Test appliance", "asyncovf tests", "1.0")]
+        assert not {o.key for o in read["config.extraConfig"] or ()} & set(APPLIANCE_KEYS)
+
+        # A clone edits values by the source's keys, with only key and value set.
+        config = vim.vm.ConfigSpec(vAppConfig=vim.vApp.VmConfigSpec(property=[
+            property_spec("edit", APPLIANCE_KEYS["appliance.port.web"], value="9090"),
+            property_spec("edit", APPLIANCE_KEYS["appliance.hostname.web"],
+                          value="clone.example")]))
+        clone = await w.session.wait_for_task(await w.session.invoke(
+            imported, "Clone", folder=w.folder, name="lc-vapp-clone",
+            spec=w.clone_spec(config)))
+        cloned = (await w.session.retrieve(clone, ["config.vAppConfig"]))["config.vAppConfig"]
+        assert values_of(cloned) == {"appliance.hostname.web": (0, "clone.example"),
+                                     "appliance.port.web": (1, "9090"),
+                                     "appliance.token.web": (2, "")}
+        # Everything but the values is the source's; the source is as it was.
+        assert [row[:9] + row[10:] for row in property_rows(cloned)] == [
+            row[:9] + row[10:] for row in property_rows(vapp)]
+        assert [p.name for p in cloned.product] == ["Test appliance"]
+        source = (await w.session.retrieve(imported, ["config.vAppConfig"]))["config.vAppConfig"]
+        assert values_of(source)["appliance.hostname.web"] == (0, "seed.example")
+
+
+async def test_the_clone_strategy_sets_each_clones_properties_on_the_seeds_keys(
+        vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path) -> None:
+    plan = await make_batch(tmp_path, (
+        '  - name: "lc-fleet-{index}"\n    count: 3\n'
+        '    properties: {appliance.hostname.web: "{name}.example", '
+        'appliance.port.web: "80{index:02d}"}\n'))
+    await in_thread(lambda: build_package(
+        tmp_path, "photon", disks=(DiskSpec(16, 64 * 1024),),
+        product_section=APPLIANCE_PRODUCT_SECTION))
+    runner = await run_plan(connection, plan, RunSettings(concurrency=2, strategy="clone"))
+    assert [(r.name, r.status) for r in runner.results] == [
+        (f"lc-fleet-{i}", JobStatus.IMPORTED) for i in range(1, 4)]
+    snapshot = await counters(vcsim)
+    assert snapshot.ok("ImportVApp") == 1 and snapshot.ok("CloneVM_Task") == 3
+    async with VCenterSession(connection) as session:
+        for vm in await list_vms(connection):
+            if not vm.name.startswith("lc-fleet-"):
+                continue
+            vapp = (await session.retrieve(vim.VirtualMachine(vm.moid),
+                                           ["config.vAppConfig"]))["config.vAppConfig"]
+            index = int(vm.name.rsplit("-", 1)[1])
+            assert values_of(vapp) == {"appliance.hostname.web": (0, f"{vm.name}.example"),
+                                       "appliance.port.web": (1, f"80{index:02d}"),
+                                       "appliance.token.web": (2, "")}, vm.name
+            await session.wait_for_task(await session.invoke(vim.VirtualMachine(vm.moid),
+                                                             "Destroy"))
+    await in_thread(lambda: check_invariants(vcsim, runner))
 
 
 # -- clone tasks that run, are cancelled, or fail -------------------------------------

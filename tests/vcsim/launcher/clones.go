@@ -124,6 +124,9 @@ func (h *harness) intercept(method string, body []byte, rule *soapRule,
 		return h.serveCancel(body, w, r)
 	case "CreateVM_Task", "ReconfigVM_Task", "ImportVApp":
 		return h.serveVAppOptions(method, body, w, r)
+	case "CreateImportSpec":
+		h.serveImportSpec(body, w, r) // importspec.go
+		return true
 	}
 	return false
 }

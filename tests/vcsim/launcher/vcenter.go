@@ -12,7 +12,8 @@ package main
 //   - it refuses a Login past its session limit with HTTP 503;
 //   - it ends sessions that made no call for a while (30 min by default);
 //   - its clone tasks take their time, can be cancelled and roll back
-//     (clones.go), and a VM's vApp options are kept (vapp.go);
+//     (clones.go), a VM's vApp options are kept (vapp.go), and CreateImportSpec
+//     answers them in vAppConfig, not extraConfig (importspec.go);
 //   - (a test's stand-in for a shared link) NFC uploads are capped in total
 //     (intake.go).
 //
