@@ -14,8 +14,8 @@ changing only the latter (:func:`derive_import_spec`):
 * the datastore paths that contain it (the VM's directory in disk and ISO
   backings and ``files.vmPathName``, and a file named after the VM in it) and
   the upload items' device ids;
-* the property values (``vAppConfig`` property infos; vcsim keeps them as
-  ``extraConfig`` entries instead, and those are changed the same way).
+* the property values (``vAppConfig`` property infos; extra config entries are
+  the descriptor's, not properties, and stay as they are).
 
 That a derived spec equals the one vCenter would have answered is proved
 against the simulator (tests/integration/test_import_spec_reuse.py), not
@@ -181,9 +181,6 @@ def derive_import_spec(result: Any, *, name: str, properties: Mapping[str, str],
         key = property_key(info)
         if key in new_properties:
             info.value = new_properties[key]
-    for option in config.extraConfig or ():
-        if option.key in properties and option.value == properties[option.key]:
-            option.value = new_properties[option.key]
     return derived
 
 
