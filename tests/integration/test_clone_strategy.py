@@ -223,3 +223,50 @@ async def test_a_keep_seed_without_the_clone_strategy_is_refused_before_vcenter(
     counters = await fault_run.counters()
     assert counters.calls("ImportVApp") == 0 and counters.calls("CloneVM_Task") == 0
     await fault_run.check_invariants(imported=set())
+
+
+async def test_each_clone_gets_its_own_vapp_property_values_on_top_of_the_seed_s(
+    fault_run: FaultRun, tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from asyncovf.engine.pool import BatchRunner
+    from asyncovf.ovf.source import open_package
+    from tests.factory import APPLIANCE_PRODUCT_SECTION, DiskSpec, build_package
+
+    built = await anyio.to_thread.run_sync(lambda: build_package(
+        tmp_path, "appliance", disks=(DiskSpec(16, 64 * 1024),),
+        product_section=APPLIANCE_PRODUCT_SECTION))
+    package = await open_package(built.path)
+    jobs = tuple(replace(spec, source=str(built.path), options=replace(
+        spec.options, properties={HOSTNAME: f"{spec.name}.example"}))
+        for spec in plan_of(fault_run, 4).jobs)
+    runner = BatchRunner(fault_run.connection, jobs, {str(built.path): package},
+                         RunSettings(concurrency=2, strategy="clone"))
+    await runner.run()
+
+    assert [r.error for r in runner.results if r.status is not JobStatus.IMPORTED] == []
+    values = await property_values(fault_run, {r.name for r in runner.results})
+    # Its own hostname; the port and the token as the descriptor says (the seed's).
+    assert values == {spec.name: {HOSTNAME: f"{spec.name}.example", PORT: "8080",
+                                  TOKEN: 'a&b<c"'} for spec in jobs}
+    counters = await fault_run.counters()
+    assert counters.ok("ImportVApp") == 1 and counters.ok("CloneVM_Task") == 4
+    await fault_run.check_invariants(runner)
+
+
+HOSTNAME, PORT, TOKEN = "appliance.hostname.web", "appliance.port.web", "appliance.token.web"
+
+
+async def property_values(run: FaultRun, names: set[str]) -> dict[str, dict[str, str]]:
+    """name → its vApp properties' values (the default where no value is set)."""
+    values = {}
+    async with VCenterSession(run.connection) as session:
+        for vm in await list_vms(run.connection):
+            if vm.name in names:
+                vapp = (await session.retrieve(vim.VirtualMachine(vm.moid),
+                                               ["config.vAppConfig"]))["config.vAppConfig"]
+                values[vm.name] = {
+                    ".".join(p for p in (i.classId, i.id, i.instanceId) if p):
+                        i.value or i.defaultValue for i in vapp.property}
+    return values
