@@ -16,6 +16,10 @@ import (
 	"time"
 )
 
+// intakeBurst is how far the bucket's schedule may lag wall time: the most the
+// uploads may run ahead of the rate after an idle moment.
+const intakeBurst = 50 * time.Millisecond
+
 // intakeState is the shared bucket; guarded by h.mu.
 type intakeState struct {
 	free  time.Time // when the next read may start
@@ -57,9 +61,12 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 	}
 	h.mu.Lock()
 	now := time.Now()
+	// The schedule may lag wall time by up to intakeBurst: a sleep overshoots
+	// (by a timer tick, more than a small read's slot), and without the lag
+	// each overshoot would be lost, holding the intake far below the rate.
 	start := h.intake.free
-	if start.Before(now) {
-		start = now
+	if earliest := now.Add(-intakeBurst); start.Before(earliest) {
+		start = earliest
 	}
 	h.intake.free = start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 	h.intake.bytes += int64(n)
