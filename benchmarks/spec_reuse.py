@@ -5,8 +5,9 @@ alternating (reuse, per VM, reuse, per VM …) for ``--rounds`` rounds so that a
 slow moment of the machine hits both alike; each VM's name is new in every run.
 Reports, per mode, the median over the rounds of imports/s, SOAP calls per import
 (every call the simulator counted: the name check, the placement check's
-session and the finished mark included) and our process's CPU per import, and
-the ratios reuse / per VM.
+session and the finished mark included), our process's CPU per import and the
+simulator's over the same run (the target: ours at most its), and the ratios
+reuse / per VM.
 
 Run: ``.venv/bin/python -m benchmarks.spec_reuse [--count 400] [--concurrency 16] [--rounds 3]``
 """
