@@ -270,3 +270,36 @@ async def property_values(run: FaultRun, names: set[str]) -> dict[str, dict[str,
                     ".".join(p for p in (i.classId, i.id, i.instanceId) if p):
                         i.value or i.defaultValue for i in vapp.property}
     return values
+
+
+async def test_a_clone_runs_its_own_post_import_steps_after_its_finished_mark(
+    fault_run: FaultRun,
+) -> None:
+    from dataclasses import replace
+
+    from asyncovf.engine.pool import BatchRunner
+
+    package = await fault_run.package()
+    jobs = tuple(replace(spec, options=replace(
+        spec.options, power_on=True, extra_config={"guestinfo.role": spec.name}))
+        for spec in plan_of(fault_run, 3).jobs)
+    runner = BatchRunner(fault_run.connection, jobs, {str(fault_run.package_path): package},
+                         RunSettings(concurrency=2, strategy="clone"))
+    await runner.run()
+
+    assert [r.error for r in runner.results if r.status is not JobStatus.IMPORTED] == []
+    assert all(list(r.timings) == ["seed", "clone", "extra_config", "power_on"]
+               for r in runner.results)
+    async with VCenterSession(fault_run.connection) as session:
+        for vm in await list_vms(fault_run.connection):
+            if vm.name in {spec.name for spec in jobs}:
+                props = await session.retrieve(vim.VirtualMachine(vm.moid), [
+                    "runtime.powerState", "config.extraConfig"])
+                extra = {o.key: o.value for o in props["config.extraConfig"]}
+                assert props["runtime.powerState"] == "poweredOn"
+                assert (extra["guestinfo.role"], extra[IMPORT_MARK_KEY]) == (
+                    vm.name, IMPORT_FINISHED)
+    counters = await fault_run.counters()
+    # Made importing, then one ReconfigVM_Task each for its extra config and the mark.
+    assert counters.ok("ReconfigVM_Task") == 1 + 3 and counters.ok("PowerOnVM_Task") == 3
+    await fault_run.check_invariants(runner)
