@@ -199,7 +199,9 @@ def merge_reports(reports: Sequence[Mapping[str, Any]],
                   soap_calls_per_import=round(calls / imported, 2) if imported else None)
     if "soap_calls" in totals:
         totals["soap_calls"] = dict(sorted(totals["soap_calls"].items()))
-    return {**reports[0], "run": run, "jobs": jobs, "totals": totals}
+    # Each shard imports the seeds of its own part of the batch (strategy: clone).
+    seeds = [seed for report in reports for seed in report.get("seeds") or ()]
+    return {**reports[0], "run": run, "jobs": jobs, "seeds": seeds, "totals": totals}
 
 
 __all__ = ["MergeError", "merge_reports"]

@@ -129,3 +129,14 @@ def test_shards_line_up_to_the_millisecond() -> None:
     assert merged["run"]["started_at"] == "2026-12-01T10:00:00.000+00:00"
     jobs = {job["name"]: job for job in merged["jobs"]}
     assert jobs["vm-b"]["start"] == 0.25
+
+
+def test_merged_shards_keep_every_shard_s_seeds_for_the_cleanup_to_find() -> None:
+    from asyncovf.report import parse_report
+
+    first = {**FIRST, "seeds": [{"name": "vm-a-seed-1", "vm": "vm-10", "status": "kept"}]}
+    second = {**SECOND, "seeds": [{"name": "vm-b-seed-2", "vm": "vm-20", "status": "kept"}]}
+    merged = merge_reports([first, second], ["r-1.json", "r-2.json"])
+    assert [seed["name"] for seed in merged["seeds"]] == ["vm-a-seed-1", "vm-b-seed-2"]
+    targets = parse_report({**merged, "jobs": []}, file="merged.json").targets
+    assert [target.vm for target in targets] == ["vm-10", "vm-20"]
