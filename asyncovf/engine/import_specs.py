@@ -48,6 +48,7 @@ from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
+from asyncovf.vsphere.template import RequestTemplate, sentinel
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,30 @@ def property_key(info: Any) -> str:
     return ".".join(part for part in (info.classId, info.id, info.instanceId) if part)
 
 
+def _spec_slots(import_spec: Any) -> list[tuple[Any, str]]:
+    """The string fields that differ between specs of one group, as (object, attribute).
+
+    What :func:`derive_import_spec` changes (the name, the paths, the property
+    values) and what the job sets after it (the annotation), in a fixed order:
+    specs derived from one origin are equal but for these, which is what lets
+    :meth:`ImportSpecCache.import_vapp_request` fill a template instead.
+    """
+    config = import_spec.configSpec
+    slots: list[tuple[Any, str]] = [(config, "name"), (config, "annotation")]
+    if config.files is not None:
+        slots.append((config.files, "vmPathName"))
+    for change in config.deviceChange or ():
+        backing = getattr(change.device, "backing", None)
+        while backing is not None:
+            if hasattr(backing, "fileName"):
+                slots.append((backing, "fileName"))
+            backing = getattr(backing, "parent", None)
+    vapp = config.vAppConfig
+    properties = (vapp.property if vapp is not None else None) or ()
+    slots.extend((spec.info, "value") for spec in properties if spec.info is not None)
+    return slots
+
+
 @dataclass(frozen=True)
 class _Origin:
     """One group's CreateImportSpec answer and the name and properties it was asked for."""
@@ -250,6 +275,7 @@ class ImportSpecCache:
     def __init__(self) -> None:
         self._origins: dict[SpecKey, _Origin] = {}
         self._locks: dict[SpecKey, anyio.Lock] = {}
+        self._templates: dict[tuple[object, ...], RequestTemplate | None] = {}
         #: CreateImportSpec calls made, and specs derived instead of a call.
         self.asked = 0
         self.derived = 0
@@ -281,6 +307,46 @@ class ImportSpecCache:
         self.derived += 1
         log.debug("%s: import spec derived from %s's", name, origin.name)
         return derived, True
+
+    def import_vapp_request(self, session: VCenterSession, key: SpecKey, pool: Any,
+                            arguments: Mapping[str, Any]) -> bytes:
+        """ImportVApp's request for a spec :meth:`get` derived in group ``key``: the text
+        pyVmomi would write, filled into the group's template (:mod:`asyncovf.vsphere.template`).
+
+        Serializing the spec is the largest serialization of an import, and
+        every VM of a group sends the same one but for :func:`_spec_slots`'s
+        strings. The first request of each shape (group, API version, other
+        arguments, which slots are set) is pyVmomi's; its template is kept only
+        if it reproduces that request exactly, otherwise every request of the
+        shape is pyVmomi's.
+        """
+        spec = arguments["spec"]
+        values = [getattr(holder, attr) for holder, attr in _spec_slots(spec)]
+        shape = tuple(type(value) is str for value in values)
+        others = tuple(sorted((name, type(value).__name__, value._moId)
+                              for name, value in arguments.items()
+                              if name != "spec" and value is not None))
+        template_key = (key, session.api_version, type(pool).__name__, pool._moId, others,
+                        shape)
+        filled = [value for value in values if type(value) is str]
+        if template_key in self._templates:
+            template = self._templates[template_key]
+            if template is not None:
+                return template.fill(filled)
+            return session.client.serialize(pool, "ImportVApp", **arguments)
+        body = session.client.serialize(pool, "ImportVApp", **arguments)
+        probe = copy_result(spec)
+        slots = [slot for slot, used in zip(_spec_slots(probe), shape, strict=True) if used]
+        for index, (holder, attr) in enumerate(slots):
+            setattr(holder, attr, sentinel(index))
+        template = RequestTemplate.build(
+            session.client.serialize(pool, "ImportVApp", **{**arguments, "spec": probe}),
+            len(slots))
+        if template is not None and template.fill(filled) != body:
+            log.warning("ImportVApp's request template differs from pyVmomi's; not used")
+            template = None
+        self._templates[template_key] = template
+        return body
 
     async def ask(self, session: VCenterSession, package: Package, placement: Placement,
                   name: str, options: ImportOptions,

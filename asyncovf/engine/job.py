@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 from pyVmomi import vim
 
-from asyncovf.engine.import_specs import ImportSpecCache, create_import_spec
+from asyncovf.engine.import_specs import ImportSpecCache, create_import_spec, spec_key
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import TERMINAL, JobState, Phase
 from asyncovf.engine.postimport import (
@@ -248,8 +248,12 @@ async def _import(
     state.advance(Phase.IMPORT)
     notify()
     state.touched_vcenter = True
+    # A derived spec's request is filled into its group's template (serialized once).
+    request = (partial(specs.import_vapp_request, session,
+                       spec_key(package, placement, options, networks))
+               if derived and specs is not None else None)
     try:
-        lease = await _import_vapp(session, placement, spec_result, state)
+        lease = await _import_vapp(session, placement, spec_result, state, request)
     except VCenterError as exc:
         # A derived spec names the paths the simulator's CreateImportSpec would;
         # a vCenter that chose others (the VM's folder exists already) refuses it
@@ -311,8 +315,12 @@ def _mark_unfinished(spec_result: Any, options: ImportOptions) -> None:
 
 
 async def _import_vapp(session: VCenterSession, placement: Placement, spec_result: Any,
-                       state: JobState) -> Any:
+                       state: JobState,
+                       request: Callable[[Any, dict[str, Any]], bytes] | None = None) -> Any:
     """ImportVApp, finished shielded; the lease it created.
+
+    ``request`` makes the request's text from the pool and the arguments
+    (:meth:`ImportSpecCache.import_vapp_request`); without it pyVmomi writes it.
 
     ImportVApp creates the VM and the lease. Were it cancelled mid-flight, both
     could exist on vCenter with us never learning the lease to abort. So this
@@ -323,9 +331,12 @@ async def _import_vapp(session: VCenterSession, placement: Placement, spec_resul
     """
     try:
         with shielded() as scope:
-            lease = await session.invoke(placement.resource_pool.ref, "ImportVApp",
-                                         **import_vapp_arguments(placement,
-                                                                 spec_result.importSpec))
+            pool = placement.resource_pool.ref
+            arguments = import_vapp_arguments(placement, spec_result.importSpec)
+            if request is None:
+                lease = await session.invoke(pool, "ImportVApp", **arguments)
+            else:
+                lease = await session.send(pool, "ImportVApp", request(pool, arguments))
         if scope.cancelled_caught:
             raise TimeoutError("ImportVApp was cut short by the interrupt")
     except Exception as exc:

@@ -9,7 +9,7 @@ closes the HTTP pool. Sessions opened = sessions closed, always.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -30,6 +30,7 @@ from asyncovf.errors import RetryScope, TaskError, VCenterError, retryable
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.soap import SoapClient, describe_fault
+from asyncovf.vsphere.template import RequestTemplate, sentinel
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class VCenterSession:
         self.client = SoapClient(endpoint, call_timeout=connection.call_timeout,
                                  connections=connections)
         self._content: Any = None
+        #: RetrievePropertiesEx's request per shape (:meth:`_retrieve_request`).
+        self._retrieve_templates: dict[tuple[object, ...], RequestTemplate | None] = {}
         self._logged_in = False
         self._closed = False
         #: Logged in at some point (stays true after Logout): for counting sessions.
@@ -196,12 +199,24 @@ class VCenterSession:
           ImportVApp, Destroy or PowerOn are never repeated blindly: a lost answer
           may mean they happened.
         """
+        return await self._call(method, lambda: self.client.invoke(mo, method, **kwargs))
+
+    async def send(self, mo: Any, method: str, body: bytes) -> Any:
+        """:meth:`invoke` with a request serialized beforehand (``SoapClient.send``).
+
+        The same retries and re-login: a request's text holds no session state
+        (the session cookie travels in a header), so it may be sent again as is.
+        """
+        return await self._call(method, lambda: self.client.send(mo, method, body))
+
+    async def _call(self, method: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``call`` (one request of ``method``) under :meth:`invoke`'s retry rules."""
         relogged = False
 
         async def attempt_call() -> Any:
             nonlocal relogged
             try:
-                return await self.client.invoke(mo, method, **kwargs)
+                return await call()
             except Exception as exc:
                 if (not retryable(exc, RetryScope.LOGIN) or relogged
                         or method in ("Login", "Logout") or self._content is None
@@ -213,7 +228,7 @@ class VCenterSession:
                 await self._login()
                 self._logged_in = True
                 self.relogins += 1
-                return await self.client.invoke(mo, method, **kwargs)
+                return await call()
 
         if method not in IDEMPOTENT_METHODS:
             # One attempt: what tenacity would do with stop_after_attempt(1) and
@@ -270,12 +285,10 @@ class VCenterSession:
 
         Raises :class:`~asyncovf.errors.ManagedObjectNotFoundError` if the object is gone.
         """
-        spec = vmodl.query.PropertyCollector.FilterSpec(
-            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(
-                type=type(obj), pathSet=list(paths), all=False)],
-        )
-        contents = await self.retrieve_contents([spec])
+        collector = self.content.propertyCollector
+        request = self._retrieve_request(obj, paths)
+        contents = await self._retrieve_pages(
+            lambda: self.send(collector, "RetrievePropertiesEx", request))
         values: dict[str, Any] = {name: None for name in paths}
         for content in contents:
             for prop in content.propSet or ():
@@ -288,9 +301,50 @@ class VCenterSession:
                 )
         return values
 
+    def _retrieve_request(self, obj: Any, paths: Sequence[str]) -> bytes:
+        """:meth:`retrieve`'s RetrievePropertiesEx request, as pyVmomi writes it.
+
+        Lease and task polls send one request shape again and again, differing
+        only in the object's id; building the filter objects and walking them
+        is most of a poll's serialization. So each shape (API version, object
+        type, paths) is serialized once with a sentinel id and later requests
+        are filled in (:class:`~asyncovf.vsphere.template.RequestTemplate`);
+        a template is kept only if its first fill equals pyVmomi's text.
+        """
+        key = (self.api_version, type(obj), obj._serverGuid, tuple(paths))
+        if key in self._retrieve_templates:
+            template = self._retrieve_templates[key]
+            if template is not None:
+                return template.fill([obj._moId])
+            return self._serialize_retrieve(obj, paths)
+        body = self._serialize_retrieve(obj, paths)
+        probe = type(obj)(sentinel(0), obj._stub, obj._serverGuid)
+        template = RequestTemplate.build(self._serialize_retrieve(probe, paths), 1, escape=False)
+        if template is not None and template.fill([obj._moId]) != body:
+            template = None
+        self._retrieve_templates[key] = template
+        return body
+
+    def _serialize_retrieve(self, obj: Any, paths: Sequence[str]) -> bytes:
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(
+                type=type(obj), pathSet=list(paths), all=False)],
+        )
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=RETRIEVE_PAGE_SIZE)
+        return self.client.serialize(self.content.propertyCollector, "RetrievePropertiesEx",
+                                     specSet=[spec], options=options)
+
     async def retrieve_contents(self, specs: Sequence[Any],
                                 page_size: int = RETRIEVE_PAGE_SIZE) -> list[Any]:
-        """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``.
+        """RetrievePropertiesEx with continuation: all ``ObjectContent`` for ``specs``."""
+        collector = self.content.propertyCollector
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
+        return await self._retrieve_pages(lambda: self.invoke(
+            collector, "RetrievePropertiesEx", specSet=list(specs), options=options))
+
+    async def _retrieve_pages(self, first: Callable[[], Awaitable[Any]]) -> list[Any]:
+        """The pages of a retrieval whose first page ``first`` asks for.
 
         A continuation token may be used once only (vSphere API reference,
         RetrieveResult.token): after a page's answer is lost, sending the token
@@ -299,10 +353,8 @@ class VCenterSession:
         allows an idempotent call.
         """
         collector = self.content.propertyCollector
-        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
         for attempt in range(1, self.retry.attempts + 1):
-            result = await self.invoke(collector, "RetrievePropertiesEx", specSet=list(specs),
-                                       options=options)
+            result = await first()
             objects: list[Any] = []
             try:
                 while result is not None:

@@ -349,13 +349,26 @@ class SoapClient:
 
     async def invoke(self, mo: Any, method: str, **kwargs: Any) -> Any:
         """Call ``method`` (pyVmomi name, e.g. ``"ImportVApp"``) on ``mo``."""
+        return await self.send(mo, method, self.serialize(mo, method, **kwargs))
+
+    def serialize(self, mo: Any, method: str, **kwargs: Any) -> bytes:
+        """The request :meth:`invoke` would send, as pyVmomi writes it in this API version."""
         info = type(mo)._GetMethodInfo(method)
         names = {param.name for param in info.params}
         unknown = set(kwargs) - names
         if unknown:
             raise TypeError(f"{method}() got unexpected arguments {sorted(unknown)}")
         args = [kwargs.get(param.name) for param in info.params]
-        body = self._stub.serialize(mo, info, args)
+        return self._stub.serialize(mo, info, args)
+
+    async def send(self, mo: Any, method: str, body: bytes) -> Any:
+        """Call ``method`` on ``mo`` with a request serialized beforehand.
+
+        ``body`` is :meth:`serialize`'s for the call, or text equal to it (a
+        :class:`~asyncovf.vsphere.template.RequestTemplate`'s, which skips
+        pyVmomi's walk of a request shape already walked once).
+        """
+        info = type(mo)._GetMethodInfo(method)
         headers = {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": self._stub.versionId,
