@@ -42,7 +42,7 @@ from asyncovf.engine.job import import_vm
 from asyncovf.engine.options import ImportOptions, OnConflict, RunSettings
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import MAX_VM_NAME, JobSpec
-from asyncovf.errors import RetryScope, SeedError, error_text, retryable
+from asyncovf.errors import InputError, RetryScope, SeedError, error_text, retryable
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.removal import remove_vm_bounded
@@ -233,6 +233,10 @@ async def make_seed(session: VCenterSession, seed: Seed, package: Package,
     never removed by this run). Anything that fails once the seed exists removes
     it, as a cancellation does.
     """
+    if str(getattr(session.content.about, "apiType", "")) == "HostAgent":
+        # Checked before the seed's upload, which would be for nothing.
+        raise InputError("strategy clone needs vCenter: a standalone ESXi host has no "
+                         "CloneVM_Task; use strategy: import")
     options = seed_options(options)
     for attempt in range(1, attempts + 1):
         state = JobState(name=seed.name)

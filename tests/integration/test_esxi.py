@@ -71,3 +71,24 @@ async def test_a_batch_runs_against_a_host(
     names = {vm.name for vm in await list_vms(connection)}
     assert {f"esx-{i}" for i in range(1, 7)} <= names
     await anyio.to_thread.run_sync(check_invariants, esxi, runner)
+
+
+async def test_a_clone_batch_against_a_host_fails_each_vm_with_one_line_and_uploads_nothing(
+    esxi: Vcsim, connection: ConnectionSettings, tmp_path: Path
+) -> None:
+    await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon",
+                                                         disks=(DiskSpec(8, 64_000),)))
+    batch = tmp_path / "esxi.yaml"
+    batch.write_text("defaults:\n  source: ./photon.ova\n  strategy: clone\nvms:\n"
+                     '  - name: "esx-clone-{index}"\n    count: 3\n')
+    plan = await anyio.to_thread.run_sync(load_batch, batch)
+    runner = await run_plan(connection, plan, RunSettings(concurrency=2))
+
+    assert [r.status for r in runner.results] == [JobStatus.FAILED] * 3
+    assert {r.error for r in runner.results} == {
+        f"seed {runner.seeds.seeds[0].name} failed: strategy clone needs vCenter: a "
+        "standalone ESXi host has no CloneVM_Task; use strategy: import"}
+    counters = await anyio.to_thread.run_sync(esxi.counters)
+    assert counters.calls("ImportVApp") == 0 and counters.nfc_bytes == 0
+    assert not any(vm.name.startswith("esx-clone") for vm in await list_vms(connection))
+    await anyio.to_thread.run_sync(check_invariants, esxi, runner)
