@@ -259,9 +259,11 @@ def totals_line(report: Mapping[str, Any]) -> str:
     parts = [f"{t['imported']} imported", f"{t['skipped']} skipped", f"{t['failed']} failed",
              f"{t['aborted']} aborted"]
     rate = t["imports_per_second"]
+    # A clone run's bytes went to its seeds (strategy: clone), not to its jobs.
+    uploaded = t["bytes"] + sum(seed.get("bytes") or 0 for seed in report.get("seeds") or ())
     return (f"{quantity(t['jobs'], 'job')}: " + ", ".join(parts)
             + f" in {t['seconds']:.1f} s ({rate:.1f} imports/s, "
-            + f"{t['bytes'] / 2**20:.1f} MiB uploaded)")
+            + f"{uploaded / 2**20:.1f} MiB uploaded)")
 
 
 def seed_lines(report: Mapping[str, Any]) -> list[str]:
@@ -271,7 +273,7 @@ def seed_lines(report: Mapping[str, Any]) -> list[str]:
         what = f"seed {printable(seed['name'])} ({printable(seed['vm'] or '-')}) for " \
                f"{quantity(seed['jobs'], 'VM')}: {seed['status']}"
         if seed.get("seconds"):
-            what += f", imported in {seed['seconds']:.1f} s"
+            what += f", imported in {seed['seconds']:.2f} s"
         if seed.get("error"):
             what += f": {printable(seed['error'][:200])}"
         lines.append(what)

@@ -82,6 +82,7 @@ class Seed:
     error: str | None = None
     cause: Exception | None = field(default=None, repr=False)  # why it failed
     seconds: float = 0.0  # importing it
+    bytes: int = 0  # uploaded to import it
     cleanup_errors: list[str] = field(default_factory=list)
     active: int = 0  # jobs of its group in hand now
     remaining: int = 0  # jobs of its group not done yet
@@ -95,7 +96,7 @@ class Seed:
         """The run report's line for this seed."""
         return {"name": self.name, "vm": str(self.vm._moId) if self.vm is not None else None,
                 "jobs": self.jobs, "linked_clone": self.linked, "status": self.status.value,
-                "seconds": round(self.seconds, 6), "error": self.error,
+                "seconds": round(self.seconds, 6), "bytes": self.bytes, "error": self.error,
                 "cleanup_errors": list(self.cleanup_errors)}
 
 
@@ -250,7 +251,7 @@ async def make_seed(session: VCenterSession, seed: Seed, package: Package,
             log.warning("seed %s: attempt %d failed (%s); trying again", seed.name, attempt,
                         error_text(exc))
     assert state.vm is not None
-    seed.vm = vim.VirtualMachine(state.vm)
+    seed.vm, seed.bytes = vim.VirtualMachine(state.vm), state.bytes_done
     try:
         facts = await session.retrieve(seed.vm, ["config.vAppConfig", "snapshot"])
         if seed.linked:

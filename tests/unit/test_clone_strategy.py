@@ -297,3 +297,15 @@ def test_the_cleanup_of_a_run_takes_the_seeds_it_left_and_not_those_it_found() -
     ]}
     targets = parse_report(report, file="r.json").targets
     assert [(t.vm, t.name) for t in targets] == [("vm-1", "a-seed-1"), ("vm-4", "d-seed-4")]
+
+
+def test_a_clone_run_says_the_bytes_its_seeds_uploaded() -> None:
+    from asyncovf.report import seed_lines, totals_line
+
+    report = {"totals": {"jobs": 3, "imported": 3, "skipped": 0, "failed": 0, "aborted": 0,
+                         "seconds": 1.0, "imports_per_second": 3.0, "bytes": 0},
+              "seeds": [{"name": "web-1-seed-0a", "vm": "vm-9", "jobs": 3, "status": "removed",
+                         "seconds": 0.25, "bytes": 3 * 2**20, "error": None}]}
+    assert totals_line(report).endswith("(3.0 imports/s, 3.0 MiB uploaded)")
+    assert seed_lines(report) == [
+        "seed web-1-seed-0a (vm-9) for 3 VMs: removed, imported in 0.25 s"]
