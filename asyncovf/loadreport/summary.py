@@ -57,6 +57,9 @@ def settings_text(run: Mapping[str, Any]) -> str:
     if settings.get("spec_per_vm"):
         # A load test of CreateImportSpec too: the reader must know which it was.
         text += "; one CreateImportSpec per VM"
+    if settings.get("strategy") == "clone":
+        # A load test of CloneVM_Task, not of the upload path, for the VMs that did not say.
+        text += "; clones of one seed per group (--strategy clone)"
     return text
 
 

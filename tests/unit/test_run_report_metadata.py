@@ -61,3 +61,14 @@ def test_a_run_that_asked_for_every_vm_s_import_spec_says_so() -> None:
     assert (reuse["settings"]["spec_per_vm"], per_vm["settings"]["spec_per_vm"]) == (False, True)
     assert "CreateImportSpec" not in settings_text(reuse)
     assert settings_text(per_vm).endswith("; one CreateImportSpec per VM")
+
+
+def test_a_run_of_clones_says_so_in_its_settings_line() -> None:
+    from asyncovf.loadreport.summary import settings_text
+
+    clones = build_report(runner(settings=RunSettings(strategy="clone")),
+                          RunInfo(batch=None, concurrency=4, argv=()))["run"]
+    assert clones["settings"]["strategy"] == "clone"
+    assert settings_text(clones).endswith("; clones of one seed per group (--strategy clone)")
+    imports = build_report(runner(), RunInfo(batch=None, concurrency=4, argv=()))["run"]
+    assert "clone" not in settings_text(imports)
