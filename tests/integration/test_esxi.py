@@ -14,7 +14,7 @@ import pytest
 
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import RunSettings
-from asyncovf.engine.plan import load_batch
+from asyncovf.engine.plan import BatchPlan, load_batch
 from asyncovf.importer import Importer
 from asyncovf.ovf.package import check_files
 from asyncovf.ovf.source import open_package
@@ -57,15 +57,20 @@ async def test_a_single_import_needs_no_placement_on_a_host(
     await anyio.to_thread.run_sync(check_invariants, esxi)
 
 
+async def host_batch(directory: Path, vms: str, defaults: str = "") -> BatchPlan:
+    """A batch of a small package with no placement at all (a host needs none)."""
+    def write() -> BatchPlan:
+        build_package(directory, "photon", disks=(DiskSpec(8, 64_000),))
+        batch = directory / "esxi.yaml"
+        batch.write_text(f"defaults:\n  source: ./photon.ova\n{defaults}vms:\n{vms}")
+        return load_batch(batch)
+    return await anyio.to_thread.run_sync(write)
+
+
 async def test_a_batch_runs_against_a_host(
     esxi: Vcsim, connection: ConnectionSettings, tmp_path: Path
 ) -> None:
-    await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon",
-                                                         disks=(DiskSpec(8, 64_000),)))
-    batch = tmp_path / "esxi.yaml"
-    batch.write_text("defaults:\n  source: ./photon.ova\nvms:\n"
-                     '  - name: "esx-{index}"\n    count: 6\n')
-    plan = await anyio.to_thread.run_sync(load_batch, batch)
+    plan = await host_batch(tmp_path, '  - name: "esx-{index}"\n    count: 6\n')
     runner = await run_plan(connection, plan, RunSettings(concurrency=3))
     assert [r.status for r in runner.results] == [JobStatus.IMPORTED] * 6
     names = {vm.name for vm in await list_vms(connection)}
@@ -76,12 +81,8 @@ async def test_a_batch_runs_against_a_host(
 async def test_a_clone_batch_against_a_host_fails_each_vm_with_one_line_and_uploads_nothing(
     esxi: Vcsim, connection: ConnectionSettings, tmp_path: Path
 ) -> None:
-    await anyio.to_thread.run_sync(lambda: build_package(tmp_path, "photon",
-                                                         disks=(DiskSpec(8, 64_000),)))
-    batch = tmp_path / "esxi.yaml"
-    batch.write_text("defaults:\n  source: ./photon.ova\n  strategy: clone\nvms:\n"
-                     '  - name: "esx-clone-{index}"\n    count: 3\n')
-    plan = await anyio.to_thread.run_sync(load_batch, batch)
+    plan = await host_batch(tmp_path, '  - name: "esx-clone-{index}"\n    count: 3\n',
+                            defaults="  strategy: clone\n")
     runner = await run_plan(connection, plan, RunSettings(concurrency=2))
 
     assert [r.status for r in runner.results] == [JobStatus.FAILED] * 3
