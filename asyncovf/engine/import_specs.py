@@ -48,7 +48,7 @@ from asyncovf.ovf.package import Package
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import describe_fault
-from asyncovf.vsphere.template import RequestTemplate, sentinel
+from asyncovf.vsphere.template import RequestTemplates, sentinel
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class ImportSpecCache:
     def __init__(self) -> None:
         self._origins: dict[SpecKey, _Origin] = {}
         self._locks: dict[SpecKey, anyio.Lock] = {}
-        self._templates: dict[tuple[object, ...], RequestTemplate | None] = {}
+        self._templates = RequestTemplates()
         #: CreateImportSpec calls made, and specs derived instead of a call.
         self.asked = 0
         self.derived = 0
@@ -326,27 +326,18 @@ class ImportSpecCache:
         others = tuple(sorted((name, type(value).__name__, value._moId)
                               for name, value in arguments.items()
                               if name != "spec" and value is not None))
-        template_key = (key, session.api_version, type(pool).__name__, pool._moId, others,
-                        shape)
-        filled = [value for value in values if type(value) is str]
-        if template_key in self._templates:
-            template = self._templates[template_key]
-            if template is not None:
-                return template.fill(filled)
-            return session.client.serialize(pool, "ImportVApp", **arguments)
-        body = session.client.serialize(pool, "ImportVApp", **arguments)
-        probe = copy_result(spec)
-        slots = [slot for slot, used in zip(_spec_slots(probe), shape, strict=True) if used]
-        for index, (holder, attr) in enumerate(slots):
-            setattr(holder, attr, sentinel(index))
-        template = RequestTemplate.build(
-            session.client.serialize(pool, "ImportVApp", **{**arguments, "spec": probe}),
-            len(slots))
-        if template is not None and template.fill(filled) != body:
-            log.warning("ImportVApp's request template differs from pyVmomi's; not used")
-            template = None
-        self._templates[template_key] = template
-        return body
+
+        def serialize_probe() -> bytes:
+            probe = copy_result(spec)
+            slots = [slot for slot, used in zip(_spec_slots(probe), shape, strict=True) if used]
+            for index, (holder, attr) in enumerate(slots):
+                setattr(holder, attr, sentinel(index))
+            return session.client.serialize(pool, "ImportVApp", **{**arguments, "spec": probe})
+
+        return self._templates.request(
+            (key, session.api_version, type(pool).__name__, pool._moId, others, shape),
+            [value for value in values if type(value) is str],
+            lambda: session.client.serialize(pool, "ImportVApp", **arguments), serialize_probe)
 
     async def ask(self, session: VCenterSession, package: Package, placement: Placement,
                   name: str, options: ImportOptions,

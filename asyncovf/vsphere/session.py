@@ -30,7 +30,7 @@ from asyncovf.errors import RetryScope, TaskError, VCenterError, retryable
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.soap import SoapClient, describe_fault
-from asyncovf.vsphere.template import RequestTemplate, sentinel
+from asyncovf.vsphere.template import RequestTemplates, sentinel
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class VCenterSession:
                                  connections=connections)
         self._content: Any = None
         #: RetrievePropertiesEx's request per shape (:meth:`_retrieve_request`).
-        self._retrieve_templates: dict[tuple[object, ...], RequestTemplate | None] = {}
+        #: A managed object's id is written unescaped by pyVmomi, so filled in as is.
+        self._retrieve_templates = RequestTemplates(escape=False)
         self._logged_in = False
         self._closed = False
         #: Logged in at some point (stays true after Logout): for counting sessions.
@@ -311,19 +312,11 @@ class VCenterSession:
         are filled in (:class:`~asyncovf.vsphere.template.RequestTemplate`);
         a template is kept only if its first fill equals pyVmomi's text.
         """
-        key = (self.api_version, type(obj), obj._serverGuid, tuple(paths))
-        if key in self._retrieve_templates:
-            template = self._retrieve_templates[key]
-            if template is not None:
-                return template.fill([obj._moId])
-            return self._serialize_retrieve(obj, paths)
-        body = self._serialize_retrieve(obj, paths)
-        probe = type(obj)(sentinel(0), obj._stub, obj._serverGuid)
-        template = RequestTemplate.build(self._serialize_retrieve(probe, paths), 1, escape=False)
-        if template is not None and template.fill([obj._moId]) != body:
-            template = None
-        self._retrieve_templates[key] = template
-        return body
+        return self._retrieve_templates.request(
+            (self.api_version, type(obj), obj._serverGuid, tuple(paths)), [obj._moId],
+            lambda: self._serialize_retrieve(obj, paths),
+            lambda: self._serialize_retrieve(type(obj)(sentinel(0), obj._stub, obj._serverGuid),
+                                             paths))
 
     def _serialize_retrieve(self, obj: Any, paths: Sequence[str]) -> bytes:
         spec = vmodl.query.PropertyCollector.FilterSpec(

@@ -20,12 +20,15 @@ own serialization before it keeps a template.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from pyVmomi.SoapAdapter import XmlEscape
+
+log = logging.getLogger(__name__)
 
 #: Private-use characters: XmlEscape leaves them as they are, and neither
 #: vCenter nor a descriptor puts them in a spec (a spec that held one would
@@ -71,4 +74,37 @@ class RequestTemplate:
         return "".join(out).encode("utf-8")
 
 
-__all__ = ["RequestTemplate", "sentinel"]
+class RequestTemplates:
+    """Templates by request shape, each built once and kept only if it reproduces pyVmomi.
+
+    What every caller of :class:`RequestTemplate` does: the first request of a
+    shape is pyVmomi's own text; the shape's template is built from a probe
+    (the same request with :func:`sentinel` ``(i)`` in slot ``i``) and kept
+    only when filling it with the first request's values gives that text back
+    byte for byte. A shape whose template failed goes through pyVmomi always.
+    """
+
+    def __init__(self, *, escape: bool = True) -> None:
+        self.escape = escape
+        self._by_shape: dict[Hashable, RequestTemplate | None] = {}
+
+    def request(self, shape: Hashable, values: Sequence[str], serialize: Callable[[], bytes],
+                serialize_probe: Callable[[], bytes]) -> bytes:
+        """The request of ``shape`` with ``values`` in its slots, as pyVmomi writes it.
+
+        ``serialize`` is pyVmomi writing this request; ``serialize_probe`` writing
+        the shape's probe (called once per shape, with the first request).
+        """
+        if shape in self._by_shape:
+            template = self._by_shape[shape]
+            return template.fill(values) if template is not None else serialize()
+        body = serialize()
+        template = RequestTemplate.build(serialize_probe(), len(values), escape=self.escape)
+        if template is not None and template.fill(values) != body:
+            log.warning("a request template differs from pyVmomi's text; not used")
+            template = None
+        self._by_shape[shape] = template
+        return body
+
+
+__all__ = ["RequestTemplate", "RequestTemplates", "sentinel"]
