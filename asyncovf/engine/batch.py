@@ -256,9 +256,10 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
     snapshot, placement = await _resolve(session, context.inventory, spec.placement)
     options, networks = resolve_options(spec, snapshot, placement, settings,
                                         descriptor=package.descriptor, warnings=result.warnings)
-    seed = context.seeds.seed_of(spec) if context.seeds is not None else None
-    if seed is not None and context.seeds is not None:
-        return await clone_vm(session, context.seeds, seed, package, placement, state, options,
+    seeds = context.seeds
+    seed = seeds.seed_of(spec) if seeds is not None else None
+    if seeds is not None and seed is not None:
+        return await clone_vm(session, seeds, seed, package, placement, state, options,
                               networks=networks, on_conflict=settings.on_conflict,
                               own_vms=own_vms, on_replaced=partial(_replaced, result),
                               notify=partial(context.notify, result),

@@ -82,7 +82,8 @@ class BatchRunner(OnWorkerPool):
                       if any(clones(spec, settings) for spec in jobs) else None)
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
-                               before_logout=self._sweep_seeds if self.seeds else None,
+                               # A worker leaving: the seeds no job holds are done with.
+                               before_logout=self.seeds.sweep if self.seeds else None,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -175,22 +176,15 @@ class BatchRunner(OnWorkerPool):
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify,
                              import_specs=self.import_specs, seeds=self.seeds)
-        if self.seeds is None:
-            await run_job(session, result, self.packages.get(result.spec.source), context,
-                          refusal=self.refusals.get(result.spec.index))
-            return
         # Counted in hand before anything is awaited: the seed stays while a job holds it.
-        self.seeds.enter(result.spec)
+        if self.seeds is not None:
+            self.seeds.enter(result.spec)
         try:
             await run_job(session, result, self.packages.get(result.spec.source), context,
                           refusal=self.refusals.get(result.spec.index))
         finally:
-            await self.seeds.leave(session, result.spec)
-
-    async def _sweep_seeds(self, session: VCenterSession) -> None:
-        """A worker leaves: remove the seeds no job holds (no job starts any more)."""
-        if self.seeds is not None:
-            await self.seeds.sweep(session)
+            if self.seeds is not None:
+                await self.seeds.leave(session, result.spec)
 
     def _hooks(self, placement: Placement, result: JobResult) -> JobHooks:
         return JobHooks(on_progress=lambda _: self._notify(result),
