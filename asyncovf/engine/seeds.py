@@ -134,7 +134,6 @@ class SeedRegistry:
     """The run's seeds, one per group of its clone jobs, and when each is made and removed."""
 
     def __init__(self, jobs: Iterable[JobSpec], settings: RunSettings) -> None:
-        self.settings = settings
         self._by_key: dict[SeedKey, Seed] = {}
         self._by_job: dict[int, Seed] = {}
         for spec in jobs:
