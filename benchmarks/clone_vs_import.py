@@ -57,6 +57,13 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    print("| strategy | seconds | MiB sent by the client | SOAP calls per VM |")
+    print("|---|---|---|---|")
+    for strategy, run in runs.items():
+        print(f"| {strategy} | {run['seconds']:.2f} | {run['nfc_bytes'] / 2**20:.0f} | "
+              f"{run['soap_per_import']:.2f} |")
+    print(f"| clone / import | {1 / result['clone_speedup']:.3f}× | {result['bytes_ratio']}× | |")
 
 
 if __name__ == "__main__":
