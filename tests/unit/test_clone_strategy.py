@@ -158,10 +158,16 @@ def test_a_seed_is_imported_without_any_one_vms_settings_and_as_a_template() -> 
     assert not seed_options(ImportOptions(linked_clone=True)).mark_as_template
 
 
-async def test_a_seed_is_made_once_however_many_jobs_wait_for_it() -> None:
-    registry = SeedRegistry([job(i, f"web-{i}") for i in range(5)],
+def one_group(count: int) -> tuple[SeedRegistry, Seed]:
+    """A registry of ``count`` clone jobs that all share one seed, and that seed."""
+    registry = SeedRegistry([job(i, f"web-{i}") for i in range(count)],
                             RunSettings(strategy="clone"))
-    one = registry.seeds[0]
+    [seed] = registry.seeds
+    return registry, seed
+
+
+async def test_a_seed_is_made_once_however_many_jobs_wait_for_it() -> None:
+    registry, one = one_group(5)
     made: list[str] = []
     release = anyio.Event()
 
@@ -179,9 +185,7 @@ async def test_a_seed_is_made_once_however_many_jobs_wait_for_it() -> None:
 
 
 async def test_a_failed_seed_fails_every_job_of_its_group_with_one_line() -> None:
-    registry = SeedRegistry([job(i, f"web-{i}") for i in range(3)],
-                            RunSettings(strategy="clone"))
-    one = registry.seeds[0]
+    registry, one = one_group(3)
     calls = 0
 
     async def make(target: Seed) -> None:
@@ -201,9 +205,7 @@ async def test_a_failed_seed_fails_every_job_of_its_group_with_one_line() -> Non
 
 
 async def test_a_seeding_job_that_is_cancelled_leaves_the_seed_to_the_next_job() -> None:
-    registry = SeedRegistry([job(i, f"web-{i}") for i in range(2)],
-                            RunSettings(strategy="clone"))
-    one = registry.seeds[0]
+    registry, one = one_group(2)
     attempts = 0
 
     async def make(target: Seed) -> None:
