@@ -117,6 +117,16 @@ class Counters:
     #: VMs of clone tasks that ended in error, deleted by the launcher first
     #: (``clone_leaves_vm`` false; also in ``vms_deleted_by_server``).
     clone_vms_deleted: int = 0
+    #: HttpNfcLeasePullFromUrls_Task calls answered with a task (pull.go).
+    pulls_started: int = 0
+    pulls_running: int = 0  # pull tasks running now
+    pulls_succeeded: int = 0
+    #: Pull tasks that ended in error, the cancelled ones too (also in ``pulls_cancelled``).
+    pulls_failed: int = 0
+    pulls_cancelled: int = 0  # ended by CancelTask (RequestCanceled)
+    #: Bytes the launcher fetched from pull sources (for an OVA member, the
+    #: archive up to its end). What it wrote to the leases is in ``nfc_bytes``.
+    pull_bytes: int = 0
 
     def calls(self, method: str) -> int:
         """Calls answered (or dropped)."""
@@ -154,6 +164,9 @@ class Behaviour:
     clone_seconds: float = 0.0  # a clone task runs this long (0: ended when answered)
     clone_leaves_vm: bool = True  # a failed or cancelled clone leaves its VM
     nfc_total_mib_s: float = 0.0  # all NFC uploads together at most this fast (0: no cap)
+    pull_supported: bool = True  # import leases support pull mode (pull.go)
+    pull_delay_seconds: float = 0.0  # a pull task waits this long before it fetches
+    api_version: str = ""  # the API version announced (about.go; empty: vcsim's 6.5)
 
 
 @dataclass
@@ -211,7 +224,13 @@ class Vcsim:
                         clones_failed=int(raw.get("clones_failed") or 0),
                         clones_cancelled=int(raw.get("clones_cancelled") or 0),
                         clone_vms_left=int(raw.get("clone_vms_left") or 0),
-                        clone_vms_deleted=int(raw.get("clone_vms_deleted") or 0))
+                        clone_vms_deleted=int(raw.get("clone_vms_deleted") or 0),
+                        pulls_started=int(raw.get("pulls_started") or 0),
+                        pulls_running=int(raw.get("pulls_running") or 0),
+                        pulls_succeeded=int(raw.get("pulls_succeeded") or 0),
+                        pulls_failed=int(raw.get("pulls_failed") or 0),
+                        pulls_cancelled=int(raw.get("pulls_cancelled") or 0),
+                        pull_bytes=int(raw.get("pull_bytes") or 0))
 
     def reset_counters(self) -> None:
         """Zero the counters, clear every fault rule and restore the default behaviour."""
@@ -222,7 +241,9 @@ class Vcsim:
                session_idle_seconds: float | None = None,
                delete_before_answer: bool | None = None, clone_seconds: float | None = None,
                clone_leaves_vm: bool | None = None,
-               nfc_total_mib_s: float | None = None) -> Behaviour:
+               nfc_total_mib_s: float | None = None, pull_supported: bool | None = None,
+               pull_delay_seconds: float | None = None,
+               api_version: str | None = None) -> Behaviour:
         """Change what the launcher does as vCenter does (the fields given; see vcenter.go).
 
         By default it deletes the VM of an aborted or timed-out import, times out
@@ -240,12 +261,24 @@ class Vcsim:
         ``nfc_total_mib_s`` (default 0: no cap) caps all NFC uploads together
         through one shared bucket (intake.go), apart from each upload's own
         ``throttle_bps``.
+
+        Pull mode (pull.go): ``pull_supported`` (default true) makes import leases'
+        ``capabilities.pullModeSupported`` true and HttpNfcLeasePullFromUrls_Task
+        work (false: the capability reads false and the call is refused with
+        NotSupported); ``pull_delay_seconds`` (default 0) makes each pull task wait
+        that long (wall time; CancelTask or the lease's end interrupts it) before it
+        fetches anything.
+
+        ``api_version`` (default empty: vcsim's 6.5) is the about.apiVersion the
+        sessions that log in afterwards are told (about.go): pull mode is 6.7's.
         """
         changes = {key: value for key, value in (
             ("delete_on_abort", delete_on_abort), ("lease_timeout_seconds", lease_timeout_seconds),
             ("session_cap", session_cap), ("session_idle_seconds", session_idle_seconds),
             ("delete_before_answer", delete_before_answer), ("clone_seconds", clone_seconds),
             ("clone_leaves_vm", clone_leaves_vm), ("nfc_total_mib_s", nfc_total_mib_s),
+            ("pull_supported", pull_supported), ("pull_delay_seconds", pull_delay_seconds),
+            ("api_version", api_version),
         ) if value is not None}
         raw = json.loads(self._request("/_harness/behaviour", method="POST",
                                        body=json.dumps(changes).encode()))

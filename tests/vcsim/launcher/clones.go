@@ -122,11 +122,15 @@ func (h *harness) intercept(method string, body []byte, rule *soapRule,
 		return true
 	case "CancelTask":
 		return h.serveCancel(body, w, r)
-	case "CreateVM_Task", "ReconfigVM_Task", "ImportVApp":
+	case "ImportVApp":
+		return refuseDuplicateName(body, w) || h.serveVAppOptions(method, body, w, r) // names.go
+	case "CreateVM_Task", "ReconfigVM_Task":
 		return h.serveVAppOptions(method, body, w, r)
 	case "CreateImportSpec":
 		h.serveImportSpec(body, w, r) // importspec.go
 		return true
+	case "RetrieveServiceContent":
+		return h.serveServiceContent(w, r) // about.go
 	}
 	return false
 }

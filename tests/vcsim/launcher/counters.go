@@ -43,6 +43,10 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 		"clones_cancelled":  h.clones.cancelled,
 		"clone_vms_left":    h.clones.vmsLeft,
 		"clone_vms_deleted": h.clones.vmsDeleted,
+		// pull tasks (pull.go)
+		"pulls_started": h.pulls.started, "pulls_running": h.pullsRunning(),
+		"pulls_succeeded": h.pulls.succeeded, "pulls_failed": h.pulls.failed,
+		"pulls_cancelled": h.pulls.cancelled, "pull_bytes": h.pulls.bytes,
 	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()
@@ -63,4 +67,5 @@ func (h *harness) resetMoreLocked() {
 	}
 	h.clones = cloneState{tasks: tasks}
 	h.intake = intakeState{}
+	h.resetPullsLocked() // pull.go
 }

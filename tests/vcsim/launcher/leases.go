@@ -183,6 +183,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 	case (method == "HttpNfcLeaseComplete" || method == "HttpNfcLeaseAbort") && ok:
 		if lease := h.leaseFor(request); lease != nil {
 			delete(h.leasesOpen, lease.id)
+			h.stopPullsLocked(lease) // pull.go
 			if method == "HttpNfcLeaseAbort" {
 				h.deleteVMLocked(lease)
 			}
@@ -208,6 +209,7 @@ func (h *harness) afterSOAP(method string, request []byte, response *httptest.Re
 		if lease == nil {
 			return body
 		}
+		body = h.pullCapabilitiesLocked(body) // pull.go
 		if timeout := int(h.leaseTimeout(lease) + 0.5); timeout > 0 {
 			if timeout < 1 {
 				timeout = 1

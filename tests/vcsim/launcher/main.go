@@ -7,7 +7,8 @@
 // where vcsim does not (vcenter.go: deletions, lease timeouts, a session cap,
 // idle sessions; POST /_harness/behaviour, /_harness/clock), runs clone tasks
 // as vCenter does, with CancelTask (clones.go), caps total NFC intake
-// (intake.go), and exits cleanly on SIGTERM or SIGINT.
+// (intake.go), has ESXi's pull mode (pull.go), and exits cleanly on SIGTERM
+// or SIGINT.
 package main
 
 import (
@@ -159,6 +160,7 @@ type harness struct {
 
 	clones cloneState  // clones.go
 	intake intakeState // intake.go
+	pulls  pullState   // pull.go
 }
 
 // shutdown is closed on SIGTERM: injected stalls and throttles end at once,
@@ -396,7 +398,7 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			fmt.Fprintf(w, `{"expired": %d}`, count)
 			return
 		case r.URL.Path == "/_harness/behaviour":
-			h.serveBehaviour(w, r)
+			h.servePullBehaviour(w, r) // pull.go
 			return
 		case r.URL.Path == "/_harness/clock" && r.Method == http.MethodPost:
 			var advance struct {
@@ -499,7 +501,8 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			if serializedMethods[method] {
 				h.registryMu.Lock()
 			}
-			if !h.intercept(method, body, rule, recorder, r) {
+			if !h.servePull(method, body, recorder, r) && // pull.go
+				!h.intercept(method, body, rule, recorder, r) {
 				next.ServeHTTP(recorder, r)
 			}
 			if serializedMethods[method] {
@@ -697,6 +700,8 @@ func main() {
 		"end sessions idle for this many seconds, as vCenter does after 30 min (0: never)")
 	cloneFlags(&defaults)
 	intakeFlags(&defaults)
+	aboutFlags(&defaults)
+	pullFlags()
 	flag.Parse()
 
 	if !*verbose {

@@ -15,9 +15,11 @@ package main
 //     (clones.go), a VM's vApp options are kept (vapp.go), and CreateImportSpec
 //     answers them in vAppConfig, not extraConfig (importspec.go);
 //   - (a test's stand-in for a shared link) NFC uploads are capped in total
-//     (intake.go).
+//     (intake.go);
+//   - ImportVApp refuses a name its folder holds with DuplicateName
+//     (names.go; always on: nothing depends on vcsim's second VM).
 //
-// Each has a switch (a flag at start, POST /_harness/behaviour at run time;
+// Each of the others has a switch (a flag at start, POST /_harness/behaviour at run time;
 // a reset restores the flags' values). Time is the harness's clock: wall time
 // plus whatever POST /_harness/clock advanced it by, so a test can move past
 // a timeout without waiting for it.
@@ -54,6 +56,8 @@ type behaviour struct {
 	CloneLeavesVM bool `json:"clone_leaves_vm"`
 	// all NFC uploads together read at most this many MiB/s (0: no cap); intake.go
 	NfcTotalMiBs float64 `json:"nfc_total_mib_s"`
+	// the API version RetrieveServiceContent announces (empty: vcsim's 6.5); about.go
+	APIVersion string `json:"api_version"`
 }
 
 var (
