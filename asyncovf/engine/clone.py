@@ -35,22 +35,18 @@ import anyio
 from pyVmomi import vim
 
 from asyncovf.engine.job import job_outcome, resolve_conflict
+from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY, IMPORT_UNFINISHED
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import JobState, Phase
-from asyncovf.engine.postimport import (
-    IMPORT_FINISHED,
-    IMPORT_MARK_KEY,
-    IMPORT_UNFINISHED,
-    asks_for_steps,
-    run_post_import,
-)
+from asyncovf.engine.postimport import asks_for_steps, run_post_import
 from asyncovf.engine.seeds import Seed, SeedRegistry, make_seed
-from asyncovf.errors import SeedError, TaskError, VCenterError
+from asyncovf.errors import SeedError, TaskError
 from asyncovf.ovf.package import Package
-from asyncovf.vsphere.cleanup import bounded_cleanup, shielded
+from asyncovf.vsphere.cleanup import shielded
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.removal import remove_leftover_bounded
 from asyncovf.vsphere.session import VCenterSession
+from asyncovf.vsphere.tasks import cancel_task_bounded
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +54,6 @@ log = logging.getLogger(__name__)
 LINKED_DISK_MOVE: Final = "createNewChildDiskBacking"
 #: CancelTask's faults that mean there is nothing left to cancel: the task ended
 #: (InvalidState), or it cannot be cancelled and will end by itself (NotSupported).
-_NOTHING_TO_CANCEL: Final = frozenset({"InvalidState", "NotSupported"})
-
-
 def property_edits(seed: Seed, properties: Mapping[str, str]) -> list[Any]:
     """vApp property values for a clone's config spec: an ``edit`` of each of the seed's
     properties the job sets, by vCenter's integer key.
@@ -182,26 +175,4 @@ async def _clone(session: VCenterSession, seed: Seed, placement: Placement, stat
         raise
 
 
-async def cancel_task_bounded(session: VCenterSession, task: Any, errors: list[str], *,
-                              what: str) -> None:
-    """CancelTask, then wait for the task to end: shielded and bounded, never raising.
-
-    Waited for, because a clone still running would create its VM after the
-    removal that follows. A task that ended already (InvalidState) or cannot be
-    cancelled (NotSupported) is waited for all the same.
-    """
-    with bounded_cleanup(what, errors):
-        try:
-            await session.invoke(task, "Cancel")
-        except VCenterError as exc:
-            if exc.fault_type not in _NOTHING_TO_CANCEL:
-                raise
-        try:
-            await session.wait_for_task(task)
-        except TaskError:
-            pass  # cancelled, or failed: either way it ended
-        log.info("%s: done", what)
-
-
-__all__ = ["LINKED_DISK_MOVE", "cancel_task_bounded", "clone_spec", "clone_vm",
-           "property_edits"]
+__all__ = ["LINKED_DISK_MOVE", "clone_spec", "clone_vm", "property_edits"]

@@ -42,6 +42,7 @@ from typing import Any, Final
 import anyio
 from pyVmomi import VmomiSupport, vim
 
+from asyncovf.engine.marks import IMPORT_MARK_KEY
 from asyncovf.engine.options import ImportOptions
 from asyncovf.errors import ImportSpecRejected
 from asyncovf.ovf.package import Package
@@ -235,7 +236,8 @@ def _spec_slots(import_spec: Any) -> list[tuple[Any, str]]:
     """The string fields that differ between specs of one group, as (object, attribute).
 
     What :func:`derive_import_spec` changes (the name, the paths, the property
-    values) and what the job sets after it (the annotation), in a fixed order:
+    values) and what the job sets after it (the annotation, the mark's token),
+    in a fixed order:
     specs derived from one origin are equal but for these, which is what lets
     :meth:`ImportSpecCache.import_vapp_request` fill a template instead.
     """
@@ -252,6 +254,8 @@ def _spec_slots(import_spec: Any) -> list[tuple[Any, str]]:
     vapp = config.vAppConfig
     properties = (vapp.property if vapp is not None else None) or ()
     slots.extend((spec.info, "value") for spec in properties if spec.info is not None)
+    slots.extend((option, "value") for option in config.extraConfig or ()
+                 if option.key == IMPORT_MARK_KEY and type(option.value) is str)
     return slots
 
 

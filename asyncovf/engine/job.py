@@ -1,18 +1,23 @@
-"""One import, owning every guarantee it makes: name check → CreateImportSpec →
-ImportVApp → lease → uploads → Complete → finished mark → the post-import steps.
+"""One import, owning every guarantee it makes: CreateImportSpec → ImportVApp →
+lease → uploads → Complete → finished mark → the post-import steps.
 
 Whoever runs an import — ``asyncovf import``, the library's
 :class:`~asyncovf.importer.Importer`, a batch worker — runs :func:`import_vm`, so
 the guarantees hold on every path:
 
-* the name is checked first, and ``on_conflict`` applied (``skip`` trusts only a
-  VM whose import finished: see :func:`resolve_conflict`);
+* ``on_conflict`` is applied to a VM already of that name (``skip`` trusts only
+  a VM whose import finished: see :func:`resolve_conflict`). With ``fail``, the
+  default, the name is not asked for first: ImportVApp's own DuplicateName says
+  it is taken, one call fewer per import; ``skip`` and ``replace`` ask first,
+  since a run that uses them mostly meets names that are taken;
 * the lease is owned by a :class:`~asyncovf.vsphere.lease.LeaseGuard` that
   aborts it on any error or cancellation and removes the half-imported VM,
-  finding it by name when the lease never named it;
+  finding it by name when the lease never named it (ImportVApp succeeded, so
+  the name was free and the VM of that name is this import's);
 * a lost ImportVApp answer (the lease may exist, nobody knows its reference)
   renews the session — a lease ends with the session that made it — then
-  removes the VM by name;
+  removes the VM of that name if it carries this call's token in its mark
+  (:mod:`asyncovf.engine.marks`): one that was there before is left alone;
 * a failed or cancelled post-import step removes the VM.
 
 Every cleanup is shielded and bounded (:func:`~asyncovf.vsphere.cleanup.bounded_cleanup`)
@@ -32,13 +37,16 @@ import anyio
 from pyVmomi import vim
 
 from asyncovf.engine.import_specs import ImportSpecCache, create_import_spec, spec_key
+from asyncovf.engine.marks import (
+    IMPORT_MARK_KEY,
+    is_unfinished,
+    mark_of,
+    new_token,
+    unfinished_mark,
+)
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import TERMINAL, JobState, Phase
-from asyncovf.engine.postimport import (
-    IMPORT_MARK_KEY,
-    IMPORT_UNFINISHED,
-    run_post_import,
-)
+from asyncovf.engine.postimport import run_post_import
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
 from asyncovf.errors import (
     NameConflict,
@@ -95,11 +103,24 @@ async def import_vm(
     if on_progress is not None:
         hooks = replace(hooks, on_progress=on_progress)
     with job_outcome(state):
-        if not await resolve_conflict(session, state, placement, on_conflict,
-                                      own_vms=own_vms, on_replaced=on_replaced):
-            return False
-        await _import_with_recovery(session, package, placement, state, options,
-                                    networks or {}, hooks, specs)
+        if on_conflict is not OnConflict.FAIL or own_vms:
+            if not await resolve_conflict(session, state, placement, on_conflict,
+                                          own_vms=own_vms, on_replaced=on_replaced):
+                return False
+            await _import_with_recovery(session, package, placement, state, options,
+                                        networks or {}, hooks, specs)
+            return True
+        try:
+            await _import_with_recovery(session, package, placement, state, options,
+                                        networks or {}, hooks, specs)
+        except VCenterError as exc:
+            if exc.fault_type != "DuplicateName" or state.vm is not None:
+                raise
+            # ImportVApp created nothing. Say what holds the name, as a check
+            # before ImportVApp would have: the job was refused for its input.
+            await resolve_conflict(session, state, placement, on_conflict)
+            raise NameConflict(f"the name {state.name!r} is taken in "
+                               f"{placement.folder.path} ({exc})", vm=state.name) from exc
     return True
 
 
@@ -156,11 +177,11 @@ async def _import_unfinished(session: VCenterSession, vm: Any) -> bool:
     """
     if not isinstance(vm, vim.VirtualMachine):
         return False
-    config = (await session.retrieve(vm, ["config.extraConfig"]))["config.extraConfig"]
-    # A key has one value on vCenter (ReconfigVM_Task replaces it); vcsim appends
-    # the new value instead, so the last one is the one in force.
-    marks = [option.value for option in config or () if option.key == IMPORT_MARK_KEY]
-    return bool(marks) and marks[-1] == IMPORT_UNFINISHED
+    return is_unfinished(await _mark(session, vm))
+
+
+async def _mark(session: VCenterSession, vm: Any) -> str | None:
+    return mark_of((await session.retrieve(vm, ["config.extraConfig"]))["config.extraConfig"])
 
 
 @contextmanager
@@ -188,17 +209,22 @@ async def _import_with_recovery(session: VCenterSession, package: Package,
                                 networks: Mapping[str, Any], hooks: JobHooks,
                                 specs: ImportSpecCache | None) -> None:
     """The import; on failure, end a lease nobody can name and remove a VM no lease named."""
+    token = new_token()
     try:
-        await _import(session, package, placement, state, options, networks, hooks, specs)
+        await _import(session, package, placement, state, options, networks, hooks, specs,
+                      token)
     except BaseException:
         # Only a lost ImportVApp answer leaves what nobody can name: a lease and
         # a VM (a fault created nothing; a lease that answered has its guard).
         if state.import_unanswered:
             await end_unknown_lease(session, state)
             if not options.keep_failed:
+                async def made_by_this_call(vm: Any) -> bool:
+                    return await _mark(session, vm) == unfinished_mark(token)
+
                 await remove_leftover_bounded(
                     session, placement.folder.ref, state.name, state.cleanup_errors,
-                    what=f"removing half-imported VM {state.name!r}")
+                    what=f"removing half-imported VM {state.name!r}", owned=made_by_this_call)
         raise
 
 
@@ -228,6 +254,7 @@ async def _import(
     networks: Mapping[str, Any],
     hooks: JobHooks,
     specs: ImportSpecCache | None,
+    token: str,
 ) -> None:
     def notify() -> None:
         if hooks.on_progress is not None:
@@ -243,11 +270,10 @@ async def _import(
                                                options, networks)
     for warning in spec_result.warning or ():
         state.warnings.append(describe_fault(warning))
-    _mark_unfinished(spec_result, options)
+    _mark_unfinished(spec_result, options, token)
 
     state.advance(Phase.IMPORT)
     notify()
-    state.touched_vcenter = True
     # A derived spec's request is filled into its group's template (serialized once).
     request = (partial(specs.import_vapp_request, session,
                        spec_key(package, placement, options, networks))
@@ -264,7 +290,7 @@ async def _import(
                  state.name, exc)
         spec_result = await specs.ask(session, package, placement, state.name, options,
                                       networks)
-        _mark_unfinished(spec_result, options)
+        _mark_unfinished(spec_result, options, token)
         lease = await _import_vapp(session, placement, spec_result, state)
 
     state.advance(Phase.LEASE_WAIT)
@@ -304,14 +330,17 @@ async def _import(
     notify()
 
 
-def _mark_unfinished(spec_result: Any, options: ImportOptions) -> None:
-    """The job's annotation and the "importing" mark, in the spec ImportVApp is sent."""
+def _mark_unfinished(spec_result: Any, options: ImportOptions, token: str) -> None:
+    """The job's annotation and the "importing" mark with the call's ``token``, in the
+    spec ImportVApp is sent (replacing the mark of an earlier call with this spec)."""
     config = getattr(spec_result.importSpec, "configSpec", None)
     if config is not None:
         if options.annotation is not None:
             config.annotation = options.annotation
-        config.extraConfig = [*(config.extraConfig or ()), vim.option.OptionValue(
-            key=IMPORT_MARK_KEY, value=IMPORT_UNFINISHED)]
+        config.extraConfig = [*(option for option in config.extraConfig or ()
+                                if option.key != IMPORT_MARK_KEY),
+                              vim.option.OptionValue(key=IMPORT_MARK_KEY,
+                                                     value=unfinished_mark(token))]
 
 
 async def _import_vapp(session: VCenterSession, placement: Placement, spec_result: Any,
@@ -329,6 +358,7 @@ async def _import_vapp(session: VCenterSession, placement: Placement, spec_resul
     pending cancellation then hits the lease guard, which aborts the lease it
     now knows. Cut by the budget, the answer is as lost as a dropped one.
     """
+    state.touched_vcenter = True
     try:
         with shielded() as scope:
             pool = placement.resource_pool.ref
@@ -341,7 +371,9 @@ async def _import_vapp(session: VCenterSession, placement: Placement, spec_resul
             raise TimeoutError("ImportVApp was cut short by the interrupt")
     except Exception as exc:
         # No answer (not a fault): vCenter may have created a lease we never learned.
-        state.import_unanswered = not isinstance(exc, VCenterError)
+        # A fault created nothing: vCenter is as it was (a stale MOR can be retried
+        # after a refresh, a taken name is the input's fault).
+        state.import_unanswered = state.touched_vcenter = not isinstance(exc, VCenterError)
         raise
     return lease
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 import anyio
 from pyVmomi import vim
 
+from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState, Phase
 from asyncovf.errors import (
@@ -103,15 +104,6 @@ async def wait_for_ip(session: VCenterSession, vm: Any, *, within: float,
 
 PostImportStep = Callable[[], Awaitable[None]]
 
-#: The extraConfig key that tells a finished import from an unfinished one.
-#: ImportVApp's spec sets it to :data:`IMPORT_UNFINISHED`; once the lease is
-#: complete the job sets it to :data:`IMPORT_FINISHED` (in the same
-#: ReconfigVM_Task as the extra_config step when there is one). A VM killed
-#: mid-import keeps "importing": ``--on-conflict skip`` must not count it done,
-#: since vCenter deletes it once its lease times out.
-IMPORT_MARK_KEY: Final = "asyncovf.import"
-IMPORT_UNFINISHED: Final = "importing"
-IMPORT_FINISHED: Final = "done"
 
 
 def asks_for_steps(options: ImportOptions) -> bool:
@@ -206,9 +198,6 @@ __all__ = [
     "mark_as_template",
     "platform_of",
     "power_on",
-    "IMPORT_FINISHED",
-    "IMPORT_MARK_KEY",
-    "IMPORT_UNFINISHED",
     "set_extra_config",
     "upgrade_hardware",
     "wait_for_ip",

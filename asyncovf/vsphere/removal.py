@@ -9,6 +9,7 @@ leftover or a VM replaced by ``--on-conflict replace`` (the pool), and the VMs
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio
@@ -87,15 +88,21 @@ async def remove_vm_bounded(session: VCenterSession, vm: Any, errors: list[str],
 
 async def remove_leftover_bounded(session: VCenterSession, folder: Any, name: str,
                                   errors: list[str], *, what: str,
-                                  within: float = CLEANUP_TIMEOUT) -> bool:
+                                  within: float = CLEANUP_TIMEOUT,
+                                  owned: Callable[[Any], Awaitable[bool]] | None = None) -> bool:
     """Find the VM called ``name`` in ``folder`` and remove it; True once none is there.
 
     For an import that failed before its lease named its VM (ImportVApp's answer
-    lost, or the lease aborted while initializing): the name was free before
-    ImportVApp (the name check), so a VM of that name now is that import's.
+    lost, or the lease aborted while initializing). ``owned`` tells a VM that
+    import made from one that was there before (its mark's token): one it does
+    not own is left, and counts as gone. Without it the caller knows the name
+    was free before ImportVApp.
     """
     async def remove() -> None:
         vm = await find_vm(session, folder, name)
+        if vm is not None and owned is not None and not await owned(vm):
+            log.info("%s: %s is not this import's; left as it is", what, vm._moId)
+            return
         if vm is not None:
             await power_off_and_destroy(session, vm)
             log.info("%s: removed %s", what, vm._moId)

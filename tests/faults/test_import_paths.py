@@ -159,8 +159,9 @@ async def test_import_cli_refuses_a_taken_name_in_one_line_and_creates_nothing(
     assert status == 2, stderr
     assert stderr.strip() == (f"asyncovf: error: a VM named {name!r} already exists in /DC0/vm "
                               f"({existing}); use --on-conflict skip or replace")
+    # ImportVApp is vCenter's name check (DuplicateName): it creates nothing.
     counters = await fault_run.settled()
-    assert counters.calls("ImportVApp") == 0 and counters.calls("CreateImportSpec") == 0
+    assert (counters.calls("ImportVApp"), counters.faults("ImportVApp")) == (1, 1)
     await fault_run.check_invariants(imported={name})
 
 
@@ -183,15 +184,54 @@ async def test_import_cli_on_conflict_skip_leaves_a_finished_vm_and_replace_rene
     await fault_run.check_invariants(imported={name})
 
 
-async def test_the_library_raises_a_name_conflict_before_creating_anything(
+async def test_the_library_raises_a_name_conflict_and_creates_nothing(
     fault_run: FaultRun,
 ) -> None:
+    # The name is not asked for first: vCenter's DuplicateName answers ImportVApp,
+    # and only then is the VM holding the name looked at, to say what it is.
     name = job_name(fault_run, 0)
     assert (await library_import(fault_run, name))[1] is None
+    (first,) = await vm_ids(fault_run, name)
     await fault_run.reset_counters()
     _, error, _ = await library_import(fault_run, name)
     assert isinstance(error, NameConflict) and error.vm == name
-    assert (await fault_run.counters()).calls("ImportVApp") == 0
+    assert str(error) == (f"a VM named {name!r} already exists in /DC0/vm ({first}); "
+                          "use --on-conflict skip or replace")
+    counters = await fault_run.counters()
+    assert (counters.calls("ImportVApp"), counters.faults("ImportVApp")) == (1, 1)
+    assert await vm_ids(fault_run, name) == [first]
+    await fault_run.check_invariants(imported={name})
+
+
+async def test_a_new_name_is_not_asked_for_before_importvapp(fault_run: FaultRun) -> None:
+    name = job_name(fault_run, 0)
+    await fault_run.reset_counters()
+    assert (await library_import(fault_run, name))[1] is None
+    counters = await fault_run.counters()
+    assert (counters.calls("FindChild"), counters.ok("ImportVApp")) == (0, 1)
+    await fault_run.check_invariants(imported={name})
+
+
+async def test_a_lost_importvapp_answer_leaves_the_vm_that_held_the_name(
+    fault_run: FaultRun,
+) -> None:
+    # ImportVApp met a VM of that name (DuplicateName) and its answer was lost:
+    # the job cannot tell that from a VM it made, but for the token in the mark
+    # of the VM it made. The VM that was there is not the job's to remove.
+    name = job_name(fault_run, 0)
+    assert (await library_import(fault_run, name))[1] is None
+    (first,) = await vm_ids(fault_run, name)
+    await fault_run.reset_counters()
+    await fault_run.keep_aborted_vms()  # nothing but the tool could remove it
+    await fault_run.set_faults(soap=[{"method": "ImportVApp", "times": 1,
+                                      "drop_after_call": True}])
+    state, error, renewed = await library_import(fault_run, name)
+    assert isinstance(error, TransportError), error
+    assert renewed == 1 and state.cleanup_errors == []
+    counters = await fault_run.settled()
+    assert counters.faults("ImportVApp") == 1  # DuplicateName, never heard
+    assert counters.calls("Destroy_Task") == 0
+    assert await vm_ids(fault_run, name) == [first]
     await fault_run.check_invariants(imported={name})
 
 

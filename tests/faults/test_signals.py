@@ -3,9 +3,9 @@
 Each point is a real subprocess run against its own lane's simulator. The
 point is a lifecycle event, chosen at random from a seed: start-up (the
 batch file is a pipe, so the test knows when the tool reads it: the signal
-comes while it does, or a random moment after), a Login, FindChild,
-CreateImportSpec or ImportVApp in flight (the harness holds that one call
-400 ms), a lease waiting to be ready, an upload moving (throttled; the
+comes while it does, or a random moment after), a Login, CreateImportSpec,
+ImportVApp or the finished mark's ReconfigVM_Task in flight (the harness holds
+that one call 400 ms), a lease waiting to be ready, an upload moving (throttled; the
 signal when the server has read a random number of bytes), a Complete in
 flight, a finished import, a Logout in flight. The harness's counters say
 when the event happened; the signal follows at once.
@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LANES = 3  # simulators, each running its share of the points one after another
 JOBS = 5  # per run, the last one being the anchor
 HOLD_MS = 400  # how long the harness holds the call a point waits for
-KINDS = ("startup", "login", "find", "spec", "import", "lease_wait", "upload", "complete",
+KINDS = ("startup", "login", "spec", "import", "lease_wait", "upload", "complete", "mark",
          "imported", "logout")
 
 
@@ -117,8 +117,8 @@ def plan_points(seed: int, count: int, sig: signal.Signals) -> list[Point]:
 
 def faults_for(point: Point, anchor: str) -> dict[str, Any]:
     """The harness rules of a point: the anchor, and the hold its event needs."""
-    method = {"login": "Login", "find": "FindChild", "spec": "CreateImportSpec",
-              "import": "ImportVApp", "complete": "HttpNfcLeaseComplete",
+    method = {"login": "Login", "spec": "CreateImportSpec", "import": "ImportVApp",
+              "complete": "HttpNfcLeaseComplete", "mark": "ReconfigVM_Task",
               "logout": "Logout"}.get(point.kind)
     soap = [{"method": method, "nth": point.nth, "delay_ms": HOLD_MS}] if method else []
     # Throttled uploads: a signal mid-upload has plenty of room to land.
@@ -129,8 +129,8 @@ def faults_for(point: Point, anchor: str) -> dict[str, Any]:
 
 def trigger_for(point: Point, disk_bytes: int) -> Callable[[Counters], bool]:
     """When the point's event has happened, judged by the harness's counters."""
-    held = {"login": "Login", "find": "FindChild", "spec": "CreateImportSpec",
-            "import": "ImportVApp", "complete": "HttpNfcLeaseComplete", "logout": "Logout"}
+    held = {"login": "Login", "spec": "CreateImportSpec", "import": "ImportVApp",
+            "complete": "HttpNfcLeaseComplete", "mark": "ReconfigVM_Task", "logout": "Logout"}
     if point.kind in held:
         method = held[point.kind]
         return lambda c: c.delayed(method) >= 1 and c.started(method) > c.calls(method)

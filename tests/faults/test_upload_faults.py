@@ -194,7 +194,7 @@ async def test_a_throttled_upload_slows_only_its_own_job(fault_run: FaultRun) ->
 # target's only (its name, or its lease).
 DROPS: dict[str, tuple[str, dict[str, Any], int, int, int, int, int]] = {
     # Safe to repeat: the session sends the call again; the job never notices.
-    "FindChild": ("FindChild", {"drop": True}, 1, 1, COUNT, 0, COUNT),
+    # (A job asks for its name only with skip or replace: ImportVApp is the check.)
     "CreateImportSpec": ("CreateImportSpec", {"drop": True}, 1, 1, COUNT, 0, COUNT),
     "CreateImportSpec-after-the-call": ("CreateImportSpec", {"drop_after_call": True},
                                         1, 1, COUNT, 0, COUNT),
@@ -263,12 +263,12 @@ async def test_a_lost_importvapp_answer_ends_its_lease_with_the_session_and_remo
 
 async def test_a_failed_search_for_the_leftover_vm_is_tried_again(fault_run: FaultRun) -> None:
     # After a lost ImportVApp answer the VM is found by name; the first search
-    # (the job's second FindChild: the first was the name check) fails.
+    # (the job's first FindChild: the name is not asked for before ImportVApp) fails.
     target = job_name(fault_run, TARGET)
     await fault_run.keep_aborted_vms()  # the VM's removal is the tool's to prove
     await fault_run.set_faults(soap=[
         {"method": "ImportVApp", "vm": target, "times": 1, "drop_after_call": True},
-        {"method": "FindChild", "vm": target, "nth": 2, "fault": "FileFault"}])
+        {"method": "FindChild", "vm": target, "nth": 1, "fault": "FileFault"}])
     runner = await run_batch(fault_run, count=COUNT, settings=fast(job_retries=0))
     target_job, others = split(fault_run, runner)
     assert_unaffected(others)

@@ -12,8 +12,8 @@ import pytest
 from pyVmomi import vim
 
 from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY
 from asyncovf.engine.options import RunSettings
-from asyncovf.engine.postimport import IMPORT_FINISHED, IMPORT_MARK_KEY
 from asyncovf.engine.seeds import SeedStatus
 from asyncovf.vsphere.session import VCenterSession
 from tests.faults.support import FaultRun, plan_of, run_cli, run_cli_report, write_batch

@@ -11,9 +11,9 @@ from pyVmomi import vim
 from pyVmomi.SoapAdapter import Serialize
 
 from asyncovf.engine.clone import LINKED_DISK_MOVE, clone_spec, property_edits
+from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY, IMPORT_UNFINISHED
 from asyncovf.engine.options import ImportOptions, RunSettings
 from asyncovf.engine.plan import MAX_VM_NAME, JobSpec
-from asyncovf.engine.postimport import IMPORT_FINISHED, IMPORT_MARK_KEY, IMPORT_UNFINISHED
 from asyncovf.engine.resolve import check_job
 from asyncovf.engine.seeds import (
     Seed,

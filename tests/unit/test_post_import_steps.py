@@ -11,13 +11,10 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from asyncovf.engine.job import import_vapp_arguments
+from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY
 from asyncovf.engine.options import ImportOptions
 from asyncovf.engine.phases import JobState, Phase
-from asyncovf.engine.postimport import (
-    IMPORT_FINISHED,
-    IMPORT_MARK_KEY,
-    run_post_import,
-)
+from asyncovf.engine.postimport import run_post_import
 from asyncovf.errors import InputError, PostImportError, TaskError, WaitForIPTimeout, error_kind
 from asyncovf.ovf.descriptor import parse_descriptor
 from asyncovf.vsphere.inventory import InventoryItem, Placement

@@ -16,6 +16,7 @@ from pyVmomi import vim, vmodl
 
 from asyncovf.engine.import_specs import ImportSpecCache, derive_import_spec
 from asyncovf.engine.job import _mark_unfinished, import_vapp_arguments
+from asyncovf.engine.marks import new_token
 from asyncovf.engine.options import ImportOptions
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession
@@ -63,7 +64,7 @@ def test_a_derived_specs_import_vapp_request_is_pyvmomis(vapp: bool,
             spec = derive_import_spec(origin, name="web-01",
                                       properties={KEY: "web-01.example"},
                                       new_name=name, new_properties={KEY: value})
-            _mark_unfinished(spec, options)
+            _mark_unfinished(spec, options, new_token())  # a token per call, as a job's
             arguments = import_vapp_arguments(where, spec.importSpec)
             expected = SoapClient.serialize(client, pool, "ImportVApp", **arguments)
             assert cache.import_vapp_request(session, ("group",), pool,  # type: ignore[arg-type]
