@@ -32,6 +32,7 @@ from typing import Any, Final
 from asyncovf.engine.batch import JobResult, JobStatus, totals
 from asyncovf.engine.cleaner import Cleaner, CleanupTarget, counts
 from asyncovf.engine.pool import BatchRunner
+from asyncovf.engine.pull import PULL_DIGESTS, PULL_NOT_USED
 from asyncovf.errors import InputError, ReportFileError
 from asyncovf.printable import printable
 from asyncovf.quantity import quantity
@@ -161,6 +162,9 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
         "input_error": result.input_error,
         # The VM --on-conflict replace destroyed for this job (its MOR id), if any.
         "replaced": result.replaced,
+        # Pull mode: the host read the files, so nobody checked the manifest's digests.
+        "pulled": result.pulled,
+        "digests": PULL_DIGESTS if result.pulled else None,
         "warnings": list(result.warnings),
         "cleanup_errors": list(result.cleanup_errors),
     }
@@ -259,11 +263,15 @@ def totals_line(report: Mapping[str, Any]) -> str:
     parts = [f"{t['imported']} imported", f"{t['skipped']} skipped", f"{t['failed']} failed",
              f"{t['aborted']} aborted"]
     rate = t["imports_per_second"]
-    # A clone run's bytes went to its seeds (strategy: clone), not to its jobs.
-    uploaded = t["bytes"] + sum(seed.get("bytes") or 0 for seed in report.get("seeds") or ())
+    # A clone run's bytes went to its seeds (strategy: clone), not to its jobs;
+    # a pulled job's were fetched by its host, not sent by us.
+    pulled = sum(job.get("bytes") or 0 for job in report.get("jobs") or () if job.get("pulled"))
+    uploaded = t["bytes"] - pulled + sum(seed.get("bytes") or 0
+                                         for seed in report.get("seeds") or ())
+    by_hosts = f", {pulled / 2**20:.1f} MiB pulled by the hosts" if pulled else ""
     return (f"{quantity(t['jobs'], 'job')}: " + ", ".join(parts)
             + f" in {t['seconds']:.1f} s ({rate:.1f} imports/s, "
-            + f"{uploaded / 2**20:.1f} MiB uploaded)")
+            + f"{uploaded / 2**20:.1f} MiB uploaded{by_hosts})")
 
 
 def seed_lines(report: Mapping[str, Any]) -> list[str]:
@@ -277,6 +285,22 @@ def seed_lines(report: Mapping[str, Any]) -> list[str]:
         if seed.get("error"):
             what += f": {printable(seed['error'][:200])}"
         lines.append(what)
+    return lines
+
+
+def pull_warnings(report: Mapping[str, Any]) -> list[str]:
+    """The run's pull-mode warnings, each once with its count of jobs: the jobs the hosts
+    pulled (nobody checked their digests), and each reason jobs asked to be pulled
+    were uploaded instead."""
+    jobs = report.get("jobs") or ()
+    lines = []
+    pulled = sum(1 for job in jobs if job.get("pulled"))
+    if pulled:
+        lines.append(f"{quantity(pulled, 'job')} pulled by the hosts; digests: {PULL_DIGESTS}")
+    reasons = Counter(warning for job in jobs for warning in job.get("warnings") or ()
+                      if warning.startswith(PULL_NOT_USED))
+    lines.extend(f"{printable(reason)} ({quantity(count, 'job')})"
+                 for reason, count in reasons.items())
     return lines
 
 
@@ -423,6 +447,7 @@ __all__ = [
     "read_report",
     "read_reports",
     "redact_argv",
+    "pull_warnings",
     "seed_lines",
     "summary_table",
     "totals_line",

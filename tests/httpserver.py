@@ -3,7 +3,8 @@
 It serves files with or without ``Range`` support (aiohttp's FileResponse
 honours Range; the plain mode ignores it, as ``python3 -m http.server`` does),
 can cut the connection after N bytes for the first K GETs of a file (a flaky
-mirror), and counts requests so tests can assert how a file was read.
+mirror), and counts requests, by client too, so tests can assert how a file was
+read and by whom.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class ServedDirectory:
     cut: dict[str, tuple[int, int]] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
     range_gets: Counter[str] = field(default_factory=Counter)
+    #: GETs by (client, name): "asyncovf" for aiohttp's User-Agent (the tool), else
+    #: the agent's product token ("Go-http-client": the simulator's host pulling).
+    gets_by: Counter[tuple[str, str]] = field(default_factory=Counter)
     base_url: str = ""
 
     def url(self, name: str) -> str:
@@ -38,6 +42,9 @@ class ServedDirectory:
         name = request.match_info["name"]
         if request.method == "GET":
             self.gets[name] += 1
+            agent = request.headers.get("User-Agent", "").split("/")[0]
+            self.gets_by["asyncovf" if "aiohttp" in request.headers.get("User-Agent", "")
+                         else agent, name] += 1
             if "Range" in request.headers:
                 self.range_gets[name] += 1
         path = (self.root / name).resolve()  # noqa: ASYNC240 - test server, tiny

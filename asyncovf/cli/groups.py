@@ -201,7 +201,7 @@ class CommandLine:
 
 
 RunFlag = Literal["--parallel-disks", "--lease-timeout", "--keep-failed", "--no-verify-manifest",
-                  "--create-folders", "--on-conflict", "--job-retries", "--report"]
+                  "--create-folders", "--on-conflict", "--job-retries", "--report", "--pull"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,7 @@ class RunFlags:
     on_conflict: str
     job_retries: str  # "%(default)s" is job_retries_default
     report: str
+    pull: str
 
     def add(self, group: argparse._ArgumentGroup, *flags: RunFlag) -> None:
         for flag in flags:
@@ -251,6 +252,8 @@ class RunFlags:
                         "metavar": "N", "help": self.job_retries}
             case "--report":
                 return {"metavar": "FILE", "help": self.report}
+            case "--pull":
+                return {"action": "store_true", "help": self.pull}
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ def run_settings(args: argparse.Namespace, *, concurrency: int) -> RunSettings:
     return RunSettings(concurrency=concurrency, verify_manifest=not args.no_verify_manifest,
                        keep_failed=args.keep_failed, parallel_disks=args.parallel_disks,
                        lease_ready_timeout=args.lease_timeout,
-                       create_folders=args.create_folders,
+                       create_folders=args.create_folders, pull=args.pull,
                        on_conflict=OnConflict(args.on_conflict), job_retries=args.job_retries)
 
 

@@ -34,6 +34,7 @@ from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import OPTIONS, Kind, Stage, document_values, read_options
 from asyncovf.engine.plan import PLACEMENT_KEYS, JobSpec, check_vm_name
 from asyncovf.engine.pool import BatchRunner
+from asyncovf.engine.pull import PULL_DIGESTS, PULL_NOT_USED
 from asyncovf.engine.resolve import check_job
 from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
@@ -59,6 +60,8 @@ FLAGS: Final = RunFlags(
                 "replace it (default fail)",
     job_retries="retry a failed import from scratch N times (default %(default)s)",
     report="write the JSON run report here (the schema of 'run --report')",
+    pull="let the ESXi host fetch the disks from an http(s) source itself; the manifest's "
+         "digests are then not checked",
 )
 
 
@@ -78,7 +81,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            "prints); explicit flags win")
     # Listed under "import", after the options of the VM itself.
     FLAGS.add(opts, "--no-verify-manifest", "--keep-failed", "--parallel-disks",
-              "--lease-timeout", "--on-conflict", "--job-retries", "--report")
+              "--lease-timeout", "--on-conflict", "--job-retries", "--report", "--pull")
 
 
 def read_options_document(path: str) -> dict[str, Any]:
@@ -161,7 +164,7 @@ async def command(args: argparse.Namespace) -> int:
         write_report(args.report, build_report(runner, RunInfo(
             batch=None, concurrency=1, interrupted=outcome.signal_name)))
     for warning in counted(result.warnings):
-        log.warning("vCenter: %s", warning)
+        log.warning("%s" if warning.startswith(PULL_NOT_USED) else "vCenter: %s", warning)
     for problem in result.cleanup_errors:
         print(f"asyncovf: cleanup: {printable(problem)}", file=sys.stderr)
     if outcome.error is not None:  # a bug: the job itself never raises
@@ -183,8 +186,9 @@ async def command(args: argparse.Namespace) -> int:
         elapsed = (result.finished or time.monotonic()) - (result.started or runner.started)
         address = f", IP address {printable(result.ip_address)}" if result.ip_address else ""
         replaced = f" (replaced {printable(result.replaced)})" if result.replaced else ""
+        pulled = f"; digests: {PULL_DIGESTS}" if result.pulled else ""
         print(f"imported {printable(result.name)} as {printable(result.vm)}{replaced}{address} "
-              f"({size(result.bytes)} in {elapsed:.1f} s)")
+              f"({size(result.bytes)} in {elapsed:.1f} s{pulled})")
     else:
         print(f"asyncovf: error: {printable(result.error)}", file=sys.stderr)
     return exit_status(rejected=rejected, failed=outcome.error is not None or result.status

@@ -53,6 +53,7 @@ from asyncovf.quantity import quantity
 from asyncovf.report import (
     RunInfo,
     build_report,
+    pull_warnings,
     seed_lines,
     summary_table,
     totals_line,
@@ -71,6 +72,8 @@ FLAGS: Final = RunFlags(
     on_conflict="when a VM of that name exists (default fail)",
     job_retries="retry a failed job from scratch N times (default %(default)s)",
     report="write the JSON run report here",
+    pull="let the ESXi hosts fetch the disks from http(s) sources themselves; the "
+         "manifest's digests are then not checked (a job's pull: key wins)",
 )
 
 
@@ -112,7 +115,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     behaviour.add_argument("--job-timeout", type=float, metavar="SECONDS",
                            help="bound each job (including its retries)")
     FLAGS.add(behaviour, "--lease-timeout", "--keep-failed", "--create-folders",
-              "--no-verify-manifest")
+              "--no-verify-manifest", "--pull")
     behaviour.add_argument("--spec-per-vm", action="store_true",
                            help="ask vCenter for every VM's import spec (CreateImportSpec), "
                                 "for a load test of that call; by default once per group of "
@@ -210,6 +213,8 @@ async def command(args: argparse.Namespace) -> int:
     for line in seed_lines(report):
         print(line)
     print(totals_line(report))
+    for warning in pull_warnings(report):
+        print(f"asyncovf: warning: {warning}", file=sys.stderr)
     for result in batch.results:
         if result.replaced:  # in live mode only a warning line said so, amid the display
             print(f"replaced {printable(result.name)}: destroyed {printable(result.replaced)}")

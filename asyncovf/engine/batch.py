@@ -88,6 +88,8 @@ class JobResult:
     #: The MOR id of a VM of that name the job destroyed to import its own
     #: (``--on-conflict replace``, or an import that never finished).
     replaced: str | None = None
+    #: The host fetched the files itself (pull mode): their digests went unchecked.
+    pulled: bool = False
     state: JobState | None = None  # the attempt in progress, for live display
 
     @property
@@ -109,6 +111,7 @@ class JobResult:
         self.ip_address = state.ip_address
         self.bytes = state.bytes_done
         self.upload_retries += state.upload_retries
+        self.pulled = state.pulled
 
 
 UpdateCallback = Callable[[JobResult], None]

@@ -47,6 +47,7 @@ from asyncovf.engine.marks import (
 from asyncovf.engine.options import ImportOptions, OnConflict
 from asyncovf.engine.phases import TERMINAL, JobState, Phase
 from asyncovf.engine.postimport import run_post_import
+from asyncovf.engine.pull import pull_all, pull_plan
 from asyncovf.engine.uploads import JobHooks, ProgressCallback, upload_all, upload_targets
 from asyncovf.errors import (
     NameConflict,
@@ -304,9 +305,13 @@ async def _import(
     try:
         async with guard:
             state.vm = guard.entity._moId if guard.entity is not None else None
-            targets = upload_targets(spec_result, guard.info, session.endpoint.host, package)
-            await check_device_hosts(session, targets, options, hooks)
-            guard.total_bytes = state.bytes_total = sum(t.size for t in targets)
+            pulls = (await pull_plan(session, guard.lease, spec_result, package, state)
+                     if options.pull else None)
+            if pulls is None:
+                targets = upload_targets(spec_result, guard.info, session.endpoint.host, package)
+                await check_device_hosts(session, targets, options, hooks)
+            sizes = [t.size for t in targets] if pulls is None else [f.size for f in pulls]
+            guard.total_bytes = state.bytes_total = sum(sizes)
             state.advance(Phase.UPLOAD)
             notify()
 
@@ -315,7 +320,11 @@ async def _import(
                 state.bytes_done += count
                 notify()
 
-            await upload_all(session, package, targets, options, on_bytes, hooks, state)
+            if pulls is None:
+                await upload_all(session, package, targets, options, on_bytes, hooks, state)
+            else:
+                await pull_all(session, guard, pulls, state, on_bytes)
+                state.pulled = True
             state.advance(Phase.COMPLETE)
             notify()
     except BaseException:

@@ -83,6 +83,9 @@ class ImportOptions:
     linked_clone: bool = False
     #: Keep the seed VM when its group is done (only with "clone").
     keep_seed: bool = False
+    #: The ESXi host fetches the disks from the http(s) source (engine/pull.py);
+    #: None: the run's (``--pull``).
+    pull: bool | None = None
     # The transfer: the run's settings (RunSettings.apply), or the library caller's.
     verify_manifest: bool = True
     keep_failed: bool = False
@@ -284,6 +287,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("linked_clone", read_switch, "clone from a snapshot of the seed (shared disks)",
            stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
     Option("keep_seed", read_switch, "keep the seed VM when its group is done",
+           stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
+    Option("pull", read_switch, "the ESXi host fetches the disks from the http(s) source",
            stage=Stage.RUN, kind=Kind.SWITCH, has_flag=False),
 )
 OPTIONS_BY_KEY: Final = {option.key: option for option in OPTIONS}
@@ -499,6 +504,8 @@ class RunSettings:
     spec_per_vm: bool = False
     #: How jobs that do not say (``strategy``) create their VMs (``--strategy``).
     strategy: str = "import"
+    #: Whether jobs that do not say (``pull``) let the host fetch their disks (``--pull``).
+    pull: bool = False
 
     def __post_init__(self) -> None:
         if self.ramp:
@@ -527,6 +534,7 @@ class RunSettings:
             parallel_disks=options.parallel_disks or self.parallel_disks,
             esxi_hosts=esxi_hosts,
             strategy=options.strategy or self.strategy,
+            pull=self.pull if options.pull is None else options.pull,
         )
 
 

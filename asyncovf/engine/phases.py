@@ -104,6 +104,8 @@ class JobState:
     history: list[tuple[str, float]] = field(default_factory=list)
     #: The guest's IP address, when the job waited for it (``wait_for_ip``).
     ip_address: str | None = None
+    #: The host fetched the files itself (pull mode): nobody checked their digests.
+    pulled: bool = False
     _phase_started: float = field(default_factory=time.monotonic, repr=False)
 
     def __repr__(self) -> str:
