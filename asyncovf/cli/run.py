@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Final
@@ -44,7 +47,7 @@ from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import STRATEGIES, RunSettings
 from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
 from asyncovf.engine.run import BatchRun, open_sources
-from asyncovf.errors import AsyncOvfError
+from asyncovf.errors import AsyncOvfError, InputError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
@@ -77,6 +80,44 @@ FLAGS: Final = RunFlags(
 )
 
 
+#: Set by Kubernetes in each pod of an Indexed Job: the pod's index, 0-based.
+COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"
+#: Ours, for ``--shard auto``: the number of shards, the Job's ``completions``
+#: (Kubernetes does not tell a pod how many there are).
+SHARD_COUNT: Final = "ASYNCOVF_SHARD_COUNT"
+
+
+def shard_option(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``--shard K/N`` as (K, N); ``--shard auto`` from the environment of a pod of
+    a Kubernetes Indexed Job: shard ``JOB_COMPLETION_INDEX`` + 1 of
+    ``ASYNCOVF_SHARD_COUNT``. Raises InputError, one line naming the variable."""
+    if text != "auto":
+        return parse_shard(text)
+    env = os.environ if environ is None else environ
+    index = _whole_number(env, COMPLETION_INDEX, "Kubernetes sets it in each pod of an "
+                          "Indexed Job; elsewhere give --shard K/N")
+    count = _whole_number(env, SHARD_COUNT, "set it to the Job's completions")
+    if count < 1:
+        raise InputError(f"--shard auto: {SHARD_COUNT}={count}: there must be at least 1 shard")
+    if index >= count:
+        raise InputError(f"--shard auto: {COMPLETION_INDEX}={index} is out of range for "
+                         f"{SHARD_COUNT}={count} (0 to {count - 1}); set {SHARD_COUNT} to "
+                         "the Job's completions")
+    return index + 1, count
+
+
+def _whole_number(env: Mapping[str, str], name: str, hint: str) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        raise InputError(f"--shard auto: {name} is not set ({hint})")
+    shown = printable(value if len(value) <= 40 else value[:40] + "…")
+    if not re.fullmatch(r"[0-9]+", value):
+        raise InputError(f"--shard auto: {name}='{shown}' is not a whole number")
+    if len(value) > 9:
+        raise InputError(f"--shard auto: {name}='{shown}' is too large")
+    return int(value)
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "run", help="import every VM of a batch file",
@@ -104,8 +145,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pool.add_argument("--chunk-size", type=_size, metavar="SIZE",
                       help="upload chunk, e.g. 256K (default: 1M, smaller above 16 workers "
                            "to bound memory)")
-    pool.add_argument("--shard", metavar="K/N",
-                      help="run only shard K of N (1-based, round robin over the file)")
+    pool.add_argument("--shard", metavar="K/N|auto",
+                      help="run only shard K of N (1-based, round robin over the file); "
+                           f"auto: shard {COMPLETION_INDEX}+1 of {SHARD_COUNT}, as in a "
+                           "Kubernetes Indexed Job")
     behaviour = parser.add_argument_group("behaviour")
     FLAGS.add(behaviour, "--on-conflict", "--job-retries")
     behaviour.add_argument("--upload-retries", type=_non_negative_int, default=3, metavar="N",
@@ -138,12 +181,14 @@ async def command(args: argparse.Namespace) -> int:
     """``asyncovf run BATCH``: exit 0 all done, 1 any failed, 2 rejected input, 3 a
     ``--threshold`` failed, 130 interrupted."""
     try:
+        # Before the file is read: a pod that cannot tell its shard says so at once.
+        sharding = shard_option(args.shard) if args.shard else None
         # Checked now and then, so that Ctrl-C stops a large file's validation.
         plan = await anyio.to_thread.run_sync(partial(
             load_batch, args.batch, checkpoint=anyio.from_thread.check_cancelled))
         shard = None
-        if args.shard:
-            number, total = parse_shard(args.shard)
+        if sharding is not None:
+            number, total = sharding
             plan, shard = plan.shard(number, total), f"{number}/{total}"
         connection = connection_settings(args, batch=plan.connection)
     except AsyncOvfError as exc:
@@ -268,4 +313,5 @@ async def _dry_run(args: argparse.Namespace, connection: ConnectionSettings, pla
     return EXIT_USAGE if failing else EXIT_OK
 
 
-__all__ = ["FLAGS", "add_parser", "command"]
+__all__ = ["COMPLETION_INDEX", "FLAGS", "SHARD_COUNT", "add_parser", "command",
+           "shard_option"]
