@@ -315,8 +315,13 @@ class ReportTargets:
     left_alone: int = 0
 
 
-def parse_report(data: Any, *, file: str) -> ReportTargets:
+def parse_report(data: Any, *, file: str, include_skipped: bool = False) -> ReportTargets:
     """The targets of one run report (``asyncovf run --report``), already decoded from JSON.
+
+    ``include_skipped`` takes the VMs the run skipped too (``--on-conflict skip``
+    met them finished): not the run's own, unless an earlier attempt of the same
+    batch made them, as a restarted shard's report says of what its killed pod
+    finished. Only the operator can say so (``cleanup --include-skipped``).
 
     Raises :class:`InputError` naming the file and the job when the document is
     not a run report, so that nothing is removed on a misread.
@@ -335,11 +340,13 @@ def parse_report(data: Any, *, file: str) -> ReportTargets:
         if status not in JOB_STATUSES:
             raise InputError(f"{where}: status {status!r} is not one of "
                              + ", ".join(sorted(JOB_STATUSES)))
-        if status != JobStatus.IMPORTED.value:
+        taken = status == JobStatus.IMPORTED.value or (
+            include_skipped and status == JobStatus.SKIPPED.value)
+        if not taken:
             left_alone += 1
             continue
         if not isinstance(vm, str) or not vm or vm != vm.strip() or " " in vm:
-            raise InputError(f"{where}: status 'imported' but 'vm' is {vm!r}, not a managed "
+            raise InputError(f"{where}: status {status!r} but 'vm' is {vm!r}, not a managed "
                              "object id such as 'vm-123'")
         known = targets.get(vm)
         if known is not None and known.name != name:
@@ -391,17 +398,18 @@ def load_run_report(path: str | Path) -> dict[str, Any]:
     return check_run_report(data, file=str(path))
 
 
-def read_report(path: str | Path) -> ReportTargets:
+def read_report(path: str | Path, *, include_skipped: bool = False) -> ReportTargets:
     """Read and parse one report file (blocking: call it in a worker thread)."""
-    return parse_report(load_run_report(path), file=str(path))
+    return parse_report(load_run_report(path), file=str(path), include_skipped=include_skipped)
 
 
-def read_reports(paths: Sequence[str | Path]) -> ReportTargets:
+def read_reports(paths: Sequence[str | Path], *,
+                 include_skipped: bool = False) -> ReportTargets:
     """Several reports (the shards of one run) as one list of targets."""
     targets: dict[str, CleanupTarget] = {}
     left_alone = 0
     for path in paths:
-        report = read_report(path)
+        report = read_report(path, include_skipped=include_skipped)
         left_alone += report.left_alone
         for target in report.targets:
             known = targets.get(target.vm)

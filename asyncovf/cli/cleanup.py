@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -59,6 +60,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # The old spelling, read as an argument with a warning until the next release.
     parser.add_argument("--report", dest="report_option", action="append", default=[],
                         metavar="REPORT", help=argparse.SUPPRESS)
+    parser.add_argument("--include-skipped", action="store_true",
+                        help="also remove the VMs the reports call skipped (a restarted "
+                             "shard's report says so of what its killed pod finished)")
     parser.add_argument("--name-prefix", metavar="PREFIX",
                         help="instead of reports: every VM whose name starts with PREFIX; "
                              "lists them, and removes them only with --yes")
@@ -101,16 +105,20 @@ async def command(args: argparse.Namespace) -> int:
         if not args.reports and args.name_prefix is None:
             raise UsageError("say what to remove: run reports (asyncovf cleanup REPORT "
                              "[REPORT ...]) or --name-prefix PREFIX")
+        if args.include_skipped and not args.reports:
+            raise UsageError("--include-skipped reads run reports: give them")
         if args.name_prefix is None and (args.datacenter or args.folder):
             raise UsageError("--datacenter and --folder scope --name-prefix; "
                              "a report names its VMs exactly")
         if args.name_prefix is not None and not args.name_prefix:
             raise UsageError("--name-prefix must not be empty: it would match every VM")
         if args.reports:
-            selected = await anyio.to_thread.run_sync(read_reports, args.reports)
+            selected = await anyio.to_thread.run_sync(partial(
+                read_reports, args.reports, include_skipped=args.include_skipped))
             targets = list(selected.targets)
             print(f"{printable(', '.join(args.reports))}: "
                   f"{quantity(len(targets), 'VM')} the run imported"
+                  + (" or skipped" if args.include_skipped else "")
                   + (f"; {quantity(selected.left_alone, 'other job')} left alone"
                      if selected.left_alone else ""))
         connection = connection_settings(args)

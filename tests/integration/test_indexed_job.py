@@ -231,3 +231,13 @@ async def test_a_pod_killed_mid_shard_and_started_again_finishes_its_shard(
     assert counters.leases_open == 0
     assert counters.leases_ended_by_server == len(half_imported)
     await fault_run.check_invariants(imported=set(shard))
+
+    # The killed pod wrote no report: the last one's says skipped of what it had
+    # finished, and only --include-skipped takes those too.
+    done = await anyio.run_process(
+        [sys.executable, "-m", "asyncovf", "cleanup", str(reports / "shard-0.json"),
+         "--include-skipped", "--ca-file", str(fault_run.vcsim.ca_file)],
+        env=cli_environment(fault_run), cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "8 VMs the run imported or skipped" in done.stdout.decode()
+    assert await names_in_inventory(fault_run) == Counter()

@@ -31,6 +31,18 @@ def test_only_imported_jobs_are_targets_and_the_others_are_counted() -> None:
     assert parsed.left_alone == 3
 
 
+def test_skipped_jobs_are_targets_only_when_the_operator_says_so() -> None:
+    # A restarted shard's report calls skipped what its killed pod had finished.
+    document = report(job("a", vm="vm-1"), job("b", "skipped", vm="vm-2"),
+                      job("c", "failed", vm=None))
+    parsed = parse_report(document, file="r.json", include_skipped=True)
+    assert parsed.targets == (CleanupTarget("vm-1", "a", "r.json: jobs[0] (a)"),
+                              CleanupTarget("vm-2", "b", "r.json: jobs[1] (b)"))
+    assert parsed.left_alone == 1
+    with pytest.raises(InputError, match=r"jobs\[0\] \(b\): status 'skipped' but 'vm' is None"):
+        parse_report(report(job("b", "skipped", vm=None)), file="r.json", include_skipped=True)
+
+
 def test_an_esxi_managed_object_id_is_accepted() -> None:
     assert parse_report(report(job("a", vm="42")), file="r").targets[0].vm == "42"
 
