@@ -26,6 +26,7 @@ import anyio
 from asyncovf.engine.clone import clone_vm
 from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.job import import_vm
+from asyncovf.engine.mark_checks import MarkChecks
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import JobSpec
@@ -147,6 +148,8 @@ class JobContext:
     import_specs: ImportSpecCache | None = None
     #: The run's seed VMs, for jobs cloned from one (``strategy: clone``).
     seeds: SeedRegistry | None = None
+    #: The worker's finished-mark tasks, checked later (None: each is waited for).
+    marks: MarkChecks | None = None
 
     def notify(self, result: JobResult) -> None:
         if self.on_update is not None:
@@ -268,7 +271,10 @@ async def _attempt(session: VCenterSession, result: JobResult, package: Package,
                               notify=partial(context.notify, result),
                               seed_attempts=settings.job_retries + 1)
     hooks = replace(context.hooks_for(placement, result) if context.hooks_for else JobHooks(),
-                    host_addresses=partial(context.inventory.host_addresses, session))
+                    host_addresses=partial(context.inventory.host_addresses, session),
+                    finish_mark=partial(context.marks.write, job=result.name,
+                                        warn=result.warnings.append)
+                    if context.marks is not None else None)
     return await import_vm(session, package, placement, state, options, networks=networks,
                            on_conflict=settings.on_conflict, own_vms=own_vms, hooks=hooks,
                            on_replaced=partial(_replaced, result),

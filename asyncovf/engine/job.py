@@ -334,7 +334,8 @@ async def _import(
         raise
 
     if guard.entity is not None:
-        await run_post_import(session, guard.entity, package, state, options, notify)
+        await run_post_import(session, guard.entity, package, state, options, notify,
+                              finish=hooks.finish_mark)
     state.advance(Phase.IMPORTED)
     notify()
 

@@ -26,6 +26,7 @@ from asyncovf.engine.batch import (
 )
 from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
+from asyncovf.engine.mark_checks import MarkChecks
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.plan import JobSpec
 from asyncovf.engine.seeds import SeedRegistry, clones
@@ -80,10 +81,13 @@ class BatchRunner(OnWorkerPool):
         #: The seed VMs of the jobs cloned from one (``strategy: clone``), by group.
         self.seeds = (SeedRegistry(jobs, settings)
                       if any(clones(spec, settings) for spec in jobs) else None)
+        #: Each worker's finished-mark tasks not yet seen done, by its session.
+        self._marks: dict[int, MarkChecks] = {}
+        #: Reads of pending finished-mark tasks, summed as workers leave.
+        self.mark_checks = 0
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
-                               # A worker leaving: the seeds no job holds are done with.
-                               before_logout=self.seeds.sweep if self.seeds else None,
+                               before_logout=self._before_logout,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -175,7 +179,8 @@ class BatchRunner(OnWorkerPool):
                           for key in ("fullName", "version", "build", "apiVersion")}
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify,
-                             import_specs=self.import_specs, seeds=self.seeds)
+                             import_specs=self.import_specs, seeds=self.seeds,
+                             marks=self._marks.setdefault(id(session), MarkChecks(session)))
         # Counted in hand before anything is awaited: the seed stays while a job holds it.
         if self.seeds is not None:
             self.seeds.enter(result.spec)
@@ -185,6 +190,16 @@ class BatchRunner(OnWorkerPool):
         finally:
             if self.seeds is not None:
                 await self.seeds.leave(session, result.spec)
+
+    async def _before_logout(self, session: VCenterSession) -> None:
+        """A worker leaving: its finished marks checked, and the seeds no job holds done
+        with. Each is bounded and never raises; the worker then logs out."""
+        marks = self._marks.pop(id(session), None)
+        if marks is not None:
+            await marks.check_bounded()
+            self.mark_checks += marks.checks
+        if self.seeds is not None:
+            await self.seeds.sweep(session)
 
     def _hooks(self, placement: Placement, result: JobResult) -> JobHooks:
         return JobHooks(on_progress=lambda _: self._notify(result),

@@ -115,13 +115,17 @@ def asks_for_steps(options: ImportOptions) -> bool:
 
 def post_import_steps(session: VCenterSession, vm: Any, package: Package, state: JobState,
                       options: ImportOptions, *, marked: bool = False,
+                      finish: Callable[[Any], Awaitable[None]] | None = None,
                       ) -> list[tuple[Phase | None, PostImportStep]]:
     """The steps ``options`` ask for, in POST_IMPORT_STEPS order, each with its phase.
 
     The first writes the finished mark: with the extra_config step when there is
     one (one ReconfigVM_Task for both), else on its own while the job is still in
     its ``complete`` phase (phase ``None``: no phase of its own). ``marked``: the
-    VM was created with its finished mark, so there is none to write.
+    VM was created with its finished mark, so there is none to write. ``finish``
+    writes a mark that is the only step without waiting for its task (a batch
+    worker checks it later); a mark that other steps follow is waited for, as
+    vCenter runs one task at a time on a VM.
     """
     # Only a VM has extraConfig: a vApp (a VirtualSystemCollection's entity) is
     # imported unmarked, and ``skip`` counts it as finished.
@@ -154,19 +158,23 @@ def post_import_steps(session: VCenterSession, vm: Any, package: Package, state:
             state.ip_address = await wait_for_ip(
                 session, vm, within=options.ip_timeout, vm_name=state.name)
         steps.append((Phase.WAIT_FOR_IP, wait))
+    if finish is not None and marks and not options.extra_config and len(steps) == 1:
+        steps = [(None, partial(finish, vm))]
     return steps
 
 
 async def run_post_import(session: VCenterSession, vm: Any, package: Package, state: JobState,
                           options: ImportOptions, notify: Callable[[], None], *,
-                          marked: bool = False) -> None:
+                          marked: bool = False,
+                          finish: Callable[[Any], Awaitable[None]] | None = None) -> None:
     """Mark the import finished and run the post-import steps, each as its phase; if
     one fails or is cancelled, remove the VM (unless ``keep_failed``) and raise.
 
     A failure is raised as :class:`PostImportError` naming the step (the cause
     chained); a cancellation is re-raised unchanged once the VM is gone.
     """
-    steps = post_import_steps(session, vm, package, state, options, marked=marked)
+    steps = post_import_steps(session, vm, package, state, options, marked=marked,
+                              finish=finish)
     try:
         for phase, step in steps:
             if phase is not None:

@@ -33,6 +33,7 @@ ProgressCallback = Callable[[JobState], None]
 UploadSlot = Callable[[UploadTarget], AbstractAsyncContextManager[None]]
 Throttle = Callable[[int], Awaitable[None]]
 HostAddresses = Callable[[], Awaitable[frozenset[str]]]
+FinishMark = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,16 @@ class JobHooks:
     ``upload_slot`` is entered around each file upload (per-host and
     per-datastore caps); ``throttle`` is awaited for every chunk (bandwidth);
     ``host_addresses`` reads the ESXi hosts' management addresses, asked only
-    when a device URL names a host by something other than its inventory name.
+    when a device URL names a host by something other than its inventory name;
+    ``finish_mark`` writes the finished mark of a VM that has no post-import
+    step, for its worker to check later (:mod:`asyncovf.engine.mark_checks`).
     """
 
     on_progress: ProgressCallback | None = None
     upload_slot: UploadSlot | None = None
     throttle: Throttle | None = None
     host_addresses: HostAddresses | None = None
+    finish_mark: FinishMark | None = None
 
 
 def upload_targets(

@@ -114,6 +114,29 @@ async def test_no_steps_asked_for_sends_only_the_finished_mark() -> None:
     assert (mark.key, mark.value) == (IMPORT_MARK_KEY, IMPORT_FINISHED)
 
 
+@pytest.mark.parametrize(("options", "waited"), [
+    (ImportOptions(), []),
+    (ImportOptions(power_on=True), ["Reconfigure", "PowerOn"]),
+    (ImportOptions(extra_config={"a": "b"}), ["Reconfigure"]),
+], ids=["the-mark-alone", "a-step-follows", "with-extra-config"])
+async def test_a_batch_worker_writes_a_mark_that_ends_the_job_without_waiting(
+    options: ImportOptions, waited: list[str],
+) -> None:
+    # Only a mark that is the job's last call is handed over (the worker checks its
+    # task later); one that other steps follow is waited for: vCenter runs one task
+    # at a time on a VM.
+    session = FakeSession()
+    handed: list[Any] = []
+
+    async def finish(vm: Any) -> None:
+        handed.append(vm)
+
+    await run_post_import(session, VM, PACKAGE, completed("web-01"), options,  # type: ignore[arg-type]
+                          lambda: None, finish=finish)
+    assert session.methods() == waited
+    assert handed == ([] if waited else [VM])
+
+
 async def test_a_failed_finished_mark_fails_the_import_and_removes_the_vm() -> None:
     session = FakeSession(failing="Reconfigure")
     state = completed("web-01")

@@ -20,7 +20,7 @@ package main
 //     early on shutdown or a harness reset), else it has ended when the answer
 //     goes out.
 //   - A soapRule's task_fault makes the task end in that fault instead of
-//     success. A spec the launcher refuses (vApp edits of keys the source does
+//     success (a ReconfigVM_Task's too: its VM is left as it was). A spec the launcher refuses (vApp edits of keys the source does
 //     not have: InvalidArgument) or a clone vcsim fails ends the task at once,
 //     with nothing created.
 //   - CancelTask on a running clone task ends it at once in error
@@ -124,7 +124,9 @@ func (h *harness) intercept(method string, body []byte, rule *soapRule,
 		return h.serveCancel(body, w, r)
 	case "ImportVApp":
 		return refuseDuplicateName(body, w) || h.serveVAppOptions(method, body, w, r) // names.go
-	case "CreateVM_Task", "ReconfigVM_Task":
+	case "ReconfigVM_Task":
+		return failReconfigure(rule, body, w) || h.serveVAppOptions(method, body, w, r)
+	case "CreateVM_Task":
 		return h.serveVAppOptions(method, body, w, r)
 	case "CreateImportSpec":
 		h.serveImportSpec(body, w, r) // importspec.go
@@ -133,6 +135,23 @@ func (h *harness) intercept(method string, body []byte, rule *soapRule,
 		return h.serveServiceContent(w, r) // about.go
 	}
 	return false
+}
+
+// failReconfigure answers a ReconfigVM_Task whose rule has a task_fault with a
+// task that ends in it, the VM left as it was (true); false: no such rule.
+func failReconfigure(rule *soapRule, body []byte, w *httptest.ResponseRecorder) bool {
+	if rule == nil || rule.TaskFault == "" {
+		return false
+	}
+	call, ok := decodeCall(body).(*types.ReconfigVM_Task)
+	if !ok {
+		return false
+	}
+	fault, _ := faultNamed(rule.TaskFault) // checked when the rules were set
+	task := newTask(call.This, "ReconfigVM_Task", "VirtualMachine.reconfigure")
+	endTask(task, nil, fault)
+	answerTask(w, "ReconfigVM_Task", task)
+	return true
 }
 
 // faultNamed makes a vim25 fault of the given type, e.g. InsufficientResourcesFault.

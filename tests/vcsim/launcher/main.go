@@ -91,7 +91,7 @@ type soapRule struct {
 	// let vcsim carry the call out, then close the connection mid-answer: the
 	// client cannot tell whether it happened (a lost answer)
 	DropAfterCall bool `json:"drop_after_call"`
-	// CloneVM_Task only: its task ends in this vim25 fault (clones.go)
+	// CloneVM_Task and ReconfigVM_Task: the task ends in this vim25 fault (clones.go)
 	TaskFault string `json:"task_fault"`
 	calls     int
 	applied   int
