@@ -49,10 +49,16 @@ def vcsim(vcsim_server: Vcsim) -> Vcsim:
 
 
 @pytest.fixture
-async def fault_run(vcsim: Vcsim, tmp_path: Path, request: pytest.FixtureRequest) -> FaultRun:
+def connection(vcsim: Vcsim) -> ConnectionSettings:
+    """How to log in to the shared simulator (its own CA trusted)."""
+    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
+                              password=vcsim.password, ca_file=str(vcsim.ca_file))
+
+
+@pytest.fixture
+async def fault_run(vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path,
+                    request: pytest.FixtureRequest) -> FaultRun:
     """The simulator, a connection to it, a small package and a name prefix for this test."""
-    connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                                    password=vcsim.password, ca_file=str(vcsim.ca_file))
     path = await anyio.to_thread.run_sync(make_package, tmp_path)
     # Unique per test (parametrized ids included): the shared simulator keeps the
     # VMs of earlier tests, and the inventory invariant looks at this prefix only.

@@ -66,6 +66,16 @@ async def vm_ids(run: FaultRun, name: str) -> list[str]:
     return [vm.moid for vm in await list_vms(run.connection) if vm.name == name]
 
 
+async def a_vm_named(run: FaultRun) -> tuple[str, str]:
+    """Job 0's name, taken by a VM imported for the test: (the name, its id); the
+    counters reset after it."""
+    name = job_name(run, 0)
+    assert (await library_import(run, name))[1] is None
+    (moid,) = await vm_ids(run, name)
+    await run.reset_counters()
+    return name, moid
+
+
 def report_of(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -189,10 +199,7 @@ async def test_the_library_raises_a_name_conflict_and_creates_nothing(
 ) -> None:
     # The name is not asked for first: vCenter's DuplicateName answers ImportVApp,
     # and only then is the VM holding the name looked at, to say what it is.
-    name = job_name(fault_run, 0)
-    assert (await library_import(fault_run, name))[1] is None
-    (first,) = await vm_ids(fault_run, name)
-    await fault_run.reset_counters()
+    name, first = await a_vm_named(fault_run)
     _, error, _ = await library_import(fault_run, name)
     assert isinstance(error, NameConflict) and error.vm == name
     assert str(error) == (f"a VM named {name!r} already exists in /DC0/vm ({first}); "
@@ -218,10 +225,7 @@ async def test_a_lost_importvapp_answer_leaves_the_vm_that_held_the_name(
     # ImportVApp met a VM of that name (DuplicateName) and its answer was lost:
     # the job cannot tell that from a VM it made, but for the token in the mark
     # of the VM it made. The VM that was there is not the job's to remove.
-    name = job_name(fault_run, 0)
-    assert (await library_import(fault_run, name))[1] is None
-    (first,) = await vm_ids(fault_run, name)
-    await fault_run.reset_counters()
+    name, first = await a_vm_named(fault_run)
     await fault_run.keep_aborted_vms()  # nothing but the tool could remove it
     await fault_run.set_faults(soap=[{"method": "ImportVApp", "times": 1,
                                       "drop_after_call": True}])

@@ -35,12 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BYSTANDER = "DC0_H0_VM0"
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 async def cleanup(vcsim: Vcsim, *args: str, password: str | None = None) -> tuple[int, str, str]:
     """Run ``asyncovf cleanup ARGS`` with the connection in VSPHERE_*; (status, out, err)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSPHERE_")}

@@ -34,12 +34,6 @@ HOSTNAME = "appliance.hostname.web"
 PORT = "appliance.port.web"
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 def serialized(result: Any) -> str:
     """The spec as the wire carries it, temporary device keys made alike."""
     text = Serialize(result)

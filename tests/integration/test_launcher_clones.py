@@ -56,12 +56,6 @@ PROPERTIES = (  # key, id, default value, value
 )
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 async def in_thread(call: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(call)
 

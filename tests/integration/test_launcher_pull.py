@@ -32,27 +32,14 @@ from tests.factory import BuiltPackage, DiskSpec, build_package
 from tests.httpserver import serve_directory
 from tests.integration.inspect import list_vms
 from tests.integration.test_batch import check_invariants
-from tests.vcsim.harness import Counters, Vcsim, running_vcsim
+from tests.integration.test_launcher_clones import counters, in_thread
+from tests.vcsim.harness import Vcsim, running_vcsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 T = TypeVar("T")
 LONG = 60.0  # pull_delay_seconds for a task that must still run when the test looks at it
 BOUND = 30.0  # no task here should take longer to end
-
-
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
-async def in_thread(call: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(call)
-
-
-async def counters(vcsim: Vcsim) -> Counters:
-    return await in_thread(vcsim.counters)
 
 
 @dataclass

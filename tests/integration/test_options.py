@@ -20,12 +20,6 @@ from tests.vcsim.harness import Vcsim
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 async def test_bad_properties_and_network_names_fail_only_their_jobs_before_import(
     vcsim: Vcsim, connection: ConnectionSettings, tmp_path: Path
 ) -> None:

@@ -30,12 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 def assert_nothing_leaked(vcsim: Vcsim) -> None:
     counters = vcsim.counters()
     assert counters.ok("Login") == counters.ok("Logout"), "a session was not logged out"

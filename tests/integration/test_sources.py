@@ -32,12 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 DISKS = (DiskSpec(32, 1_500_000), DiskSpec(8, 20_000))
 
 
-@pytest.fixture
-def connection(vcsim: Vcsim) -> ConnectionSettings:
-    return ConnectionSettings(server=vcsim.url, username=vcsim.username,
-                              password=vcsim.password, ca_file=str(vcsim.ca_file))
-
-
 async def import_one(connection: ConnectionSettings, source: str, name: str,
                      options: ImportOptions | None = None) -> JobState:
     package = await open_package(source)
