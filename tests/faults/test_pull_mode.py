@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trustme
 
 from asyncovf.engine.pull import PULL_DIGESTS
 from tests.factory import BuiltPackage, DiskSpec, build_package
@@ -108,6 +110,34 @@ async def test_import_pulls_a_disk_inside_an_ova(
     assert result.returncode == 0, stderr
     assert stdout.startswith(f"imported {name} as vm-")
     assert stdout.rstrip().endswith(f"; digests: {PULL_DIGESTS})"), stdout
+    counters = await fault_run.settled()
+    assert (counters.pulls_succeeded, counters.nfc_bytes) == (1, size)
+    assert served.gets_by["Go-http-client", built.path.name] == 1
+    await fault_run.check_invariants(imported={name})
+
+
+async def test_an_https_source_is_pulled_trusting_the_certificate_the_client_verified(
+    fault_run: FaultRun, tmp_path: Path,
+) -> None:
+    # The host is given the SHA-1 thumbprint of the certificate the client checked
+    # against --source-ca-file; the launcher refuses a pull without the right one.
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "source-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    root = tmp_path / "www"
+    await anyio.to_thread.run_sync(lambda: root.mkdir())
+    await fault_run.behave(api_version="6.7")
+    async with serve_directory(root, ssl_context=context) as served:
+        url, built, size = await publish(served, ova=True)
+        name = f"{fault_run.prefix}-0"
+        result = await anyio.run_process(
+            [sys.executable, "-m", "asyncovf", "import", url, "--pull", "--name", name,
+             "--source-ca-file", str(ca_file), "--ca-file", str(fault_run.vcsim.ca_file),
+             "--cluster", "DC0_C0", "--datastore", "LocalDS_0"],
+            env=cli_environment(fault_run), cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr.decode()
     counters = await fault_run.settled()
     assert (counters.pulls_succeeded, counters.nfc_bytes) == (1, size)
     assert served.gets_by["Go-http-client", built.path.name] == 1
