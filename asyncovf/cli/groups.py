@@ -133,6 +133,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                             "VMWARE_VALIDATE_CERTS=false]")
     group.add_argument("--ca-file", metavar="PEM",
                        help="PEM bundle of CAs to trust for vCenter [VSPHERE_CA_FILE]")
+    group.add_argument("--wire-log", metavar="DIR",
+                       help="write every SOAP request and answer into DIR, a file per "
+                            "session, secrets redacted (as govc's -debug)")
 
 
 def add_placement_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -275,7 +278,7 @@ def connection_settings(args: argparse.Namespace,
     return ConnectionSettings.from_options(
         server=args.server, username=args.user, password=args.password,
         insecure=args.insecure, ca_file=args.ca_file, batch=batch,
-        ask_password=terminal_password_prompt(),
+        ask_password=terminal_password_prompt(), wire_log=args.wire_log,
     )
 
 

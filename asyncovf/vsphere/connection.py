@@ -94,6 +94,9 @@ class ConnectionSettings:
     insecure: bool = False
     ca_file: str | None = None
     call_timeout: float = 120.0
+    #: A directory for the SOAP wire log, one file per session (``--wire-log``);
+    #: None: no log (:mod:`asyncovf.vsphere.wirelog`).
+    wire_log: str | None = None
 
     @classmethod
     def from_options(
@@ -107,6 +110,7 @@ class ConnectionSettings:
         batch: Mapping[str, str | bool] | None = None,
         environ: Mapping[str, str] | None = None,
         ask_password: Callable[[str, str], str] | None = None,
+        wire_log: str | None = None,
     ) -> ConnectionSettings:
         """Options first, then a batch file's ``connection:`` values (server, user,
         password, insecure, ca_file), then the environment (the module's docstring).
@@ -153,7 +157,7 @@ class ConnectionSettings:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return cls(server=server, username=username, password=password,
-                   insecure=bool(insecure), ca_file=ca_file)
+                   insecure=bool(insecure), ca_file=ca_file, wire_log=wire_log)
 
     def endpoint(self) -> Endpoint:
         """The one Endpoint of these settings, the same object at every call.

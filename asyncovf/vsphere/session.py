@@ -31,6 +31,7 @@ from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.soap import SoapClient, describe_fault
 from asyncovf.vsphere.template import RequestTemplates, sentinel
+from asyncovf.vsphere.wirelog import WireLog
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ class VCenterSession:
         self.renewals = 0
         self._connection = connection
         self.client = SoapClient(endpoint, call_timeout=connection.call_timeout,
-                                 connections=connections)
+                                 connections=connections,
+                                 wire_log=WireLog(connection.wire_log)
+                                 if connection.wire_log else None)
         self._content: Any = None
         #: RetrievePropertiesEx's request per shape (:meth:`_retrieve_request`).
         #: A managed object's id is written unescaped by pyVmomi, so filled in as is.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -52,6 +53,7 @@ from asyncovf.errors import (
 from asyncovf.printable import printable
 from asyncovf.tls import ContextCache
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup
+from asyncovf.vsphere.wirelog import WireLog
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +255,11 @@ class SoapClient:
         *,
         call_timeout: float = 120.0,
         connections: int = 4,
+        wire_log: WireLog | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: Every call's request and answer, redacted (``--wire-log``); None: off.
+        self.wire_log = wire_log
         self.call_timeout = call_timeout
         self._connections = connections
         self._stub = _NoSyncStub(url=endpoint.url, version=BOOTSTRAP_VERSION)
@@ -301,6 +306,10 @@ class SoapClient:
         flushes what it was sending), and a frozen server never lets it.
         Both pools close at once, so one stuck pool does not keep the other open.
         """
+        if self.wire_log is not None:
+            with bounded_cleanup("writing the wire log", timeout=CLOSE_TIMEOUT,
+                                 stage=Stage.CLOSE):
+                await anyio.to_thread.run_sync(self.wire_log.close)
         sessions = [s for s in (self._http, self._uploads) if s is not None]
         self._http = self._uploads = None
         if not sessions:
@@ -378,6 +387,11 @@ class SoapClient:
         self.calls[method] = self.calls.get(method, 0) + 1
 
         host = self.endpoint.host
+        status: int | None = None
+        payload: bytes | None = None
+        answer_headers: list[tuple[str, str]] = []
+        started = time.monotonic()
+        error: str | None = None
         try:
             with anyio.fail_after(self.call_timeout):
                 with translate_transport_errors(host, f"{info.wsdlName} call"):
@@ -386,11 +400,24 @@ class SoapClient:
                     ) as response:
                         self._remember_cookie(response)
                         status = response.status
+                        if self.wire_log is not None:
+                            answer_headers = list(response.headers.items())
                         payload = await response.read()
         except TimeoutError as exc:
+            error = f"no answer in {self.call_timeout:g} s"
             raise RequestTimeout(
                 f"{info.wsdlName} to {host} got no answer in {self.call_timeout:g} s", host=host
             ) from exc
+        except BaseException as exc:
+            error = str(exc) or type(exc).__name__
+            raise
+        finally:
+            if self.wire_log is not None:  # queued, never awaited: an interrupt loses nothing
+                self.wire_log.record(info.wsdlName, self.endpoint.url, headers, body,
+                                     status=status, answer_headers=answer_headers,
+                                     answer=payload, seconds=time.monotonic() - started,
+                                     error=error)
+        assert status is not None and payload is not None
 
         if status not in (200, 500):
             raise http_status_error(f"{info.wsdlName} to {host}", status, payload, host=host)
