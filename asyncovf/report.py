@@ -126,7 +126,8 @@ def _settings_record(settings: Any) -> dict[str, Any]:
             "max_per_datastore": settings.max_per_datastore,
             "job_retries": settings.job_retries, "upload_attempts": settings.upload_attempts,
             "parallel_disks": settings.parallel_disks, "spec_per_vm": settings.spec_per_vm,
-            "strategy": settings.strategy}
+            "strategy": settings.strategy, "error_window": settings.error_window,
+            "max_error_rate": settings.max_error_rate}
 
 
 def job_record(result: JobResult, origin: float) -> dict[str, Any]:
@@ -195,6 +196,8 @@ def build_report(runner: BatchRunner, info: RunInfo) -> dict[str, Any]:
                       "interval": runner.settings.ramp_interval}
                      if runner.settings.ramp else None),
             "concurrency_series": [[t, limit] for t, limit in runner.concurrency_series],
+            # Why the circuit breaker stopped the run (engine/breaker.py), if it did.
+            "breaker": getattr(getattr(runner, "breaker", None), "tripped", None),
             "tool": {"name": "asyncovf", "version": __version__},
             "command": ["asyncovf", *redact_argv(info.argv)],
             "vcenter": dict(about) if about is not None else None,

@@ -50,6 +50,19 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _error_rate_limit(text: str) -> float | None:
+    """``--max-error-rate``: a fraction (0.5) or a percentage (50%) under 1, or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text.rstrip("% ")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number, a percentage or off") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 0 and under 1 (100%)")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -23,6 +23,7 @@ from asyncovf.cli.exits import (
 from asyncovf.cli.groups import (
     RunFlags,
     _bandwidth,
+    _error_rate_limit,
     _non_negative_int,
     _positive_float,
     _positive_int,
@@ -167,6 +168,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="import every VM (default), or import one seed VM per group "
                                 "of identical VMs and clone the others from it (a batch "
                                 "entry's strategy: key wins)")
+    behaviour.add_argument("--max-error-rate", type=_error_rate_limit, default=0.5,
+                           metavar="RATE",
+                           help="stop taking new jobs once more than RATE of the last "
+                                "--error-window finished jobs failed, and exit 4 (default "
+                                "0.5, i.e. 50%%; off: never)")
+    behaviour.add_argument("--error-window", type=_positive_int, default=20, metavar="N",
+                           help="the finished jobs the circuit breaker looks at (default 20)")
     behaviour.add_argument("--dry-run", action="store_true",
                            help="resolve placement, check names and run CreateImportSpec; "
                                 "create nothing")
@@ -210,6 +218,8 @@ async def command(args: argparse.Namespace) -> int:
         ramp_interval=args.ramp_interval,
         spec_per_vm=args.spec_per_vm,
         strategy=args.strategy,
+        max_error_rate=args.max_error_rate,
+        error_window=args.error_window,
     )
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=args.max_descriptor_size,
@@ -269,6 +279,11 @@ async def command(args: argparse.Namespace) -> int:
         print(f"asyncovf: interrupted ({outcome.signal_name})", file=sys.stderr)
     if timed_out:
         print(f"asyncovf: run timeout: stopped after {args.timeout:g} s", file=sys.stderr)
+    tripped = batch.runner.breaker.tripped
+    if tripped is not None:
+        untried = sum(r.error_kind == "not started" for r in batch.results)
+        print(f"asyncovf: circuit breaker: {tripped}; took no new job "
+              f"({quantity(untried, 'job')} not started)", file=sys.stderr)
     missed = report_missed_thresholds(report, args.threshold)
     failed = [r for r in batch.results if r.status in (JobStatus.FAILED, JobStatus.ABORTED)]
     # Raised by the checks, an error is theirs (a wrong password, an untrusted
@@ -279,7 +294,7 @@ async def command(args: argparse.Namespace) -> int:
         r.status is JobStatus.IMPORTED for r in batch.results)
     return exit_status(interrupted=outcome.interrupted,
                        rejected=checks_refused or every_input_refused,
-                       threshold=missed,
+                       breaker=tripped is not None, threshold=missed,
                        failed=bool(failed) or timed_out or outcome.error is not None)
 
 

@@ -506,8 +506,19 @@ class RunSettings:
     strategy: str = "import"
     #: Whether jobs that do not say (``pull``) let the host fetch their disks (``--pull``).
     pull: bool = False
+    #: The circuit breaker (engine/breaker.py): stop taking new jobs once more than
+    #: ``max_error_rate`` of the last ``error_window`` finished jobs failed (None: never).
+    error_window: int = 20
+    max_error_rate: float | None = 0.5
+    #: The first pause after a burst of transient failures, in seconds (it doubles).
+    burst_pause: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.error_window < 1:
+            raise ValueError(f"error_window must be at least 1 job, not {self.error_window}")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate < 1:
+            raise ValueError("max_error_rate must be at least 0 and under 1, not "
+                             f"{self.max_error_rate:g}")
         if self.ramp:
             check_ramp(self.ramp)
             # The pool is sized (memory, chunk size, stream buffer) for its peak.

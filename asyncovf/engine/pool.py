@@ -24,6 +24,7 @@ from asyncovf.engine.batch import (
     UpdateCallback,
     run_job,
 )
+from asyncovf.engine.breaker import CircuitBreaker
 from asyncovf.engine.import_specs import ImportSpecCache
 from asyncovf.engine.limits import KeyedLimiter, TokenBucket, both
 from asyncovf.engine.mark_checks import MarkChecks
@@ -85,9 +86,13 @@ class BatchRunner(OnWorkerPool):
         self._marks: dict[int, MarkChecks] = {}
         #: Reads of pending finished-mark tasks, summed as workers leave.
         self.mark_checks = 0
+        #: Stops the feed once the run's jobs keep failing (``--max-error-rate``).
+        self.breaker = CircuitBreaker(window=settings.error_window,
+                                      max_error_rate=settings.max_error_rate,
+                                      pause_first=settings.burst_pause)
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
-                               before_logout=self._before_logout,
+                               before_logout=self._before_logout, admit=self.breaker.admit,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -163,6 +168,11 @@ class BatchRunner(OnWorkerPool):
                 result.status = JobStatus.FAILED
                 result.error = "not started: " + "; ".join(self.worker_errors[:3])
                 result.error_kind = "not started"
+            elif self.breaker.tripped is not None:
+                result.status = JobStatus.ABORTED
+                result.error = f"not started: the circuit breaker stopped the run: " \
+                               f"{self.breaker.tripped}"
+                result.error_kind = "not started"
             else:
                 result.status = JobStatus.ABORTED
                 result.error = "interrupted before it started"
@@ -187,6 +197,7 @@ class BatchRunner(OnWorkerPool):
         try:
             await run_job(session, result, self.packages.get(result.spec.source), context,
                           refusal=self.refusals.get(result.spec.index))
+            self.breaker.record(result)
         finally:
             if self.seeds is not None:
                 await self.seeds.leave(session, result.spec)

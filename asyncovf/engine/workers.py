@@ -98,6 +98,7 @@ class WorkerPool(Generic[Item]):
         interval: float = 30.0,
         name: str = "worker",
         before_logout: Callable[[VCenterSession], Awaitable[None]] | None = None,
+        admit: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         if not steps or steps[0] < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {list(steps)}")
@@ -111,6 +112,9 @@ class WorkerPool(Generic[Item]):
         #: Called with a worker's session when it takes no more items, before it logs
         #: out, on every path (the caller shields and bounds its own cleanup).
         self._before_logout = before_logout
+        #: Awaited before each item leaves the feed: False ends the feed (the items
+        #: not yet fed are settled NOT_STARTED); it may pause first.
+        self._admit = admit
         self._progress = [_Progress.WAITING] * len(self.items)
         self.sessions = SessionTally()
         #: Workers that could not log in; with no session at all, nothing was tried.
@@ -197,6 +201,8 @@ class WorkerPool(Generic[Item]):
         async with send:
             try:
                 for index in range(len(self.items)):
+                    if self._admit is not None and not await self._admit():
+                        return
                     try:
                         await send.send(index)
                     except anyio.BrokenResourceError:
