@@ -127,6 +127,15 @@ class Counters:
     #: Bytes the launcher fetched from pull sources (for an OVA member, the
     #: archive up to its end). What it wrote to the leases is in ``nfc_bytes``.
     pull_bytes: int = 0
+    #: The overload model (overload.go): SOAP calls refused with HTTP 503 past
+    #: ``overload_limit``, calls that waited, and the waits' total in ms.
+    overload_refused: int = 0
+    overload_delayed: int = 0
+    overload_wait_ms: float = 0.0
+    #: The most SOAP calls in flight at once since the reset (counted with the
+    #: model off too). A refused call counts for the moment it takes to refuse
+    #: it: calls refused past ``overload_limit`` L make it read L + 1.
+    calls_in_flight_peak: int = 0
 
     def calls(self, method: str) -> int:
         """Calls answered (or dropped)."""
@@ -167,6 +176,12 @@ class Behaviour:
     pull_supported: bool = True  # import leases support pull mode (pull.go)
     pull_delay_seconds: float = 0.0  # a pull task waits this long before it fetches
     api_version: str = ""  # the API version announced (about.go; empty: vcsim's 6.5)
+    #: The overload model (overload.go): SOAP calls in flight served without
+    #: waiting (0: the model is off), the wait per call in flight past them (ms),
+    #: and the most in flight before calls are refused with HTTP 503 (0: no limit).
+    overload_free_calls: int = 0
+    overload_ms_per_call: float = 40.0
+    overload_limit: int = 0
 
 
 @dataclass
@@ -230,7 +245,11 @@ class Vcsim:
                         pulls_succeeded=int(raw.get("pulls_succeeded") or 0),
                         pulls_failed=int(raw.get("pulls_failed") or 0),
                         pulls_cancelled=int(raw.get("pulls_cancelled") or 0),
-                        pull_bytes=int(raw.get("pull_bytes") or 0))
+                        pull_bytes=int(raw.get("pull_bytes") or 0),
+                        overload_refused=int(raw.get("overload_refused") or 0),
+                        overload_delayed=int(raw.get("overload_delayed") or 0),
+                        overload_wait_ms=float(raw.get("overload_wait_ms") or 0),
+                        calls_in_flight_peak=int(raw.get("calls_in_flight_peak") or 0))
 
     def reset_counters(self) -> None:
         """Zero the counters, clear every fault rule and restore the default behaviour."""
@@ -243,7 +262,9 @@ class Vcsim:
                clone_leaves_vm: bool | None = None,
                nfc_total_mib_s: float | None = None, pull_supported: bool | None = None,
                pull_delay_seconds: float | None = None,
-               api_version: str | None = None) -> Behaviour:
+               api_version: str | None = None, overload_free_calls: int | None = None,
+               overload_ms_per_call: float | None = None,
+               overload_limit: int | None = None) -> Behaviour:
         """Change what the launcher does as vCenter does (the fields given; see vcenter.go).
 
         By default it deletes the VM of an aborted or timed-out import, times out
@@ -271,6 +292,16 @@ class Vcsim:
 
         ``api_version`` (default empty: vcsim's 6.5) is the about.apiVersion the
         sessions that log in afterwards are told (about.go): pull mode is 6.7's.
+
+        An overloaded vCenter (overload.go): with n SOAP calls in flight (POST
+        /sdk, the call itself included; NFC uploads and the harness's own
+        requests do not count), each call waits ``overload_ms_per_call`` (default
+        40) × max(0, n − ``overload_free_calls``) ms before it is served, and is
+        refused with HTTP 503 without being served when n > ``overload_limit``
+        (default 0: no hard limit). ``overload_free_calls`` 0 (the default) turns
+        the model off, refusals included. A reset or shutdown ends the waits.
+        Counters: ``overload_refused``, ``overload_delayed``, ``overload_wait_ms``,
+        ``calls_in_flight_peak`` (counted with the model off too).
         """
         changes = {key: value for key, value in (
             ("delete_on_abort", delete_on_abort), ("lease_timeout_seconds", lease_timeout_seconds),
@@ -278,7 +309,8 @@ class Vcsim:
             ("delete_before_answer", delete_before_answer), ("clone_seconds", clone_seconds),
             ("clone_leaves_vm", clone_leaves_vm), ("nfc_total_mib_s", nfc_total_mib_s),
             ("pull_supported", pull_supported), ("pull_delay_seconds", pull_delay_seconds),
-            ("api_version", api_version),
+            ("api_version", api_version), ("overload_free_calls", overload_free_calls),
+            ("overload_ms_per_call", overload_ms_per_call), ("overload_limit", overload_limit),
         ) if value is not None}
         raw = json.loads(self._request("/_harness/behaviour", method="POST",
                                        body=json.dumps(changes).encode()))

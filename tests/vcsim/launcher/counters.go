@@ -48,6 +48,9 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 		"pulls_succeeded": h.pulls.succeeded, "pulls_failed": h.pulls.failed,
 		"pulls_cancelled": h.pulls.cancelled, "pull_bytes": h.pulls.bytes,
 	}
+	for key, value := range h.overloadCounters() { // overload.go
+		snapshot[key] = value
+	}
 	data, err := json.Marshal(snapshot)
 	h.mu.Unlock()
 	if err != nil {
@@ -58,8 +61,8 @@ func (h *harness) serveCounters(w http.ResponseWriter) {
 	_, _ = w.Write(data)
 }
 
-// resetMoreLocked zeroes the counters of clones.go and intake.go; the caller
-// holds h.mu.
+// resetMoreLocked zeroes the counters of clones.go, intake.go, pull.go and
+// overload.go; the caller holds h.mu.
 func (h *harness) resetMoreLocked() {
 	tasks := h.clones.tasks
 	if tasks == nil {
@@ -68,4 +71,5 @@ func (h *harness) resetMoreLocked() {
 	h.clones = cloneState{tasks: tasks}
 	h.intake = intakeState{}
 	h.resetPullsLocked() // pull.go
+	h.resetOverloadLocked()
 }

@@ -161,6 +161,8 @@ type harness struct {
 	clones cloneState  // clones.go
 	intake intakeState // intake.go
 	pulls  pullState   // pull.go
+
+	overload overloadState // overload.go
 }
 
 // shutdown is closed on SIGTERM: injected stalls and throttles end at once,
@@ -467,6 +469,10 @@ func (h *harness) wrap(next http.Handler) http.Handler {
 			if method != "" {
 				h.note(method, func(c *methodCount) { c.Started++ })
 			}
+			if h.overloadAdmit(method, w) { // overload.go: waits, or 503
+				return
+			}
+			defer h.overloadDone()
 			rule := h.soapFault(method, body)
 			if rule != nil {
 				if rule.DelayMs > 0 && !rule.DelayAfterCall {
@@ -701,6 +707,7 @@ func main() {
 	cloneFlags(&defaults)
 	intakeFlags(&defaults)
 	aboutFlags(&defaults)
+	overloadFlags(&defaults)
 	pullFlags()
 	flag.Parse()
 

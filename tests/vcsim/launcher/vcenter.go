@@ -16,6 +16,7 @@ package main
 //     answers them in vAppConfig, not extraConfig (importspec.go);
 //   - (a test's stand-in for a shared link) NFC uploads are capped in total
 //     (intake.go);
+//   - under load it slows down, then refuses calls with HTTP 503 (overload.go);
 //   - ImportVApp refuses a name its folder holds with DuplicateName
 //     (names.go; always on: nothing depends on vcsim's second VM).
 //
@@ -58,6 +59,12 @@ type behaviour struct {
 	NfcTotalMiBs float64 `json:"nfc_total_mib_s"`
 	// the API version RetrieveServiceContent announces (empty: vcsim's 6.5); about.go
 	APIVersion string `json:"api_version"`
+	// overload.go: SOAP calls in flight served without waiting (0: the model is
+	// off), the wait in ms per call in flight past them, and the most in flight
+	// before calls are refused with HTTP 503 (0: no hard limit)
+	OverloadFreeCalls int     `json:"overload_free_calls"`
+	OverloadMsPerCall float64 `json:"overload_ms_per_call"`
+	OverloadLimit     int     `json:"overload_limit"`
 }
 
 var (
