@@ -61,7 +61,7 @@ from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.lease import LeaseGuard
 from asyncovf.vsphere.nfc import UploadTarget, check_device_host
 from asyncovf.vsphere.removal import find_vm, remove_leftover_bounded, remove_vm_bounded
-from asyncovf.vsphere.session import VCenterSession
+from asyncovf.vsphere.session import VCenterSession, refused
 from asyncovf.vsphere.soap import describe_fault
 
 log = logging.getLogger(__name__)
@@ -383,7 +383,9 @@ async def _import_vapp(session: VCenterSession, placement: Placement, spec_resul
         # No answer (not a fault): vCenter may have created a lease we never learned.
         # A fault created nothing: vCenter is as it was (a stale MOR can be retried
         # after a refresh, a taken name is the input's fault).
-        state.import_unanswered = state.touched_vcenter = not isinstance(exc, VCenterError)
+        # Turned away unserved (HTTP 503, after its retries) is no more than a fault.
+        state.import_unanswered = state.touched_vcenter = not (
+            isinstance(exc, VCenterError) or refused(exc))
         raise
     return lease
 

@@ -26,7 +26,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from asyncovf.errors import RetryScope, TaskError, VCenterError, retryable
+from asyncovf.errors import RetryScope, TaskError, TransportError, VCenterError, retryable
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup, current_budget
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.soap import SoapClient, describe_fault
@@ -62,6 +62,17 @@ LOGOUT_TIMEOUT: Final = 10.0
 #: the end of the session, so a resent call would leak one; and anything that
 #: creates, destroys or changes (Login, ImportVApp, CreateFolder, Destroy,
 #: DestroyView, PowerOff, Complete, ...).
+def refused(error: BaseException) -> bool:
+    """vCenter, or what stands in front of it, turned the call away unserved (HTTP 503:
+    overloaded, or at its session limit): it happened nowhere, so any call, even
+    ImportVApp or Logout, may be sent again."""
+    return isinstance(error, TransportError) and error.status == 503
+
+
+def _call_retryable(error: BaseException) -> bool:
+    return retryable(error, RetryScope.CALL)
+
+
 IDEMPOTENT_METHODS: Final = frozenset({
     "RetrieveContent", "RetrievePropertiesEx", "FindChild", "FindByInventoryPath",
     "CreateImportSpec", "Progress", "Abort",
@@ -164,14 +175,29 @@ class VCenterSession:
             await self.client.aclose()
 
     async def _log_out(self) -> None:
-        """Logout if logged in: bounded, shielded from cancellation, never raising."""
+        """Logout if logged in: bounded, shielded from cancellation, never raising.
+
+        A Logout an overloaded vCenter turns away (HTTP 503) is sent again,
+        backing off, within the bound: a session left open is one vCenter
+        carries until it times out, and counts against its session limit.
+        """
         if not self._logged_in:
             return
         self._logged_in = False
         # A failed goodbye must not mask the real error: recorded and logged only.
         with bounded_cleanup(f"logout from {self.endpoint.host}", timeout=LOGOUT_TIMEOUT,
                              stage=Stage.LOGOUT):
-            await self.client.invoke(self._content.sessionManager, "Logout")
+            delay = self.retry.initial_wait
+            while True:
+                try:
+                    await self.client.invoke(self._content.sessionManager, "Logout")
+                    return
+                except Exception as exc:
+                    if not refused(exc):
+                        raise
+                    self._note_refused("Logout", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.retry.max_wait)
 
     # -- accessors ---------------------------------------------------------------
 
@@ -235,13 +261,21 @@ class VCenterSession:
                 return await call()
 
         if method not in IDEMPOTENT_METHODS:
-            # One attempt: what tenacity would do with stop_after_attempt(1) and
-            # reraise=True (run once, re-raise as it is), without its machinery.
-            return await attempt_call()
+            # One attempt, unless it was turned away unserved (HTTP 503): then it
+            # happened nowhere and may be sent again, whatever it does.
+            try:
+                return await attempt_call()
+            except Exception as exc:
+                if not refused(exc) or self.retry.attempts < 2:
+                    raise
+                self._note_refused(method, exc)
+            attempts, may_retry = self.retry.attempts - 1, refused
+        else:
+            attempts, may_retry = self.retry.attempts, _call_retryable
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts),
+            stop=stop_after_attempt(attempts),
             wait=backoff(self.retry.initial_wait, self.retry.max_wait),
-            retry=retry_if_exception(lambda error: retryable(error, RetryScope.CALL)),
+            retry=retry_if_exception(may_retry),
             before_sleep=lambda state: self._note_retry(method, state),
             reraise=True,
         )
@@ -268,6 +302,10 @@ class VCenterSession:
         await self._login()
         self._logged_in = True
         self.renewals += 1
+
+    def _note_refused(self, method: str, error: Exception) -> None:
+        self.retries += 1
+        log.warning("%s to %s refused (%s); sending it again", method, self.endpoint.host, error)
 
     def _note_retry(self, method: str, state: RetryCallState) -> None:
         self.retries += 1
@@ -472,4 +510,4 @@ class SessionTally:
 
 
 __all__ = ["IDEMPOTENT_METHODS", "LOGOUT_TIMEOUT", "RetryPolicy", "SessionTally",
-           "VCenterSession", "backoff", "log_in_shielded"]
+           "VCenterSession", "backoff", "log_in_shielded", "refused"]
