@@ -126,7 +126,8 @@ def _settings_record(settings: Any) -> dict[str, Any]:
             "max_per_datastore": settings.max_per_datastore,
             "job_retries": settings.job_retries, "upload_attempts": settings.upload_attempts,
             "parallel_disks": settings.parallel_disks, "spec_per_vm": settings.spec_per_vm,
-            "strategy": settings.strategy, "error_window": settings.error_window,
+            "strategy": settings.strategy, "adaptive": settings.adaptive,
+            "error_window": settings.error_window,
             "max_error_rate": settings.max_error_rate}
 
 

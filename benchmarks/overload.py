@@ -27,19 +27,23 @@ from typing import Any
 import anyio
 
 from asyncovf import ConnectionSettings, JobStatus, RunSettings, run_batch
+from asyncovf.engine.adaptive import parse_concurrency
 from benchmarks.orchestration import plan_for
 from tests.factory import DiskSpec, build_package
 from tests.vcsim.harness import Vcsim, running_vcsim
 
 
-def tolerant_run(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> dict[str, Any]:
-    """``count`` imports at ``concurrency``, in-process; failed jobs counted, not asserted."""
+def tolerant_run(vcsim: Vcsim, source: Path, count: int, concurrency: str) -> dict[str, Any]:
+    """``count`` imports at ``concurrency`` (``N`` or ``auto[:MAX]``), in-process; failed
+    jobs counted, not asserted."""
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
-    plan = plan_for(source, f"o{concurrency}", count)
+    workers, adaptive = parse_concurrency(concurrency)
+    plan = plan_for(source, f"o{concurrency.replace(':', '')}", count)
     vcsim.reset_counters()  # zeroes the counters; the flags' overload model stays
     started = time.perf_counter()
-    results = anyio.run(run_batch, connection, plan, RunSettings(concurrency=concurrency))
+    results = anyio.run(run_batch, connection, plan,
+                        RunSettings(concurrency=workers, adaptive=adaptive is not None))
     elapsed = time.perf_counter() - started
     counters = vcsim.counters()
     statuses = Counter(r.status.value for r in results)
@@ -65,6 +69,7 @@ def tolerant_run(vcsim: Vcsim, source: Path, count: int, concurrency: int) -> di
         "calls_delayed": counters.overload_delayed,
         "wait_ms_total": round(counters.overload_wait_ms),
         "peak_calls_in_flight": counters.calls_in_flight_peak,
+        "sessions_peak": counters.sessions_peak,
         "logins_refused": counters.logins_refused,
         "login_ok": counters.ok("Login"),
         "logout_ok": counters.ok("Logout"),
@@ -77,7 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=120)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16, 64])
+    parser.add_argument("--concurrency", nargs="+",
+                        default=["4", "8", "16", "32", "64", "auto:64"],
+                        help="each N or auto[:MAX] (--concurrency auto)")
     parser.add_argument("--free-calls", type=int, default=6,
                         help="SOAP calls in flight served without waiting (C)")
     parser.add_argument("--ms-per-call", type=float, default=40.0,
@@ -105,11 +112,20 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print()
-    print("| concurrency | imports/s | failed jobs | calls refused (503) | peak calls in flight |")
-    print("|---|---|---|---|---|")
+    print("| concurrency | imports/s | failed jobs | calls refused (503) | peak calls in flight "
+          "| sessions at peak |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['concurrency']} | {row['imports_per_s']} | {row['failed']} | "
-              f"{row['calls_refused_503']} | {row['peak_calls_in_flight']} |")
+              f"{row['calls_refused_503']} | {row['peak_calls_in_flight']} | "
+              f"{row['sessions_peak']} |")
+    fixed = [row for row in rows if not str(row["concurrency"]).startswith("auto")]
+    for row in rows:
+        if str(row["concurrency"]).startswith("auto") and fixed:
+            best = max(fixed, key=lambda r: r["imports_per_s"])
+            print(f"\n{row['concurrency']}: {row['imports_per_s'] / best['imports_per_s']:.0%} "
+                  f"of the best fixed concurrency ({best['concurrency']}: "
+                  f"{best['imports_per_s']} imports/s)")
 
 
 if __name__ == "__main__":

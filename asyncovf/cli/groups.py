@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from asyncovf.cli.prompt import terminal_password_prompt
+from asyncovf.engine.adaptive import parse_concurrency
 from asyncovf.engine.limits import parse_bandwidth, parse_size
 from asyncovf.engine.options import (
     OPTIONS,
@@ -61,6 +62,14 @@ def _error_rate_limit(text: str) -> float | None:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be at least 0 and under 1 (100%)")
     return value
+
+
+def _concurrency(text: str) -> tuple[int, int | None]:
+    """``--concurrency``: ``N``, or ``auto[:MAX]`` (engine/adaptive.py)."""
+    try:
+        return parse_concurrency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:

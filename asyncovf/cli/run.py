@@ -23,6 +23,7 @@ from asyncovf.cli.exits import (
 from asyncovf.cli.groups import (
     RunFlags,
     _bandwidth,
+    _concurrency,
     _error_rate_limit,
     _non_negative_int,
     _positive_float,
@@ -48,7 +49,7 @@ from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import STRATEGIES, RunSettings
 from asyncovf.engine.plan import BatchPlan, load_batch, parse_shard
 from asyncovf.engine.run import BatchRun, open_sources
-from asyncovf.errors import AsyncOvfError, InputError
+from asyncovf.errors import AsyncOvfError, InputError, UsageError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.ovf.package import Package
 from asyncovf.printable import printable
@@ -129,8 +130,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("batch", help="batch file (.yaml/.yml, or .csv with one VM per row)")
     add_connection_options(parser)
     pool = parser.add_argument_group("pool")
-    pool.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
-                      help="workers, each with its own session (default 8)")
+    pool.add_argument("--concurrency", type=_concurrency, default=(8, None),
+                      metavar="N|auto[:MAX]",
+                      help="workers, each with its own session (default 8); auto: start "
+                           "low and follow what vCenter can take, up to MAX (default 64)")
     pool.add_argument("--ramp", type=_ramp, metavar="SCHEDULE",
                       help="load test: grow the workers over the run, e.g. 4:64 (doubling), "
                            "4:64:4 (linear) or 4,8,16,64; overrides --concurrency")
@@ -191,6 +194,10 @@ async def command(args: argparse.Namespace) -> int:
     try:
         # Before the file is read: a pod that cannot tell its shard says so at once.
         sharding = shard_option(args.shard) if args.shard else None
+        concurrency, adaptive = args.concurrency
+        if adaptive is not None and args.ramp:
+            raise UsageError("--concurrency auto and --ramp exclude each other: auto finds "
+                             "the concurrency itself, a ramp prescribes it")
         # Checked now and then, so that Ctrl-C stops a large file's validation.
         plan = await anyio.to_thread.run_sync(partial(
             load_batch, args.batch, checkpoint=anyio.from_thread.check_cancelled))
@@ -207,7 +214,7 @@ async def command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     settings = replace(
-        run_settings(args, concurrency=args.concurrency),
+        run_settings(args, concurrency=concurrency),
         max_per_host=args.max_per_host,
         max_per_datastore=args.max_per_datastore,
         bandwidth=args.bandwidth,
@@ -216,6 +223,7 @@ async def command(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         ramp=args.ramp or (),
         ramp_interval=args.ramp_interval,
+        adaptive=adaptive is not None,
         spec_per_vm=args.spec_per_vm,
         strategy=args.strategy,
         max_error_rate=args.max_error_rate,

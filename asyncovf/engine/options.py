@@ -512,6 +512,9 @@ class RunSettings:
     max_error_rate: float | None = 0.5
     #: The first pause after a burst of transient failures, in seconds (it doubles).
     burst_pause: float = 2.0
+    #: ``--concurrency auto``: the workers follow what vCenter can take, up to
+    #: ``concurrency`` (engine/adaptive.py). Not with a ramp.
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.error_window < 1:
@@ -519,6 +522,8 @@ class RunSettings:
         if self.max_error_rate is not None and not 0 <= self.max_error_rate < 1:
             raise ValueError("max_error_rate must be at least 0 and under 1, not "
                              f"{self.max_error_rate:g}")
+        if self.adaptive and self.ramp:
+            raise ValueError("adaptive concurrency and a ramp exclude each other")
         if self.ramp:
             check_ramp(self.ramp)
             # The pool is sized (memory, chunk size, stream buffer) for its peak.

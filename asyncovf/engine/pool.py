@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 
+from asyncovf.engine.adaptive import AdaptiveLimit
 from asyncovf.engine.batch import (
     JobContext,
     JobResult,
@@ -90,9 +91,12 @@ class BatchRunner(OnWorkerPool):
         self.breaker = CircuitBreaker(window=settings.error_window,
                                       max_error_rate=settings.max_error_rate,
                                       pause_first=settings.burst_pause)
+        #: ``--concurrency auto``: the limit the workers follow (None: fixed or a ramp).
+        self.limiter = AdaptiveLimit(settings.concurrency) if settings.adaptive else None
         self.pool = WorkerPool(self.results, new_session=self._new_session,
                                handle=self._run_job, settle=self._settle,
                                before_logout=self._before_logout, admit=self.breaker.admit,
+                               limiter=self.limiter,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -155,7 +159,10 @@ class BatchRunner(OnWorkerPool):
     # -- the pool's callbacks -------------------------------------------------------------------
 
     def _new_session(self) -> VCenterSession:
-        return VCenterSession(self.connection, retry=self.settings.soap_retry)
+        session = VCenterSession(self.connection, retry=self.settings.soap_retry)
+        if self.limiter is not None:
+            session.client.observer = self.limiter.observe
+        return session
 
     def _settle(self, result: JobResult, why: Unfinished) -> None:
         """A job the run ended without: failed if no worker could log in, else aborted."""

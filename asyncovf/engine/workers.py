@@ -22,6 +22,10 @@ A ramp (``steps`` with more than one entry) starts ``steps[0]`` workers and
 adds workers up to the next step every ``interval`` seconds, so each new worker
 logs in when its step comes; it ends early once every item is in a worker's
 hands, since later steps would only log in and out.
+
+An adaptive limit (``limiter``, :mod:`asyncovf.engine.adaptive`) moves the
+number of workers both ways: every tick the pool asks it for the limit, starts
+workers up to it, and a worker over it retires after its item and logs out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from asyncovf.engine.adaptive import TICK, AdaptiveLimit
 from asyncovf.vsphere.session import SessionTally, VCenterSession
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,7 @@ class WorkerPool(Generic[Item]):
         name: str = "worker",
         before_logout: Callable[[VCenterSession], Awaitable[None]] | None = None,
         admit: Callable[[], Awaitable[bool]] | None = None,
+        limiter: AdaptiveLimit | None = None,
     ) -> None:
         if not steps or steps[0] < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {list(steps)}")
@@ -115,6 +121,10 @@ class WorkerPool(Generic[Item]):
         #: Awaited before each item leaves the feed: False ends the feed (the items
         #: not yet fed are settled NOT_STARTED); it may pause first.
         self._admit = admit
+        self._limiter = limiter
+        #: Workers started so far (their numbers), and those not yet gone.
+        self._started_workers = 0
+        self._live = 0
         self._progress = [_Progress.WAITING] * len(self.items)
         self.sessions = SessionTally()
         #: Workers that could not log in; with no session at all, nothing was tried.
@@ -168,8 +178,12 @@ class WorkerPool(Generic[Item]):
             async with anyio.create_task_group() as group:
                 group.start_soon(self._feed, send, name=f"{self.name} feed")
                 async with receive:
-                    self._add_workers(group, receive, self.steps[0])
-                    if len(self.steps) > 1:
+                    first = self._limiter.limit if self._limiter else self.steps[0]
+                    self._add_workers(group, receive, first)
+                    if self._limiter is not None:
+                        group.start_soon(self._adapt, group, receive.clone(),
+                                         name=f"{self.name} limit")
+                    elif len(self.steps) > 1:
                         group.start_soon(self._ramp, group, receive.clone(), self.steps[1:],
                                          name=f"{self.name} ramp")
         finally:
@@ -178,11 +192,31 @@ class WorkerPool(Generic[Item]):
 
     def _add_workers(self, group: TaskGroup, feed: MemoryObjectReceiveStream[int],
                      limit: int) -> None:
-        """Start workers up to ``limit`` (never more than there are items)."""
-        started = self.concurrency_series[-1][1] if self.concurrency_series else 0
+        """Start workers up to ``limit`` live ones (never more than there are items)."""
         self.concurrency_series.append((round(time.monotonic() - self.started, 6), limit))
-        for number in range(started + 1, min(limit, max(1, len(self.items))) + 1):
+        for _ in range(min(limit, max(1, len(self.items))) - self._live):
+            self._started_workers += 1
+            self._live += 1
+            number = self._started_workers
             group.start_soon(self._worker, number, feed.clone(), name=f"{self.name} {number}")
+
+    async def _adapt(self, group: TaskGroup, feed: MemoryObjectReceiveStream[int]) -> None:
+        """Every tick, the limiter's limit: workers started up to it (those over it
+        retire in :meth:`_worker`), each change in the concurrency series."""
+        assert self._fed is not None and self._limiter is not None
+        async with feed:
+            while True:
+                with anyio.move_on_after(TICK):
+                    await self._fed.wait()
+                if self._fed.is_set():
+                    return
+                before = self.concurrency_series[-1][1]
+                limit = self._limiter.tick()
+                if limit > self._live:
+                    self._add_workers(group, feed, limit)
+                elif limit != before:
+                    self.concurrency_series.append(
+                        (round(time.monotonic() - self.started, 6), limit))
 
     async def _ramp(self, group: TaskGroup, feed: MemoryObjectReceiveStream[int],
                     steps: tuple[int, ...]) -> None:
@@ -216,15 +250,23 @@ class WorkerPool(Generic[Item]):
             try:
                 await self.sessions.log_in(session)
             except Exception as exc:
+                self._live -= 1
                 self.login_errors.append(LoginFailure(number, exc))
                 log.error("%s %d cannot log in: %s", self.name, number, exc)
                 return
+            retired = False
             try:
-                async for index in feed:
+                while not (retired := self._over_limit()):
+                    try:
+                        index = await feed.receive()
+                    except anyio.EndOfStream:
+                        break
                     self._progress[index] = _Progress.IN_HAND
                     await self._handle(session, self.items[index], number)
                     self._progress[index] = _Progress.DONE
             finally:
+                if not retired:
+                    self._live -= 1
                 try:
                     if self._before_logout is not None:
                         await self._before_logout(session)
@@ -234,6 +276,15 @@ class WorkerPool(Generic[Item]):
                 self.relogins += session.relogins
                 self.sessions_renewed += session.renewals
                 self.soap_retries += session.retries
+
+    def _over_limit(self) -> bool:
+        """This worker is one too many for the adaptive limit: it retires (and counts
+        itself out at once, so the next worker to ask stays)."""
+        if self._limiter is None or self._live <= self._limiter.limit:
+            return False
+        self._live -= 1
+        log.info("%s: a worker retires (the limit is %d)", self.name, self._limiter.limit)
+        return True
 
     def _settle_unfinished(self) -> None:
         for item, progress in zip(self.items, self._progress, strict=True):

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -260,6 +260,9 @@ class SoapClient:
         self.endpoint = endpoint
         #: Every call's request and answer, redacted (``--wire-log``); None: off.
         self.wire_log = wire_log
+        #: Told of every call: seconds to its answer, and whether it was an overload
+        #: signal (:func:`overload_signal`); ``--concurrency auto`` listens.
+        self.observer: Callable[[float, bool], None] | None = None
         self.call_timeout = call_timeout
         self._connections = connections
         self._stub = _NoSyncStub(url=endpoint.url, version=BOOTSTRAP_VERSION)
@@ -392,6 +395,7 @@ class SoapClient:
         answer_headers: list[tuple[str, str]] = []
         started = time.monotonic()
         error: str | None = None
+        overloaded = False
         try:
             with anyio.fail_after(self.call_timeout):
                 with translate_transport_errors(host, f"{info.wsdlName} call"):
@@ -404,7 +408,7 @@ class SoapClient:
                             answer_headers = list(response.headers.items())
                         payload = await response.read()
         except TimeoutError as exc:
-            error = f"no answer in {self.call_timeout:g} s"
+            error, overloaded = f"no answer in {self.call_timeout:g} s", True
             raise RequestTimeout(
                 f"{info.wsdlName} to {host} got no answer in {self.call_timeout:g} s", host=host
             ) from exc
@@ -412,6 +416,8 @@ class SoapClient:
             error = str(exc) or type(exc).__name__
             raise
         finally:
+            if self.observer is not None and (status is not None or overloaded):
+                self.observer(time.monotonic() - started, overloaded or status == 503)
             if self.wire_log is not None:  # queued, never awaited: an interrupt loses nothing
                 self.wire_log.record(info.wsdlName, self.endpoint.url, headers, body,
                                      status=status, answer_headers=answer_headers,
@@ -430,6 +436,9 @@ class SoapClient:
                 f"{info.wsdlName} to {host}: unreadable answer (HTTP {status}): {exc}", host=host
             ) from exc
         if status == 500 or isinstance(result, vmodl.MethodFault):
+            if (self.observer is not None
+                    and type(result).__name__.rsplit(".", 1)[-1] in OVERLOAD_FAULTS):
+                self.observer(0.0, True)  # vCenter too busy for it now: one more signal
             raise fault_error(result, info.wsdlName) from (
                 result if isinstance(result, BaseException) else None
             )
@@ -444,6 +453,9 @@ class SoapClient:
             if morsel is not None:
                 self._session_cookie = morsel.value
 
+
+#: vCenter's faults that say "too busy for this now": overload signals, like HTTP 503.
+OVERLOAD_FAULTS: Final = frozenset({"NotAllowedInCurrentState", "TaskInProgress"})
 
 #: What an HTTP status that is not SOAP's usually means, said in the error.
 _STATUS_MEANING: Final = {
