@@ -9,12 +9,13 @@ Netflix's concurrency-limits and Envoy's adaptive concurrency):
   overload signal: HTTP 503 (a session or a call refused), a SOAP timeout, or
   NotAllowedInCurrentState / TaskInProgress (``vsphere.soap.OVERLOAD_FAULTS``);
 * every :data:`TICK` the limiter looks at what came in: any overload signal,
-  or answers whose median is past :data:`LATENCY_BOUND` times the baseline
-  (the best median seen), cut the limit by :data:`DECREASE`; answers near the
-  baseline (within :data:`NEAR_BOUND` of it) raise it, up to the maximum:
-  doubling until the first cut (a slow start, as TCP's: a run of a few
-  minutes must not spend them climbing), by one after it; in between, it
-  holds;
+  or answers whose slow tail (the 90th percentile) is past
+  :data:`LATENCY_BOUND` times the baseline (the best tail seen), cut the limit
+  by :data:`DECREASE`; answers near the
+  baseline (within :data:`NEAR_BOUND` of it) raise it by one, up to the
+  maximum (every tick until the first cut, so a short run does not spend
+  itself climbing; by one not by a multiple, since an overshoot into a
+  vCenter's refusals costs more than the climb); in between, it holds;
 * a change waits :data:`HOLD` after the last (hysteresis), so workers do not
   log in and out on every tick.
 
@@ -27,7 +28,6 @@ session for its whole life. The limit over time is the report's
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -68,7 +68,7 @@ class AdaptiveLimit:
     _overloads: int = 0
     #: Overload signals seen over the run, for the report and tests.
     overloads: int = 0
-    #: Still doubling: no overload signal yet.
+    #: No cut yet: the limit may rise every tick, not every :data:`HOLD`.
     slow_start: bool = True
     _cut: bool = False  # the last change was a cut
 
@@ -90,7 +90,9 @@ class AdaptiveLimit:
         now = time.monotonic() if now is None else now
         overloads, latencies = self._overloads, self._latencies
         self._overloads, self._latencies = 0, []
-        median = statistics.median(latencies) if latencies else None
+        # The slow tail, not the middle: a queue in front of vCenter delays the
+        # calls that find it full first, while the median can still look idle.
+        median = _tail(latencies) if latencies else None
         if median is not None and (self.baseline is None or median < self.baseline):
             self.baseline = median
         hold = CUT_HOLD if self._cut else TICK if self.slow_start else HOLD
@@ -104,7 +106,7 @@ class AdaptiveLimit:
             self.slow_start = False
         elif median is not None and self.baseline is not None and median <= max(
                 self.baseline * NEAR_BOUND, self.baseline + NEAR_FLOOR):
-            wanted = min(self.maximum, self.limit * 2 if self.slow_start else self.limit + 1)
+            wanted = min(self.maximum, self.limit + 1)
         else:
             wanted = self.limit  # slower than the baseline but not overloaded, or no answer
         if wanted != self.limit:
@@ -114,6 +116,12 @@ class AdaptiveLimit:
                      f"{self.baseline * 1000:.0f} ms" if self.baseline is not None else "-")
             self.limit, self.changed, self._cut = wanted, now, cut
         return self.limit
+
+
+def _tail(latencies: list[float]) -> float:
+    """The 90th percentile of the latencies (their largest, when there are few)."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
 
 
 def parse_concurrency(text: str) -> tuple[int, int | None]:

@@ -24,11 +24,11 @@ def fed(limit: AdaptiveLimit, seconds: float, *, calls: int = 5, overloads: int 
         limit.observe(0.0, True)
 
 
-def test_it_starts_low_and_doubles_while_answers_stay_near_the_baseline() -> None:
+def test_it_starts_low_and_grows_every_tick_while_answers_stay_near_the_baseline() -> None:
     limit = AdaptiveLimit(64, changed=0.0)
-    assert limit.limit == START
+    assert limit.limit == START == 4
     now = 0.0
-    for expected in (START * 2, START * 4, START * 8):
+    for expected in (5, 6, 7, 8):
         now += TICK
         fed(limit, BASE)
         assert limit.tick(now) == expected
@@ -37,15 +37,18 @@ def test_it_starts_low_and_doubles_while_answers_stay_near_the_baseline() -> Non
 def test_an_overload_signal_halves_it_then_it_climbs_by_one_after_a_longer_hold() -> None:
     limit = AdaptiveLimit(64, limit=16, changed=0.0)
     fed(limit, BASE)
-    assert limit.tick(HOLD) == 32  # slow start
+    assert limit.tick(TICK) == 17  # no cut yet: a tick is enough
     fed(limit, BASE, overloads=1)  # a 503, a timeout, TaskInProgress
-    assert limit.tick(HOLD * 2) == 16 and not limit.slow_start
+    assert limit.tick(TICK * 2) == 8 and not limit.slow_start
     fed(limit, BASE, overloads=3)  # the old limit's workers, still finishing
-    assert limit.tick(HOLD * 2 + CUT_HOLD / 2) == 16
+    assert limit.tick(TICK * 2 + CUT_HOLD / 2) == 8
     fed(limit, BASE)
-    assert limit.tick(HOLD * 2 + CUT_HOLD) == 17
+    assert limit.tick(TICK * 2 + CUT_HOLD) == 9
     fed(limit, BASE)
-    assert limit.tick(HOLD * 3 + CUT_HOLD) == 18
+    assert limit.tick(TICK * 3 + CUT_HOLD) == 9  # a tick is no longer enough
+    assert limit.tick(TICK * 2 + CUT_HOLD + HOLD) == 9  # nothing answered since
+    fed(limit, BASE)
+    assert limit.tick(TICK * 2 + CUT_HOLD + HOLD) == 10
     assert limit.overloads == 4
 
 
