@@ -10,7 +10,7 @@ nothing is timed: the launcher's counters say what it did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,27 +20,13 @@ import pytest
 from asyncovf.errors import TransportError
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import RetryPolicy, VCenterSession
-from tests.vcsim.harness import Counters, Vcsim
+from tests.integration.test_launcher_clones import counters, counters_when
+from tests.vcsim.harness import Vcsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 CALLS = 6  # calls sent at once
 HOLD_MS = 2000  # each is held this long by a delay rule, so that they all overlap
-
-
-async def counters(vcsim: Vcsim) -> Counters:
-    return await anyio.to_thread.run_sync(vcsim.counters)
-
-
-async def counters_when(vcsim: Vcsim, holds: Callable[[Counters], bool],
-                        bound: float = 30.0) -> Counters:
-    """The launcher's counters once ``holds`` is true of them (polled, up to ``bound`` s)."""
-    with anyio.fail_after(bound):
-        while True:
-            snapshot = await counters(vcsim)
-            if holds(snapshot):
-                return snapshot
-            await anyio.sleep(0.05)
 
 
 @asynccontextmanager
