@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from asyncovf.engine.batch import JobStatus
+from asyncovf.engine.cleaner import Cleaner, list_by_prefix
 from asyncovf.engine.options import RunSettings
 from tests.faults.support import FaultRun, run_batch, run_cli, write_batch
 
@@ -32,6 +33,12 @@ async def test_auto_imports_a_400_vm_batch_through_an_overloaded_vcenter(
     assert limits[0] == 4 and max(limits) <= 64 and len(limits) > 1
     assert runner.limiter is not None
     await fault_run.check_invariants(runner)
+    # 400 VMs would slow every later test's inventory load on the shared simulator.
+    await fault_run.behave(overload_free_calls=0)
+    cleaner = Cleaner(fault_run.connection,
+                      await list_by_prefix(fault_run.connection, fault_run.prefix))
+    await cleaner.run()
+    assert len(cleaner.results) == 400
 
 
 async def test_a_ramp_and_auto_exclude_each_other() -> None:
