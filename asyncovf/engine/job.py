@@ -104,18 +104,16 @@ async def import_vm(
     if on_progress is not None:
         hooks = replace(hooks, on_progress=on_progress)
     with job_outcome(state):
-        if on_conflict is not OnConflict.FAIL or own_vms:
-            if not await resolve_conflict(session, state, placement, on_conflict,
-                                          own_vms=own_vms, on_replaced=on_replaced):
-                return False
-            await _import_with_recovery(session, package, placement, state, options,
-                                        networks or {}, hooks, specs)
-            return True
+        asked_first = on_conflict is not OnConflict.FAIL or bool(own_vms)
+        if asked_first and not await resolve_conflict(
+                session, state, placement, on_conflict, own_vms=own_vms,
+                on_replaced=on_replaced):
+            return False
         try:
             await _import_with_recovery(session, package, placement, state, options,
                                         networks or {}, hooks, specs)
         except VCenterError as exc:
-            if exc.fault_type != "DuplicateName" or state.vm is not None:
+            if asked_first or exc.fault_type != "DuplicateName" or state.vm is not None:
                 raise
             # ImportVApp created nothing. Say what holds the name, as a check
             # before ImportVApp would have: the job was refused for its input.

@@ -26,6 +26,7 @@ import anyio
 from pyVmomi import vim, vmodl
 
 from asyncovf.engine.marks import IMPORT_FINISHED, IMPORT_MARK_KEY
+from asyncovf.engine.postimport import extra_config_spec, set_extra_config
 from asyncovf.errors import ManagedObjectNotFoundError, error_text
 from asyncovf.vsphere.cleanup import bounded_cleanup
 from asyncovf.vsphere.session import VCenterSession
@@ -37,12 +38,12 @@ log = logging.getLogger(__name__)
 CHECK_EVERY: Final = 32
 
 Warn = Callable[[str], None]
+FINISHED: Final = ((IMPORT_MARK_KEY, IMPORT_FINISHED),)
 
 
 def finished_mark_spec() -> Any:
     """The ReconfigVM_Task spec that writes the finished mark."""
-    return vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=IMPORT_MARK_KEY,
-                                                                 value=IMPORT_FINISHED)])
+    return extra_config_spec(FINISHED)
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,7 @@ class MarkChecks:
         log.warning("%s: the finished mark's task failed (%s); writing it again", pending.job,
                     why)
         try:
-            task = await self.session.invoke(pending.vm, "Reconfigure",
-                                             spec=finished_mark_spec())
-            await self.session.wait_for_task(task)
+            await set_extra_config(self.session, pending.vm, FINISHED)
         except Exception as exc:
             pending.warn(f"the finished mark was not written ({why}; again: {error_text(exc)}):"
                          " --on-conflict skip would take the VM for a half-imported one")

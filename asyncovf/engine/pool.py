@@ -197,7 +197,7 @@ class BatchRunner(OnWorkerPool):
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify,
                              import_specs=self.import_specs, seeds=self.seeds,
-                             marks=self._marks.setdefault(id(session), MarkChecks(session)))
+                             marks=self._marks_of(session))
         # Counted in hand before anything is awaited: the seed stays while a job holds it.
         if self.seeds is not None:
             self.seeds.enter(result.spec)
@@ -208,6 +208,13 @@ class BatchRunner(OnWorkerPool):
         finally:
             if self.seeds is not None:
                 await self.seeds.leave(session, result.spec)
+
+    def _marks_of(self, session: VCenterSession) -> MarkChecks:
+        """The worker's finished-mark tasks (made at its first job)."""
+        marks = self._marks.get(id(session))
+        if marks is None:
+            marks = self._marks[id(session)] = MarkChecks(session)
+        return marks
 
     async def _before_logout(self, session: VCenterSession) -> None:
         """A worker leaving: its finished marks checked, and the seeds no job holds done

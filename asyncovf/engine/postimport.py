@@ -52,9 +52,13 @@ async def _run_task(session: VCenterSession, vm: Any, method: str, **kwargs: Any
 async def set_extra_config(session: VCenterSession, vm: Any,
                            pairs: Sequence[tuple[str, str]]) -> None:
     """ReconfigVM_Task with ``extraConfig`` = ``pairs`` (key, value), in order."""
-    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=key, value=value)
+    await _run_task(session, vm, "Reconfigure", spec=extra_config_spec(pairs))
+
+
+def extra_config_spec(pairs: Sequence[tuple[str, str]]) -> Any:
+    """The ReconfigVM_Task spec that sets ``extraConfig`` to ``pairs``, in order."""
+    return vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=key, value=value)
                                           for key, value in pairs])
-    await _run_task(session, vm, "Reconfigure", spec=spec)  # ReconfigVM_Task
 
 
 async def inject_ovf_env(session: VCenterSession, vm: Any, document: str) -> None:
@@ -103,7 +107,6 @@ async def wait_for_ip(session: VCenterSession, vm: Any, *, within: float,
 
 
 PostImportStep = Callable[[], Awaitable[None]]
-
 
 
 def asks_for_steps(options: ImportOptions) -> bool:
@@ -200,6 +203,7 @@ async def run_post_import(session: VCenterSession, vm: Any, package: Package, st
 
 __all__ = [
     "asks_for_steps",
+    "extra_config_spec",
     "post_import_steps",
     "run_post_import",
     "inject_ovf_env",

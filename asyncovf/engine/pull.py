@@ -37,7 +37,7 @@ from anyio.streams.tls import TLSAttribute
 from pyVmomi import vim
 
 from asyncovf.engine.phases import JobState
-from asyncovf.errors import TransferError, error_text
+from asyncovf.errors import TaskError, TransferError, error_text
 from asyncovf.ovf.blobs import HttpBlob, HttpSourceSettings
 from asyncovf.ovf.package import Package
 from asyncovf.vsphere.lease import LeaseGuard
@@ -202,28 +202,23 @@ async def pull_all(session: VCenterSession, guard: LeaseGuard, files: list[PullF
     task = await session.invoke(guard.lease, "PullFromUrls",
                                 files=[f.source_file() for f in files])
     reported = 0
-    ended = False
+
+    def progress(info: Any) -> None:
+        nonlocal reported
+        done = total if info.state == vim.TaskInfo.State.success \
+            else total * int(info.progress or 0) // 100
+        if done > reported:
+            on_bytes(done - reported)
+            reported = done
+
     try:
-        delay = 0.05
-        while True:
-            info = (await session.retrieve(task, ["info"]))["info"]
-            done = total if info.state == vim.TaskInfo.State.success \
-                else total * int(info.progress or 0) // 100
-            if done > reported:
-                on_bytes(done - reported)
-                reported = done
-            ended = info.state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error)
-            if info.state == vim.TaskInfo.State.success:
-                return
-            if info.state == vim.TaskInfo.State.error:
-                raise TransferError(f"the host's pull failed: {describe_fault(info.error)}",
-                                    file=files[0].url if len(files) == 1 else None)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        await session.wait_for_task(task, on_info=progress)
+    except TaskError as exc:  # the task ended: nothing to cancel
+        raise TransferError(f"the host's pull failed: {describe_fault(exc.fault)}",
+                            file=files[0].url if len(files) == 1 else None) from exc
     except BaseException:
-        if not ended:
-            await cancel_task_bounded(session, task, state.cleanup_errors,
-                                      what=f"cancelling {state.name}'s pull task {task._moId}")
+        await cancel_task_bounded(session, task, state.cleanup_errors,
+                                  what=f"cancelling {state.name}'s pull task {task._moId}")
         raise
 
 

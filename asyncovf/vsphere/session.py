@@ -410,16 +410,20 @@ class VCenterSession:
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def wait_for_task(self, task: Any) -> Any:
+    async def wait_for_task(self, task: Any,
+                            on_info: Callable[[Any], None] | None = None) -> Any:
         """Poll a task until it ends; return its result or raise :class:`TaskError`.
 
         Unbounded: callers bound it with ``anyio.fail_after``. Polling with capped
         backoff costs one cheap call per step; WaitForUpdatesEx would need a
         property filter per task, which is more calls for short tasks.
+        ``on_info`` is told each ``TaskInfo`` read (its progress, say).
         """
         delay = 0.02
         while True:
             info = (await self.retrieve(task, ["info"]))["info"]
+            if on_info is not None:
+                on_info(info)
             if info.state == vim.TaskInfo.State.success:
                 return info.result
             if info.state == vim.TaskInfo.State.error:

@@ -261,7 +261,8 @@ class SoapClient:
         #: Every call's request and answer, redacted (``--wire-log``); None: off.
         self.wire_log = wire_log
         #: Told of every call: seconds to its answer, and whether it was an overload
-        #: signal (:func:`overload_signal`); ``--concurrency auto`` listens.
+        #: signal (HTTP 503, no answer in time, one of :data:`OVERLOAD_FAULTS`);
+        #: ``--concurrency auto`` listens.
         self.observer: Callable[[float, bool], None] | None = None
         self.call_timeout = call_timeout
         self._connections = connections
@@ -436,10 +437,10 @@ class SoapClient:
                 f"{info.wsdlName} to {host}: unreadable answer (HTTP {status}): {exc}", host=host
             ) from exc
         if status == 500 or isinstance(result, vmodl.MethodFault):
-            if (self.observer is not None
-                    and type(result).__name__.rsplit(".", 1)[-1] in OVERLOAD_FAULTS):
+            fault = fault_error(result, info.wsdlName)
+            if self.observer is not None and fault.fault_type in OVERLOAD_FAULTS:
                 self.observer(0.0, True)  # vCenter too busy for it now: one more signal
-            raise fault_error(result, info.wsdlName) from (
+            raise fault from (
                 result if isinstance(result, BaseException) else None
             )
         return result
