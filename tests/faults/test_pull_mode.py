@@ -10,9 +10,7 @@ leases ended, sessions closed, and no VM the report does not call imported.
 from __future__ import annotations
 
 import json
-import signal
 import ssl
-import subprocess
 import sys
 import tarfile
 from collections.abc import AsyncIterator
@@ -26,6 +24,7 @@ import trustme
 from asyncovf.engine.pull import PULL_DIGESTS
 from tests.factory import BuiltPackage, DiskSpec, build_package
 from tests.faults.support import ROOT, FaultRun, cli_environment, run_cli, run_cli_report
+from tests.faults.test_clone_faults import signal_run
 from tests.httpserver import ServedDirectory, serve_directory
 from tests.integration.inspect import list_vms
 
@@ -191,18 +190,8 @@ async def test_sigint_while_the_hosts_pull_cancels_each_task_and_aborts_each_lea
     await fault_run.keep_aborted_vms()
     url, _, size = await publish(served, ova=False)
     batch = await pull_batch(fault_run, tmp_path, url, 2)
-    report = tmp_path / "r.json"
-    process = await anyio.open_process(
-        [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
-         str(fault_run.vcsim.ca_file), "--progress", "plain", "--concurrency", "2",
-         "--report", str(report)],
-        env=cli_environment(fault_run), cwd=ROOT, stdout=subprocess.DEVNULL)
-    async with process:
-        await fault_run.wait_until(lambda counters: counters.pulls_running == 2)
-        process.send_signal(signal.SIGINT)
-        assert process.stderr is not None
-        stderr = b"".join([chunk async for chunk in process.stderr]).decode()
-        status = await process.wait()
+    status, stderr = await signal_run(fault_run, batch, tmp_path / "r.json",
+                                      lambda counters: counters.pulls_running == 2)
     assert status == 130, stderr
     assert "Traceback" not in stderr
     counters = await fault_run.settled()
