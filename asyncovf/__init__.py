@@ -48,6 +48,13 @@ _EXPORTS: Final[Mapping[str, str]] = {
     "run_batch": "asyncovf.engine.run",
     "JobResult": "asyncovf.engine.batch",
     "JobStatus": "asyncovf.engine.batch",
+    # watching a run (Metrics needs asyncovf[metrics], Tracing asyncovf[tracing])
+    "Watcher": "asyncovf.telemetry.watch",
+    "Watchers": "asyncovf.telemetry.watch",
+    "Metrics": "asyncovf.telemetry.metrics",
+    "serve_metrics": "asyncovf.telemetry.metrics",
+    "Tracing": "asyncovf.telemetry.tracing",
+    "tracing_from_environment": "asyncovf.telemetry.tracing",
     # cleanup
     "Cleaner": "asyncovf.engine.cleaner",
     "CleanupSettings": "asyncovf.engine.cleaner",
@@ -137,6 +144,9 @@ if TYPE_CHECKING:
     from asyncovf.ovf.package import Package, check_files
     from asyncovf.ovf.source import open_package
     from asyncovf.report import ReportTargets, read_reports
+    from asyncovf.telemetry.metrics import Metrics, serve_metrics
+    from asyncovf.telemetry.tracing import Tracing, tracing_from_environment
+    from asyncovf.telemetry.watch import Watcher, Watchers
     from asyncovf.vsphere.connection import ConnectionSettings
     from asyncovf.vsphere.inventory import Placement, PlacementRequest
     from asyncovf.vsphere.session import RetryPolicy
@@ -177,6 +187,7 @@ __all__ = [
     "LeaseError",
     "ManagedObjectNotFoundError",
     "ManifestError",
+    "Metrics",
     "NameConflict",
     "NotAuthenticatedError",
     "OnConflict",
@@ -195,9 +206,11 @@ __all__ = [
     "RequestTimeout",
     "RetryPolicy",
     "RunSettings",
+    "SeedError",
     "SourceError",
     "TLSVerificationError",
     "TaskError",
+    "Tracing",
     "TransferError",
     "TransferTimeout",
     "TransportError",
@@ -205,11 +218,14 @@ __all__ = [
     "UsageError",
     "VCenterError",
     "WaitForIPTimeout",
-    "SeedError",
+    "Watcher",
+    "Watchers",
     "check_files",
     "list_by_prefix",
     "load_batch",
     "open_package",
     "read_reports",
     "run_batch",
+    "serve_metrics",
+    "tracing_from_environment",
 ]

@@ -169,6 +169,8 @@ def job_record(result: JobResult, origin: float) -> dict[str, Any]:
         "digests": PULL_DIGESTS if result.pulled else None,
         "warnings": list(result.warnings),
         "cleanup_errors": list(result.cleanup_errors),
+        # Its OpenTelemetry trace, when the run was traced: joins this row to it.
+        "trace_id": result.trace_id,
     }
 
 

@@ -73,6 +73,7 @@ def _command(argv: Sequence[str] | None, interruption: Interruption) -> int | No
         from asyncovf.cli.loop import run_command
         from asyncovf.cli.parser import build_parser
         from asyncovf.printable import PrintableFormatter
+        from asyncovf.telemetry.watch import TraceIdFilter
 
         if interruption.signal_name is not None:
             return None  # nothing was started
@@ -82,7 +83,10 @@ def _command(argv: Sequence[str] | None, interruption: Interruption) -> int | No
         args.verbose = getattr(args, "verbose", False)
         # Log lines carry names and messages from packages and vCenter: one line each.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(PrintableFormatter("asyncovf: %(levelname)s: %(message)s"))
+        # A traced job's lines end in its trace id: a log line, a report row and a trace join.
+        handler.addFilter(TraceIdFilter())
+        handler.setFormatter(PrintableFormatter(
+            "asyncovf: %(levelname)s: %(message)s%(trace_suffix)s"))
         logging.basicConfig(
             level=logging.DEBUG if args.debug else logging.INFO if args.verbose
             else logging.WARNING,

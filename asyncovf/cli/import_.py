@@ -30,20 +30,30 @@ from asyncovf.cli.groups import (
     source_settings,
 )
 from asyncovf.cli.output import announce_interrupt, report_error
+from asyncovf.cli.watching import add_watch_options, watching
 from asyncovf.engine.batch import JobStatus
-from asyncovf.engine.options import OPTIONS, Kind, Stage, document_values, read_options
+from asyncovf.engine.options import (
+    OPTIONS,
+    Kind,
+    RunSettings,
+    Stage,
+    document_values,
+    read_options,
+)
 from asyncovf.engine.plan import PLACEMENT_KEYS, JobSpec, check_vm_name
 from asyncovf.engine.pool import BatchRunner
 from asyncovf.engine.pull import PULL_DIGESTS, PULL_NOT_USED
 from asyncovf.engine.resolve import check_job
 from asyncovf.errors import AsyncOvfError, UsageError
 from asyncovf.interrupt import run_until_signal
-from asyncovf.ovf.package import check_files
+from asyncovf.ovf.package import Package, check_files
 from asyncovf.ovf.source import open_package
 from asyncovf.printable import counted, printable
 from asyncovf.progress import ProgressLine
 from asyncovf.quantity import size
 from asyncovf.report import RunInfo, build_report, write_report
+from asyncovf.telemetry.watch import Watcher
+from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # Listed under "import", after the options of the VM itself.
     FLAGS.add(opts, "--no-verify-manifest", "--keep-failed", "--parallel-disks",
               "--lease-timeout", "--on-conflict", "--job-retries", "--report", "--pull")
+    add_watch_options(parser)
 
 
 def read_options_document(path: str) -> dict[str, Any]:
@@ -151,7 +162,17 @@ async def command(args: argparse.Namespace) -> int:
         report_error(exc, args.debug)
         return exit_code_for(exc)
     settings = run_settings(args, concurrency=1)
-    runner = BatchRunner(connection, (job,), {job.source: package}, settings)
+    try:
+        async with watching(args) as watcher:
+            return await _import(args, connection, job, package, settings, watcher)
+    except UsageError as exc:  # what watches the import could not be opened
+        report_error(exc, args.debug)
+        return EXIT_USAGE
+
+
+async def _import(args: argparse.Namespace, connection: ConnectionSettings, job: JobSpec,
+                  package: Package, settings: RunSettings, watcher: Watcher | None) -> int:
+    runner = BatchRunner(connection, (job,), {job.source: package}, settings, watcher=watcher)
     progress = ProgressLine()
     runner.on_update = lambda result: progress(result.state) if result.state else None
     outcome = await run_until_signal(runner.run, on_signal=announce_interrupt(

@@ -44,6 +44,7 @@ from asyncovf.cli.output import (
     report_missed_thresholds,
     unless_unread,
 )
+from asyncovf.cli.watching import add_watch_options, watching
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import STRATEGIES, RunSettings
@@ -64,6 +65,7 @@ from asyncovf.report import (
     totals_line,
     write_report,
 )
+from asyncovf.telemetry.watch import Watcher
 from asyncovf.vsphere.connection import ConnectionSettings
 
 #: How a batch words the flags it shares with ``import``.
@@ -186,6 +188,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     output.add_argument("--progress", choices=["auto", "live", "plain"], default="auto",
                         help="live display (terminal) or plain log lines (default auto)")
     add_threshold_option(output, what="the run")
+    add_watch_options(parser)
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -236,7 +239,19 @@ async def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)
 
-    batch = BatchRun(connection, plan, packages, source_errors, settings)
+    try:
+        async with watching(args) as watcher:
+            return await _run(args, connection, plan, packages, source_errors, settings,
+                              shard, watcher)
+    except UsageError as exc:  # what watches the run could not be opened
+        report_error(exc, args.debug)
+        return EXIT_USAGE
+
+
+async def _run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,
+               packages: dict[str, Package], source_errors: dict[str, str],
+               settings: RunSettings, shard: str | None, watcher: Watcher | None) -> int:
+    batch = BatchRun(connection, plan, packages, source_errors, settings, watcher=watcher)
     timed_out = False
 
     async def work() -> None:

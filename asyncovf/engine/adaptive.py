@@ -32,7 +32,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
+from asyncovf.vsphere.soap import CallRecord
+
 log = logging.getLogger(__name__)
+
+#: A call that ended without vCenter's answer says nothing of its latency.
+UNANSWERED: Final = frozenset({"connection", "cancelled"})
 
 #: How often the limit is reconsidered, in seconds.
 TICK: Final = 0.25
@@ -77,13 +82,13 @@ class AdaptiveLimit:
             raise ValueError(f"the most workers must be at least 1, not {self.maximum}")
         self.limit = self.limit or min(START, self.maximum)
 
-    def observe(self, seconds: float, overloaded: bool) -> None:
+    def observe(self, call: CallRecord) -> None:
         """One SOAP call's answer (or its absence), from the session that made it."""
-        if overloaded:
+        if call.overloaded:
             self._overloads += 1
             self.overloads += 1
-        else:
-            self._latencies.append(seconds)
+        elif call.fault not in UNANSWERED:
+            self._latencies.append(call.seconds)
 
     def tick(self, now: float | None = None) -> int:
         """Reconsider the limit with what came in since the last tick; the limit."""

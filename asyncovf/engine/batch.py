@@ -42,6 +42,7 @@ from asyncovf.errors import (
     retryable,
 )
 from asyncovf.ovf.package import Package
+from asyncovf.telemetry.watch import JobWatch, Watcher
 from asyncovf.vsphere.folders import ensure_vm_folder
 from asyncovf.vsphere.inventory import (
     InventoryCache,
@@ -91,6 +92,8 @@ class JobResult:
     replaced: str | None = None
     #: The host fetched the files itself (pull mode): their digests went unchecked.
     pulled: bool = False
+    #: The job's OpenTelemetry trace id, when traced: joins its report row, log lines, trace.
+    trace_id: str | None = None
     state: JobState | None = None  # the attempt in progress, for live display
 
     @property
@@ -150,6 +153,8 @@ class JobContext:
     seeds: SeedRegistry | None = None
     #: The worker's finished-mark tasks, checked later (None: each is waited for).
     marks: MarkChecks | None = None
+    #: Told of each job, its phases and bytes: the run's metrics and traces (None: off).
+    watcher: Watcher | None = None
 
     def notify(self, result: JobResult) -> None:
         if self.on_update is not None:
@@ -164,6 +169,20 @@ async def run_job(session: VCenterSession, result: JobResult, package: Package |
     does not resolve), so it fails without an attempt, as does a job its
     descriptor rules out. Raises only cancellation.
     """
+    if context.watcher is None:
+        await _run(session, result, package, context, refusal, None)
+        return
+    watch = context.watcher.job(result.name)
+    result.trace_id = watch.trace_id
+    try:
+        await _run(session, result, package, context, refusal, watch)
+    finally:
+        watch.end(result.status.value, error=result.error, error_kind=result.error_kind,
+                  attempts=result.attempts)
+
+
+async def _run(session: VCenterSession, result: JobResult, package: Package | None,
+               context: JobContext, refusal: Refusal | None, watch: JobWatch | None) -> None:
     result.status = JobStatus.RUNNING
     result.started = time.monotonic()
     if refusal is None and package is not None:
@@ -181,7 +200,7 @@ async def run_job(session: VCenterSession, result: JobResult, package: Package |
     timeout = anyio.fail_after(job_timeout) if job_timeout else nullcontext()
     try:
         with timeout:
-            await _attempts(session, result, package, context)
+            await _attempts(session, result, package, context, watch)
     except TimeoutError:
         result.status = JobStatus.FAILED
         result.error_kind = "job timeout"
@@ -199,7 +218,7 @@ async def run_job(session: VCenterSession, result: JobResult, package: Package |
 
 
 async def _attempts(session: VCenterSession, result: JobResult, package: Package,
-                    context: JobContext) -> None:
+                    context: JobContext, watch: JobWatch | None) -> None:
     spec = result.spec
     settings = context.settings
     attempt = 0
@@ -209,7 +228,7 @@ async def _attempts(session: VCenterSession, result: JobResult, package: Package
     while True:
         attempt += 1
         result.attempts = attempt
-        state = result.state = JobState(name=spec.name)
+        state = result.state = JobState(name=spec.name, watch=watch)
         seen: InventorySnapshot | None = None
         try:
             seen = await context.inventory.get(session)

@@ -190,17 +190,20 @@ def job_outcome(state: JobState) -> Iterator[None]:
     try:
         yield
     except anyio.get_cancelled_exc_class():
-        _end(state, Phase.ABORTED, "interrupted")
+        _end(state, Phase.ABORTED, "interrupted", "cancelled")
         raise
     except BaseException as exc:
-        _end(state, Phase.FAILED, error_text(exc))
+        _end(state, Phase.FAILED, error_text(exc),
+             getattr(exc, "fault_type", None) or type(exc).__name__)
         raise
 
 
-def _end(state: JobState, phase: Phase, error: str) -> None:
+def _end(state: JobState, phase: Phase, error: str, fault: str) -> None:
+    # The error first: whoever watches the last phase change is told why.
+    state.error = state.error or error
+    state.fault = state.fault or fault
     if state.phase not in TERMINAL:
         state.advance(phase)
-    state.error = state.error or error
 
 
 async def _import_with_recovery(session: VCenterSession, package: Package,
@@ -316,6 +319,8 @@ async def _import(
             def on_bytes(count: int) -> None:
                 guard.add_bytes(count)
                 state.bytes_done += count
+                if state.watch is not None:
+                    state.watch.bytes(count)
                 notify()
 
             if pulls is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from asyncovf.errors import IllegalTransition
+from asyncovf.telemetry.watch import JobWatch
 
 
 class Phase(enum.Enum):
@@ -106,6 +107,10 @@ class JobState:
     ip_address: str | None = None
     #: The host fetched the files itself (pull mode): nobody checked their digests.
     pulled: bool = False
+    #: The type of the error the job failed with (a vCenter fault's, or the exception's).
+    fault: str | None = None
+    #: Told of every phase entered and every byte sent: the run's metrics and traces.
+    watch: JobWatch | None = field(default=None, repr=False)
     _phase_started: float = field(default_factory=time.monotonic, repr=False)
 
     def __repr__(self) -> str:
@@ -118,9 +123,11 @@ class JobState:
         if self.phase not in TERMINAL and self.phase is not Phase.PENDING:
             key = self.phase.value
             self.timings[key] = self.timings.get(key, 0.0) + (now - self._phase_started)
-        self.phase = to
+        before, self.phase = self.phase, to
         self._phase_started = now
         self.history.append((to.value, now))
+        if self.watch is not None:
+            self.watch.phase(before.value, to.value, error=self.error, fault=self.fault)
 
     @property
     def done(self) -> bool:

@@ -35,6 +35,7 @@ from asyncovf.engine.seeds import SeedRegistry, clones
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.engine.workers import OnWorkerPool, Unfinished, WorkerPool
 from asyncovf.ovf.package import Package
+from asyncovf.telemetry.watch import Watcher
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache, Placement
 from asyncovf.vsphere.nfc import UploadTarget
@@ -57,8 +58,11 @@ class BatchRunner(OnWorkerPool):
         inventory: InventoryCache | None = None,
         source_errors: Mapping[str, str] | None = None,
         refusals: Mapping[int, Refusal] | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.connection = connection
+        #: Told of each job, session and limit: the run's metrics and traces (None: off).
+        self.watcher = watcher
         self.results = [JobResult(spec) for spec in jobs]
         self.packages = packages
         #: Jobs found unable to run before the run, by job index: those of a source
@@ -97,6 +101,7 @@ class BatchRunner(OnWorkerPool):
                                handle=self._run_job, settle=self._settle,
                                before_logout=self._before_logout, admit=self.breaker.admit,
                                limiter=self.limiter,
+                               on_limit=watcher.limit if watcher is not None else None,
                                steps=settings.ramp or (settings.concurrency,),
                                interval=settings.ramp_interval, name="worker")
 
@@ -161,7 +166,10 @@ class BatchRunner(OnWorkerPool):
     def _new_session(self) -> VCenterSession:
         session = VCenterSession(self.connection, retry=self.settings.soap_retry)
         if self.limiter is not None:
-            session.client.observer = self.limiter.observe
+            session.client.observers.append(self.limiter.observe)
+        observe = self.watcher.session() if self.watcher is not None else None
+        if observe is not None:
+            session.client.observers.append(observe)
         return session
 
     def _settle(self, result: JobResult, why: Unfinished) -> None:
@@ -197,7 +205,7 @@ class BatchRunner(OnWorkerPool):
         context = JobContext(inventory=self.inventory, settings=self.settings,
                              hooks_for=self._hooks, on_update=self._notify,
                              import_specs=self.import_specs, seeds=self.seeds,
-                             marks=self._marks_of(session))
+                             marks=self._marks_of(session), watcher=self.watcher)
         # Counted in hand before anything is awaited: the seed stays while a job holds it.
         if self.seeds is not None:
             self.seeds.enter(result.spec)

@@ -27,6 +27,7 @@ from asyncovf.ovf.package import Package, check_files
 from asyncovf.ovf.source import open_package, unreadable_source
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.printable import counted
+from asyncovf.telemetry.watch import Watcher
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import folder_components
 from asyncovf.vsphere.inventory import (
@@ -206,6 +207,7 @@ class BatchRun:
         settings: RunSettings,
         *,
         on_update: UpdateCallback | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.connection = connection
         self.jobs = plan.jobs
@@ -216,7 +218,7 @@ class BatchRun:
         self.inventory = InventoryCache()
         self.runner = BatchRunner(connection, plan.jobs, packages, settings,
                                   on_update=self._notify, inventory=self.inventory,
-                                  source_errors=source_errors)
+                                  source_errors=source_errors, watcher=watcher)
         #: Jobs that fail without an attempt, by job index: the runner's, which
         #: fails them, and to which :meth:`check` adds.
         self.refusals = self.runner.refusals
@@ -285,6 +287,7 @@ async def run_batch(
     on_update: UpdateCallback | None = None,
     max_descriptor_bytes: int = DEFAULT_MAX_DESCRIPTOR_BYTES,
     http: HttpSourceSettings | None = None,
+    watcher: Watcher | None = None,
 ) -> list[JobResult]:
     """``asyncovf run`` without the terminal: one result per job of ``plan``, in its order.
 
@@ -295,7 +298,10 @@ async def run_batch(
     at all (a login refused, an inventory that cannot be read), no job starts
     and each result says why: vCenter's answers and bad input end up in the
     results, never raised. ``on_update`` sees every status change of the jobs
-    that were not refused.
+    that were not refused. ``watcher`` hears of every job, phase and SOAP call
+    (:class:`~asyncovf.telemetry.metrics.Metrics`,
+    :class:`~asyncovf.telemetry.tracing.Tracing`, or both as
+    :class:`~asyncovf.telemetry.watch.Watchers`).
 
     Cancelled, it aborts the leases in flight, removes their VMs and logs out
     before the cancellation goes on; an error that is not ours (a bug) is
@@ -306,7 +312,8 @@ async def run_batch(
     packages, source_errors = await open_sources(plan, verify_manifest=settings.verify_manifest,
                                                  max_descriptor_bytes=max_descriptor_bytes,
                                                  http=http)
-    batch = BatchRun(connection, plan, packages, source_errors, settings, on_update=on_update)
+    batch = BatchRun(connection, plan, packages, source_errors, settings, on_update=on_update,
+                     watcher=watcher)
     try:
         try:
             await batch.check()

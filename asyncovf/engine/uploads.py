@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -141,7 +142,6 @@ async def upload_verified(
     a fresh digest, and the bytes a failed attempt counted are taken back.
     """
     hooks = hooks or JobHooks()
-    cookie = session.client.session_cookie
     pin = None
     if target.ssl_thumbprint and target.url.startswith("https:") and \
             not session.endpoint.insecure:
@@ -154,6 +154,15 @@ async def upload_verified(
         before_sleep=lambda rs: _note_upload_retry(target, rs, state),
         reraise=True,
     )
+    watch = state.watch.file(target.file_name) if state and state.watch else nullcontext()
+    with watch:
+        await _attempts(session, package, target, options, on_bytes, hooks, retrying, pin)
+
+
+async def _attempts(session: VCenterSession, package: Package, target: UploadTarget,
+                    options: ImportOptions, on_bytes: Callable[[int], None], hooks: JobHooks,
+                    retrying: AsyncRetrying, pin: aiohttp.Fingerprint | None) -> None:
+    cookie = session.client.session_cookie
     sent = 0
     async for attempt in retrying:
         with attempt:

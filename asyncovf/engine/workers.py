@@ -105,6 +105,7 @@ class WorkerPool(Generic[Item]):
         before_logout: Callable[[VCenterSession], Awaitable[None]] | None = None,
         admit: Callable[[], Awaitable[bool]] | None = None,
         limiter: AdaptiveLimit | None = None,
+        on_limit: Callable[[int], None] | None = None,
     ) -> None:
         if not steps or steps[0] < 1:
             raise ValueError(f"a worker pool needs at least one worker, not {list(steps)}")
@@ -122,6 +123,8 @@ class WorkerPool(Generic[Item]):
         #: not yet fed are settled NOT_STARTED); it may pause first.
         self._admit = admit
         self._limiter = limiter
+        #: Told of each concurrency limit as it takes effect (the run's metrics).
+        self._on_limit = on_limit
         #: Workers started so far (their numbers), and those not yet gone.
         self._started_workers = 0
         self._live = 0
@@ -193,7 +196,7 @@ class WorkerPool(Generic[Item]):
     def _add_workers(self, group: TaskGroup, feed: MemoryObjectReceiveStream[int],
                      limit: int) -> None:
         """Start workers up to ``limit`` live ones (never more than there are items)."""
-        self.concurrency_series.append((round(time.monotonic() - self.started, 6), limit))
+        self._record_limit(limit)
         for _ in range(min(limit, max(1, len(self.items))) - self._live):
             self._started_workers += 1
             self._live += 1
@@ -215,8 +218,12 @@ class WorkerPool(Generic[Item]):
                 if limit > self._live:
                     self._add_workers(group, feed, limit)
                 elif limit != before:
-                    self.concurrency_series.append(
-                        (round(time.monotonic() - self.started, 6), limit))
+                    self._record_limit(limit)
+
+    def _record_limit(self, limit: int) -> None:
+        self.concurrency_series.append((round(time.monotonic() - self.started, 6), limit))
+        if self._on_limit is not None:
+            self._on_limit(limit)
 
     async def _ramp(self, group: TaskGroup, feed: MemoryObjectReceiveStream[int],
                     steps: tuple[int, ...]) -> None:

@@ -260,17 +260,17 @@ class SoapClient:
         self.endpoint = endpoint
         #: Every call's request and answer, redacted (``--wire-log``); None: off.
         self.wire_log = wire_log
-        #: Told of every call: seconds to its answer, and whether it was an overload
-        #: signal (HTTP 503, no answer in time, one of :data:`OVERLOAD_FAULTS`);
-        #: ``--concurrency auto`` listens.
-        self.observer: Callable[[float, bool], None] | None = None
+        #: Told of every call once it ended (:class:`CallRecord`): ``--concurrency
+        #: auto``, the metrics and the traces listen. Empty: nothing is measured.
+        self.observers: list[Callable[[CallRecord], None]] = []
         self.call_timeout = call_timeout
         self._connections = connections
         self._stub = _NoSyncStub(url=endpoint.url, version=BOOTSTRAP_VERSION)
         self._http: aiohttp.ClientSession | None = None
         self._uploads: aiohttp.ClientSession | None = None
         self._session_cookie: str | None = None
-        #: Round trips made, by pyVmomi method name; for benchmarks and tests.
+        #: Round trips made, by the vSphere API's method name (``HttpNfcLeaseComplete``, as
+        #: vCenter and the simulator count them); for the report, benchmarks and tests.
         self.calls: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------
@@ -388,7 +388,7 @@ class SoapClient:
         }
         if self._session_cookie:
             headers["Cookie"] = f"{SESSION_COOKIE}={self._session_cookie}"
-        self.calls[method] = self.calls.get(method, 0) + 1
+        self.calls[info.wsdlName] = self.calls.get(info.wsdlName, 0) + 1
 
         host = self.endpoint.host
         status: int | None = None
@@ -396,7 +396,7 @@ class SoapClient:
         answer_headers: list[tuple[str, str]] = []
         started = time.monotonic()
         error: str | None = None
-        overloaded = False
+        fault: str | None = None
         try:
             with anyio.fail_after(self.call_timeout):
                 with translate_transport_errors(host, f"{info.wsdlName} call"):
@@ -409,41 +409,52 @@ class SoapClient:
                             answer_headers = list(response.headers.items())
                         payload = await response.read()
         except TimeoutError as exc:
-            error, overloaded = f"no answer in {self.call_timeout:g} s", True
+            error = fault = f"no answer in {self.call_timeout:g} s"
             raise RequestTimeout(
                 f"{info.wsdlName} to {host} got no answer in {self.call_timeout:g} s", host=host
             ) from exc
         except BaseException as exc:
             error = str(exc) or type(exc).__name__
+            fault = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else \
+                "connection"
             raise
         finally:
-            if self.observer is not None and (status is not None or overloaded):
-                self.observer(time.monotonic() - started, overloaded or status == 503)
             if self.wire_log is not None:  # queued, never awaited: an interrupt loses nothing
                 self.wire_log.record(info.wsdlName, self.endpoint.url, headers, body,
                                      status=status, answer_headers=answer_headers,
                                      answer=payload, seconds=time.monotonic() - started,
                                      error=error)
+            if fault is not None and self.observers:
+                self._tell(info.wsdlName, started, fault)
         assert status is not None and payload is not None
 
         if status not in (200, 500):
+            self._tell(info.wsdlName, started, f"HTTP {status}")
             raise http_status_error(f"{info.wsdlName} to {host}", status, payload, host=host)
         try:
             result = SoapAdapter.SoapResponseDeserializer(self._stub).Deserialize(
                 payload, info.result
             )
         except Exception as exc:  # expat and pyVmomi raise many types; all mean "not SOAP"
+            self._tell(info.wsdlName, started, "unreadable answer")
             raise TransportError(
                 f"{info.wsdlName} to {host}: unreadable answer (HTTP {status}): {exc}", host=host
             ) from exc
         if status == 500 or isinstance(result, vmodl.MethodFault):
-            fault = fault_error(result, info.wsdlName)
-            if self.observer is not None and fault.fault_type in OVERLOAD_FAULTS:
-                self.observer(0.0, True)  # vCenter too busy for it now: one more signal
-            raise fault from (
+            raised = fault_error(result, info.wsdlName)
+            self._tell(info.wsdlName, started, raised.fault_type or "fault")
+            raise raised from (
                 result if isinstance(result, BaseException) else None
             )
+        self._tell(info.wsdlName, started, None)
         return result
+
+    def _tell(self, method: str, started: float, fault: str | None) -> None:
+        if not self.observers:
+            return
+        record = CallRecord(method, started, time.monotonic() - started, fault)
+        for observer in self.observers:
+            observer(record)
 
     def _remember_cookie(self, response: aiohttp.ClientResponse) -> None:
         for header in response.headers.getall("Set-Cookie", ()):
@@ -457,6 +468,29 @@ class SoapClient:
 
 #: vCenter's faults that say "too busy for this now": overload signals, like HTTP 503.
 OVERLOAD_FAULTS: Final = frozenset({"NotAllowedInCurrentState", "TaskInProgress"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One SOAP call, as :attr:`SoapClient.observers` hear of it when it ends.
+
+    ``started`` is on the monotonic clock; ``fault`` is None for an answer,
+    else the fault's type (``DuplicateName``), ``HTTP 503``, ``no answer in N s``,
+    ``connection``, ``cancelled`` or ``unreadable answer``.
+    """
+
+    method: str
+    started: float
+    seconds: float
+    fault: str | None
+
+    @property
+    def overloaded(self) -> bool:
+        """An overload signal: HTTP 503, no answer in time, or one of
+        :data:`OVERLOAD_FAULTS` (vCenter too busy for it now)."""
+        fault = self.fault
+        return fault is not None and (fault == "HTTP 503" or fault.startswith("no answer")
+                                      or fault in OVERLOAD_FAULTS)
 
 #: What an HTTP status that is not SOAP's usually means, said in the error.
 _STATUS_MEANING: Final = {
@@ -523,6 +557,7 @@ def describe_fault(fault: Any) -> str:
 __all__ = [
     "BOOTSTRAP_VERSION",
     "CLOSE_TIMEOUT",
+    "CallRecord",
     "Endpoint",
     "SESSION_COOKIE",
     "SoapClient",

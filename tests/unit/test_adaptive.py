@@ -13,15 +13,16 @@ from asyncovf.engine.adaptive import (
     AdaptiveLimit,
     parse_concurrency,
 )
+from asyncovf.vsphere.soap import CallRecord
 
 BASE = 0.010  # 10 ms: the answers of an idle vCenter
 
 
 def fed(limit: AdaptiveLimit, seconds: float, *, calls: int = 5, overloads: int = 0) -> None:
     for _ in range(calls):
-        limit.observe(seconds, False)
+        limit.observe(CallRecord("RetrievePropertiesEx", 0.0, seconds, None))
     for _ in range(overloads):
-        limit.observe(0.0, True)
+        limit.observe(CallRecord("ImportVApp", 0.0, 0.0, "HTTP 503"))
 
 
 def test_it_starts_low_and_grows_every_tick_while_answers_stay_near_the_baseline() -> None:
@@ -96,3 +97,20 @@ def test_concurrency_is_a_number_or_auto(text: str, parsed: tuple[int, int | Non
 def test_a_concurrency_that_is_neither_is_refused_in_one_line(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_concurrency(text)
+
+
+@pytest.mark.parametrize(("fault", "overloaded"), [
+    (None, False), ("DuplicateName", False), ("HTTP 503", True), ("no answer in 120 s", True),
+    ("NotAllowedInCurrentState", True), ("TaskInProgress", True), ("connection", False)])
+def test_a_call_is_an_overload_signal_for_503_a_timeout_or_a_busy_fault(
+        fault: str | None, overloaded: bool) -> None:
+    assert CallRecord("ImportVApp", 0.0, 0.1, fault).overloaded is overloaded
+
+
+def test_a_call_that_got_no_answer_is_no_latency_sample() -> None:
+    limit = AdaptiveLimit(64, changed=0.0)
+    limit.observe(CallRecord("ImportVApp", 0.0, 30.0, "connection"))
+    limit.observe(CallRecord("ImportVApp", 0.0, 30.0, "cancelled"))
+    assert limit.baseline is None
+    limit.tick(TICK)
+    assert limit.baseline is None and limit.overloads == 0
