@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# One pytest process per core, each with a simulator of its own; a test file's
+# tests stay together in one process (they share its simulator's inventory).
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: demo report-demo test lint typecheck pytest deps system-deps clean
 
