@@ -30,7 +30,7 @@ from asyncovf.cli.groups import (
     source_settings,
 )
 from asyncovf.cli.output import announce_interrupt, report_error
-from asyncovf.cli.watching import add_watch_options, watching
+from asyncovf.cli.watching import Watching, add_watch_options, watching
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import (
     OPTIONS,
@@ -52,7 +52,6 @@ from asyncovf.printable import counted, printable
 from asyncovf.progress import ProgressLine
 from asyncovf.quantity import size
 from asyncovf.report import RunInfo, build_report, write_report
-from asyncovf.telemetry.watch import Watcher
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import PlacementRequest
 
@@ -163,20 +162,23 @@ async def command(args: argparse.Namespace) -> int:
         return exit_code_for(exc)
     settings = run_settings(args, concurrency=1)
     try:
-        async with watching(args) as watcher:
-            return await _import(args, connection, job, package, settings, watcher)
+        async with watching(args) as watch:
+            return await _import(args, connection, job, package, settings, watch)
     except UsageError as exc:  # what watches the import could not be opened
         report_error(exc, args.debug)
         return EXIT_USAGE
 
 
 async def _import(args: argparse.Namespace, connection: ConnectionSettings, job: JobSpec,
-                  package: Package, settings: RunSettings, watcher: Watcher | None) -> int:
-    runner = BatchRunner(connection, (job,), {job.source: package}, settings, watcher=watcher)
+                  package: Package, settings: RunSettings, watch: Watching) -> int:
+    runner = BatchRunner(connection, (job,), {job.source: package}, settings,
+                         watcher=watch.watcher)
     progress = ProgressLine()
     runner.on_update = lambda result: progress(result.state) if result.state else None
     outcome = await run_until_signal(runner.run, on_signal=announce_interrupt(
         "aborting the import"))
+    if outcome.interrupted:
+        watch.linger = 0  # the operator wants out, not one more scrape
     progress.close()
     result = runner.results[0]
     # The report first: a print below that meets a broken pipe ends the command (exit

@@ -44,7 +44,7 @@ from asyncovf.cli.output import (
     report_missed_thresholds,
     unless_unread,
 )
-from asyncovf.cli.watching import add_watch_options, watching
+from asyncovf.cli.watching import Watching, add_watch_options, watching
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import STRATEGIES, RunSettings
@@ -65,7 +65,6 @@ from asyncovf.report import (
     totals_line,
     write_report,
 )
-from asyncovf.telemetry.watch import Watcher
 from asyncovf.vsphere.connection import ConnectionSettings
 
 #: How a batch words the flags it shares with ``import``.
@@ -240,9 +239,9 @@ async def command(args: argparse.Namespace) -> int:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)
 
     try:
-        async with watching(args) as watcher:
+        async with watching(args) as watch:
             return await _run(args, connection, plan, packages, source_errors, settings,
-                              shard, watcher)
+                              shard, watch)
     except UsageError as exc:  # what watches the run could not be opened
         report_error(exc, args.debug)
         return EXIT_USAGE
@@ -250,8 +249,9 @@ async def command(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,
                packages: dict[str, Package], source_errors: dict[str, str],
-               settings: RunSettings, shard: str | None, watcher: Watcher | None) -> int:
-    batch = BatchRun(connection, plan, packages, source_errors, settings, watcher=watcher)
+               settings: RunSettings, shard: str | None, watch: Watching) -> int:
+    batch = BatchRun(connection, plan, packages, source_errors, settings,
+                     watcher=watch.watcher)
     timed_out = False
 
     async def work() -> None:
@@ -277,6 +277,8 @@ async def _run(args: argparse.Namespace, connection: ConnectionSettings, plan: B
 
     outcome = await run_until_signal(
         work, on_signal=announce_interrupt("stopping: no new jobs; aborting leases in flight"))
+    if outcome.interrupted:
+        watch.linger = 0  # the operator wants out, not one more scrape
     # Jobs the run never reached: interrupted, or the checks could not be made.
     batch.settle(None if batch.checked else outcome.error)
 

@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Final
 
 import anyio
@@ -58,27 +59,40 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
                             f"last scrape (default {DEFAULT_LINGER:g}; a signal ends it)")
 
 
+@dataclass
+class Watching:
+    """What watches a command's run, and how long its metrics outlive it."""
+
+    #: None: nobody watches.
+    watcher: Watcher | None
+    #: Seconds the metrics endpoint serves after the run; an interrupted run sets 0.
+    linger: float
+
+
 @asynccontextmanager
-async def watching(args: argparse.Namespace) -> AsyncIterator[Watcher | None]:
-    """The run's watcher (None: nobody watches), open for the block and closed after.
+async def watching(args: argparse.Namespace) -> AsyncIterator[Watching]:
+    """The run's watcher, open for the block and closed after it.
 
     Raises :class:`~asyncovf.errors.UsageError` when an extra is missing or a
-    port cannot be bound, before anything else starts.
+    port cannot be bound, before anything else starts (and then nothing lingers).
     """
     stop_metrics: Callable[[], None] | None = None
     metrics = tracing = None
+    opened = Watching(None, 0.0)
     try:
         if args.metrics_port is not None:
             metrics, stop_metrics = await anyio.to_thread.run_sync(_open_metrics,
                                                                    *args.metrics_port)
         # Off the loop: the SDK's resource detection waits on threads of its own.
         tracing = await anyio.to_thread.run_sync(_open_tracing)
-        yield combined([metrics, tracing])
+        opened = Watching(combined([metrics, tracing]), args.metrics_linger)
+        yield opened
     finally:
         with anyio.CancelScope(shield=True):
             if stop_metrics is not None:
-                if args.metrics_linger > 0:
-                    await run_until_signal(lambda: anyio.sleep(args.metrics_linger))
+                if opened.linger > 0:
+                    linger = opened.linger
+                    await run_until_signal(lambda: anyio.sleep(linger))
                 await anyio.to_thread.run_sync(stop_metrics)
             if tracing is not None:
                 await anyio.to_thread.run_sync(tracing.close)
@@ -111,4 +125,4 @@ def _open_tracing() -> Watcher | None:
     return tracing_from_environment()
 
 
-__all__ = ["DEFAULT_LINGER", "add_watch_options", "metrics_address", "watching"]
+__all__ = ["DEFAULT_LINGER", "Watching", "add_watch_options", "metrics_address", "watching"]

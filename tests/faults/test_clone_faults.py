@@ -105,12 +105,12 @@ REACHED: dict[str, Callable[[Counters], bool]] = {
 
 
 async def signal_run(run: FaultRun, batch: Path, report: Path,
-                     reached: Callable[[Counters], bool]) -> tuple[int, str]:
-    """``asyncovf run`` with SIGINT once ``reached(counters)``; (status, stderr)."""
+                     reached: Callable[[Counters], bool], *args: str) -> tuple[int, str]:
+    """``asyncovf run ARGS`` with SIGINT once ``reached(counters)``; (status, stderr)."""
     process = await anyio.open_process(
         [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
          str(run.vcsim.ca_file), "--progress", "plain", "--concurrency", "3",
-         "--report", str(report)],
+         "--report", str(report), *args],
         env=cli_environment(run), cwd=ROOT, stdout=subprocess.DEVNULL)
     async with process:
         await run.wait_until(reached)
