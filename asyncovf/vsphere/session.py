@@ -20,7 +20,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential,
     wait_random,
 )
@@ -100,11 +99,31 @@ def backoff(initial: float, maximum: float) -> wait_base:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How SOAP calls are retried on transport errors."""
+    """How SOAP calls are retried on transport errors.
+
+    ``attempts`` bounds the sends of a call that failed on the connection, a
+    timeout or a 5xx. A call turned away unserved (HTTP 503: vCenter overloaded,
+    or at its session limit) is sent again for up to ``refused_for`` seconds
+    instead, backing off from the first resend: it happened nowhere, and a
+    vCenter shedding load asks for exactly that, so overload costs a job time
+    while the concurrency comes down, not the job. ``attempts=1`` sends nothing
+    twice; ``refused_for=0`` holds refusals to ``attempts`` too.
+    """
 
     attempts: int = 3
     initial_wait: float = 0.2
     max_wait: float = 5.0
+    refused_for: float = 30.0
+
+    def stop(self, state: RetryCallState) -> bool:
+        """Tenacity's stop: whether the call that just failed is given up."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if self.attempts < 2:
+            return True
+        if error is not None and refused(error) and self.refused_for > 0:
+            return state.seconds_since_start is not None and \
+                state.seconds_since_start >= self.refused_for
+        return state.attempt_number >= self.attempts
 
 
 class VCenterSession:
@@ -260,20 +279,11 @@ class VCenterSession:
                 self.relogins += 1
                 return await call()
 
-        if method not in IDEMPOTENT_METHODS:
-            # One attempt, unless it was turned away unserved (HTTP 503): then it
-            # happened nowhere and may be sent again, whatever it does.
-            try:
-                return await attempt_call()
-            except Exception as exc:
-                if not refused(exc) or self.retry.attempts < 2:
-                    raise
-                self._note_refused(method, exc)
-            attempts, may_retry = self.retry.attempts - 1, refused
-        else:
-            attempts, may_retry = self.retry.attempts, _call_retryable
+        # A call not safe to repeat is sent again only when it was turned away
+        # unserved (HTTP 503): then it happened nowhere, whatever it does.
+        may_retry = _call_retryable if method in IDEMPOTENT_METHODS else refused
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
+            stop=self.retry.stop,
             wait=backoff(self.retry.initial_wait, self.retry.max_wait),
             retry=retry_if_exception(may_retry),
             before_sleep=lambda state: self._note_retry(method, state),
@@ -303,14 +313,17 @@ class VCenterSession:
         self._logged_in = True
         self.renewals += 1
 
-    def _note_refused(self, method: str, error: Exception) -> None:
+    def _note_refused(self, method: str, error: BaseException) -> None:
         self.retries += 1
         log.warning("%s to %s refused (%s); sending it again", method, self.endpoint.host, error)
 
     def _note_retry(self, method: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if error is not None and refused(error):
+            self._note_refused(method, error)
+            return
         self.retries += 1
-        log.warning("%s failed (%s); retrying", method,
-                    state.outcome.exception() if state.outcome else "?")
+        log.warning("%s failed (%s); retrying", method, error or "?")
 
     async def _login(self) -> None:
         await self.client.invoke(
