@@ -9,9 +9,12 @@ job is counted, not an error of the benchmark: the refusals the client did not
 retry past fail jobs, and the table says how many. The launcher's counters give
 the calls it refused and the most calls it had in flight at once.
 
-Prints JSON and a Markdown table. Run:
+Each concurrency runs ``--rounds`` times, each run on a simulator of its own
+(one that kept earlier runs' VMs answers slower, and the run that came last
+would pay for it), the order turned each round; the table shows each
+concurrency's median run. Prints JSON and a Markdown table. Run:
 ``.venv/bin/python -m benchmarks.overload [--count 120] [--concurrency 4 8 16 64]
-[--free-calls 6] [--ms-per-call 40] [--limit 12]``
+[--free-calls 6] [--ms-per-call 40] [--limit 12] [--rounds 3]``
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ def tolerant_run(vcsim: Vcsim, source: Path, count: int, concurrency: str) -> di
     }
 
 
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput, with every run's imports/s beside it."""
+    ordered = sorted(runs, key=lambda run: run["imports_per_s"])
+    return {**ordered[len(ordered) // 2],
+            "imports_per_s_each": [run["imports_per_s"] for run in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,32 +101,47 @@ def main() -> None:
                         help="the wait per call in flight past C, ms")
     parser.add_argument("--limit", type=int, default=12,
                         help="refuse a call with HTTP 503 when more than this are in flight")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each concurrency; the table shows each one's median")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     model = ["-overload-free-calls", str(args.free_calls),
              "-overload-ms-per-call", f"{args.ms_per_call:g}", "-overload-limit", str(args.limit)]
+    rounds: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
-        # Flags, not behaviour changes: each run's counter reset restores the flags.
-        with running_vcsim(extra_args=model) as vcsim:
-            rows = [tolerant_run(vcsim, package.path, args.count, concurrency)
-                    for concurrency in args.concurrency]
+        for number in range(args.rounds):
+            # A fresh simulator for each run: one that kept the VMs of the runs before
+            # grows slower with them, and the run that comes last would pay for it.
+            # The order turns each round, for the same reason.
+            order = args.concurrency[number % len(args.concurrency):] + \
+                args.concurrency[:number % len(args.concurrency)]
+            measured = {}
+            for concurrency in order:
+                with running_vcsim(extra_args=model) as vcsim:
+                    measured[concurrency] = tolerant_run(vcsim, package.path, args.count,
+                                                         concurrency)
+            rounds.append([measured[c] for c in args.concurrency])
+    rows = [median_row([round_[i] for round_ in rounds]) for i in range(len(args.concurrency))]
     result: dict[str, Any] = {
         "count": args.count,
+        "rounds": args.rounds,
         "model": {"free_calls": args.free_calls, "ms_per_call": args.ms_per_call,
                   "limit": args.limit},
         "rows": rows,
+        "every_round": rounds,
     }
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print()
-    print("| concurrency | imports/s | failed jobs | calls refused (503) | peak calls in flight "
-          "| sessions at peak |")
-    print("|---|---|---|---|---|---|")
+    print("| concurrency | imports/s (median) | each round | failed jobs | calls refused (503) "
+          "| peak calls in flight | sessions at peak |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['concurrency']} | {row['imports_per_s']} | {row['failed']} | "
+        each = ", ".join(f"{rate:g}" for rate in row["imports_per_s_each"])
+        print(f"| {row['concurrency']} | {row['imports_per_s']} | {each} | {row['failed']} | "
               f"{row['calls_refused_503']} | {row['peak_calls_in_flight']} | "
               f"{row['sessions_peak']} |")
     fixed = [row for row in rows if not str(row["concurrency"]).startswith("auto")]

@@ -8,16 +8,19 @@ Netflix's concurrency-limits and Envoy's adaptive concurrency):
 * every SOAP call reports how long its answer took and whether it was an
   overload signal: HTTP 503 (a session or a call refused), a SOAP timeout, or
   NotAllowedInCurrentState / TaskInProgress (``vsphere.soap.OVERLOAD_FAULTS``);
-* every :data:`TICK` the limiter looks at what came in: any overload signal,
-  or answers whose slow tail (the 90th percentile) is past
-  :data:`LATENCY_BOUND` times the baseline (the best tail seen), cut the limit
-  by :data:`DECREASE`; answers near the
+* every :data:`TICK` the limiter looks at what came in: any overload signal
+  halves the limit (:data:`DECREASE`); answers whose slow tail (the 90th
+  percentile) is past :data:`LATENCY_BOUND` times the baseline (the best tail
+  seen) cut it by a fifth (:data:`SLOW_DECREASE`, at least one): vCenter still
+  serves everything, and halving on a slow tail alone threw away half the
+  throughput at every brush with the knee; answers near the
   baseline (within :data:`NEAR_BOUND` of it) raise it by one, up to the
   maximum (every tick until the first cut, so a short run does not spend
   itself climbing; by one not by a multiple, since an overshoot into a
   vCenter's refusals costs more than the climb); in between, it holds;
-* a change waits :data:`HOLD` after the last (hysteresis), so workers do not
-  log in and out on every tick.
+* a change waits :data:`HOLD` after the last, :data:`CUT_HOLD` after an
+  overload signal's cut (hysteresis), so workers do not log in and out on
+  every tick.
 
 The pool applies the limit: a worker over it retires after its job and logs
 out, one under it starts and logs in (engine/workers.py); each still owns one
@@ -48,8 +51,12 @@ HOLD: Final = 0.5
 CUT_HOLD: Final = 1.5
 #: The limit a run starts at (or the maximum, when lower).
 START: Final = 4
-#: The multiplicative cut on an overload signal.
+#: The multiplicative cut on an overload signal (vCenter refused or timed out).
 DECREASE: Final = 0.5
+#: The cut when only the answers' slow tail says overload: vCenter still serves
+#: everything, so a gentler step keeps the run near its knee instead of halving
+#: it away and climbing back.
+SLOW_DECREASE: Final = 0.8
 #: Answers slower than this many times the baseline median count as overload, if
 #: also slower by :data:`LATENCY_FLOOR` at least: a baseline of a millisecond
 #: doubles with any noise (the client's own CPU), not only with vCenter's queue.
@@ -105,9 +112,10 @@ class AdaptiveLimit:
             return self.limit
         slow = (median is not None and self.baseline is not None
                 and median > max(self.baseline * LATENCY_BOUND, self.baseline + LATENCY_FLOOR))
-        cut = bool(overloads or slow)
-        if cut:
-            wanted = max(1, int(self.limit * DECREASE))
+        cut = bool(overloads)
+        if cut or slow:
+            factor = DECREASE if cut else SLOW_DECREASE
+            wanted = max(1, min(self.limit - 1, int(self.limit * factor)))
             self.slow_start = False
         elif median is not None and self.baseline is not None and median <= max(
                 self.baseline * NEAR_BOUND, self.baseline + NEAR_FLOOR):

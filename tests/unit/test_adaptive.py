@@ -8,6 +8,7 @@ import pytest
 from asyncovf.engine.adaptive import (
     CUT_HOLD,
     HOLD,
+    SLOW_DECREASE,
     START,
     TICK,
     AdaptiveLimit,
@@ -53,14 +54,27 @@ def test_an_overload_signal_halves_it_then_it_climbs_by_one_after_a_longer_hold(
     assert limit.overloads == 4
 
 
-def test_slow_answers_cut_it_middling_ones_hold_it() -> None:
+def test_slow_answers_cut_it_gently_middling_ones_hold_it() -> None:
     limit = AdaptiveLimit(64, limit=10, changed=0.0, slow_start=False)
     fed(limit, BASE)
     assert limit.tick(HOLD) == 11
     fed(limit, BASE * 1.8)  # past near, short of slow: more workers would only queue
     assert limit.tick(HOLD * 2) == 11
     fed(limit, BASE * 3 + 0.03)  # queueing: slower by more than 2x and 20 ms
-    assert limit.tick(HOLD * 3) == 5
+    assert limit.tick(HOLD * 3) == int(11 * SLOW_DECREASE) == 8
+    # vCenter still served every call: the next change waits a hold, not a cut's.
+    fed(limit, BASE)
+    assert limit.tick(HOLD * 4) == 9
+
+
+def test_a_slow_tail_on_a_small_limit_still_takes_one_worker_off() -> None:
+    limit = AdaptiveLimit(64, limit=4, changed=0.0, slow_start=False)
+    fed(limit, BASE)
+    limit.tick(HOLD)
+    fed(limit, BASE * 3 + 0.03)
+    assert limit.tick(HOLD * 2) == 4  # int(5 * 0.8) == 4: one off
+    fed(limit, BASE * 3 + 0.03)
+    assert limit.tick(HOLD * 3) == 3
 
 
 def test_a_millisecond_of_noise_on_a_fast_baseline_is_not_overload() -> None:
