@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from asyncovf import (
     JobStatus,
     PlacementRequest,
     RunSettings,
+    Watcher,
     run_batch,
 )
 from tests.factory import DiskSpec, build_package
@@ -68,7 +70,7 @@ def plan_for(source: Path, prefix: str, count: int) -> BatchPlan:
 
 def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
                spec_per_vm: bool = False, prefix: str | None = None,
-               strategy: str = "import") -> dict[str, Any]:
+               strategy: str = "import", watcher: Watcher | None = None) -> dict[str, Any]:
     connection = ConnectionSettings(server=vcsim.url, username=vcsim.username,
                                     password=vcsim.password, ca_file=str(vcsim.ca_file))
     plan = plan_for(source, prefix or f"c{concurrency}", count)
@@ -78,9 +80,9 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
     simulator_cpu = process_cpu_seconds(vcsim.process.pid)
     started = time.perf_counter()
     # What ``asyncovf run`` does: opens the source, checks the placements, runs the pool.
-    results = anyio.run(run_batch, connection, plan,
-                        RunSettings(concurrency=concurrency, spec_per_vm=spec_per_vm,
-                                    strategy=strategy))
+    results = anyio.run(partial(run_batch, connection, plan,
+                                RunSettings(concurrency=concurrency, spec_per_vm=spec_per_vm,
+                                            strategy=strategy), watcher=watcher))
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds() - cpu
     simulator_cpu = process_cpu_seconds(vcsim.process.pid) - simulator_cpu
