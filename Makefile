@@ -3,6 +3,8 @@
 #   make test  — lint, type-check and the whole test suite
 #   make report-demo — a ramp against the simulator, its load report checked in
 #                      headless Chromium (not part of make test: it takes a minute)
+#   make metrics-demo — a --concurrency auto run scraped by Prometheus, its graph
+#                       page rendered in headless Chromium (the README's screenshot)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,13 +13,16 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # tests stay together in one process (they share its simulator's inventory).
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: demo report-demo test lint typecheck pytest deps system-deps clean
+.PHONY: demo report-demo metrics-demo test lint typecheck pytest deps system-deps clean
 
 demo: deps
 	$(BIN)/python demo/demo.py
 
 report-demo: deps
 	PYTHON=$(BIN)/python scripts/report-demo.sh
+
+metrics-demo: deps
+	CHROMIUM=$$(scripts/ensure-chromium.sh) $(BIN)/python scripts/metrics_demo.py
 
 test: deps lint typecheck pytest
 

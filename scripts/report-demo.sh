@@ -2,27 +2,14 @@
 # make report-demo: a ramp against the local vcsim (scripts/report_demo.py), then the
 # HTML report opened in headless Chromium to check what a reader sees: the knee
 # sentence, the error table and the run's metadata. A screenshot is left beside it.
-# Chromium comes from Debian's package (no browser download): installed here when
-# we are root and it is missing, as scripts/ensure-system-deps.sh does for its own.
+# Chromium comes from Debian's package (no browser download): scripts/ensure-chromium.sh.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${REPORT_DEMO_OUT:-demo-out/report}
 
-browser=$(command -v chromium || command -v chromium-browser || true)
-if [ -z "$browser" ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "report-demo: installing Debian's chromium" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
-        browser=$(command -v chromium)
-    else
-        echo "report-demo: needs a headless browser: apt-get install chromium (as root)" >&2
-        exit 1
-    fi
-fi
+browser=$(scripts/ensure-chromium.sh)
 
 "$PYTHON" scripts/report_demo.py --out "$OUT" "$@"
 

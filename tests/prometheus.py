@@ -63,9 +63,10 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def running_prometheus(directory: Path, target: str,
+def running_prometheus(directory: Path, target: str, *, interval: str = SCRAPE_INTERVAL,
                        startup_timeout: float = 30.0) -> Iterator[Prometheus]:
-    """Prometheus scraping ``target`` (``host:port``), its files in ``directory``."""
+    """Prometheus scraping ``target`` (``host:port``) every ``interval``, its files in
+    ``directory``."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise PrometheusUnavailable("prometheus not found: apt-get install prometheus "
@@ -73,8 +74,8 @@ def running_prometheus(directory: Path, target: str,
     config = directory / "prometheus.yml"
     config.write_text(
         "global:\n"
-        f"  scrape_interval: {SCRAPE_INTERVAL}\n"
-        f"  scrape_timeout: {SCRAPE_INTERVAL}\n"
+        f"  scrape_interval: {interval}\n"
+        f"  scrape_timeout: {interval}\n"
         "scrape_configs:\n"
         "  - job_name: asyncovf\n"
         "    static_configs:\n"
