@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -107,6 +108,34 @@ def in_process(vcsim: Vcsim, source: Path, count: int, concurrency: int, *,
         # The disk bytes the client sent, as the simulator's NFC intake counted them.
         "nfc_bytes": counters.nfc_bytes,
     }
+
+
+def alternating_arguments(description: str | None) -> argparse.Namespace:
+    """``--count``, ``--concurrency``, ``--rounds`` and ``--json`` of a benchmark that
+    alternates modes in-process (:func:`alternating_runs`)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args()
+
+
+def alternating_runs(modes: Sequence[str], rounds: int,
+                     run: Callable[[Vcsim, Path, str, int], dict[str, Any]]
+                     ) -> dict[str, list[dict[str, Any]]]:
+    """Each mode once a round, in turn, for ``rounds`` rounds, against one simulator and
+    a 1 MiB OVA (``run(vcsim, package, mode, round)``): a slow moment of the machine
+    hits every mode alike. Each mode's runs, in order."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
+        with running_vcsim() as vcsim:
+            for number in range(rounds):
+                for mode in modes:
+                    runs[mode].append(run(vcsim, package.path, mode, number))
+    return runs
 
 
 def process_per_vm(vcsim: Vcsim, source: Path, count: int, parallel: int) -> dict[str, Any]:

@@ -14,38 +14,20 @@ Run: ``.venv/bin/python -m benchmarks.spec_reuse [--count 400] [--concurrency 16
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import tempfile
-from pathlib import Path
-from typing import Any
 
-from benchmarks.orchestration import in_process
-from tests.factory import DiskSpec, build_package
-from tests.vcsim.harness import running_vcsim
+from benchmarks.orchestration import alternating_arguments, alternating_runs, in_process
 
 MODES = {"reuse": False, "per VM": True}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    with tempfile.TemporaryDirectory() as tmp:
-        package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
-        with running_vcsim() as vcsim:
-            for number in range(args.rounds):
-                for mode, per_vm in MODES.items():
-                    runs[mode].append(in_process(
-                        vcsim, package.path, args.count, args.concurrency,
-                        spec_per_vm=per_vm, prefix=f"r{number}{'p' if per_vm else 'd'}"))
+    args = alternating_arguments(__doc__)
+    runs = alternating_runs(list(MODES), args.rounds, lambda vcsim, package, mode, number:
+                            in_process(vcsim, package, args.count, args.concurrency,
+                                       spec_per_vm=MODES[mode],
+                                       prefix=f"r{number}{'p' if MODES[mode] else 'd'}"))
 
     def median(mode: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[mode])

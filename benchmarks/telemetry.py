@@ -13,10 +13,8 @@ Run: ``.venv/bin/python -m benchmarks.telemetry [--count 400] [--concurrency 16]
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from asyncovf import Metrics, Tracing, Watcher, Watchers
-from benchmarks.orchestration import in_process
-from tests.factory import DiskSpec, build_package
-from tests.vcsim.harness import running_vcsim
+from benchmarks.orchestration import alternating_arguments, alternating_runs, in_process
+from tests.vcsim.harness import Vcsim
 
 
 class Dropped(SpanExporter):
@@ -54,26 +51,18 @@ MODES: dict[str, Callable[[], Watcher | None]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = alternating_arguments(__doc__)
 
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    with tempfile.TemporaryDirectory() as tmp:
-        package = build_package(Path(tmp), "bench", disks=(DiskSpec(16, 1024 * 1024),))
-        with running_vcsim() as vcsim:
-            for number in range(args.rounds):
-                for mode, make in MODES.items():
-                    watcher = make()
-                    runs[mode].append(in_process(vcsim, package.path, args.count,
-                                                 args.concurrency, watcher=watcher,
-                                                 prefix=f"t{number}{mode}"))
-                    if watcher is not None:
-                        watcher.close()
+    def run(vcsim: Vcsim, package: Path, mode: str, number: int) -> dict[str, Any]:
+        watcher = MODES[mode]()
+        try:
+            return in_process(vcsim, package, args.count, args.concurrency, watcher=watcher,
+                              prefix=f"t{number}{mode}")
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+    runs = alternating_runs(list(MODES), args.rounds, run)
 
     def median(mode: str, key: str) -> float:
         return float(statistics.median(run[key] for run in runs[mode]))

@@ -146,8 +146,17 @@ async def test_the_command_exports_traces_where_otel_says_and_names_them_in_the_
                                                    "    count: 3\n")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "fleet-import")
+    # One upload of the second VM fails once: its retry's warning is a log line of that job.
+    flaky = f"{fault_run.prefix}-2"
+    await fault_run.set_faults(nfc=[{"vm": flaky, "times": 1, "status": 500,
+                                     "after_bytes": 1000}])
     status, _, stderr, report = await run_cli_report(fault_run, batch, "--concurrency", "2")
     assert status == 0, stderr
+    # The log line ends in its job's trace id: a log line, a report row and a trace join.
+    (row,) = (job for job in report["jobs"] if job["name"] == flaky)
+    (warning,) = (line for line in stderr.splitlines() if "retrying" in line)
+    assert warning.startswith("asyncovf: WARNING: upload of ")
+    assert warning.endswith(f" (trace {row['trace_id']})")
     assert received, "no trace reached the collector"
     spans = []
     services = set()
