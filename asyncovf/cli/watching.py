@@ -11,6 +11,7 @@ which extra to install and exits 2 before logging in.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -122,7 +123,37 @@ def _open_tracing() -> Watcher | None:
             raise UsageError("OTEL_* asks for traces, which need the tracing extra: "
                              "pip install 'asyncovf[tracing]'") from exc
         return None
-    return tracing_from_environment()
+    tracing = tracing_from_environment()
+    if tracing is not None:
+        quiet_exporter_logs()
+    return tracing
 
 
-__all__ = ["DEFAULT_LINGER", "Watching", "add_watch_options", "metrics_address", "watching"]
+class _Once(logging.Filter):
+    """Lets a message through the first time only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
+
+
+def quiet_exporter_logs() -> None:
+    """A collector that is down costs a run one line, not four per batch of spans.
+
+    The OTLP exporter warns of each retry; the SDK's processor then says once a
+    batch that it gave up. The retries are not shown, and the give-up is shown
+    once.
+    """
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.ERROR)
+    logging.getLogger("opentelemetry.sdk.trace.export").addFilter(_Once())
+
+
+__all__ = ["DEFAULT_LINGER", "Watching", "add_watch_options", "metrics_address",
+           "quiet_exporter_logs", "watching"]

@@ -46,6 +46,8 @@ _JOB: Final[ContextVar[_JobTrace | None]] = ContextVar("asyncovf_job", default=N
 _FILE: Final[ContextVar[Span | None]] = ContextVar("asyncovf_file", default=None)
 #: Spans flushed at the end of a run, at most this long (an exporter may be gone).
 FLUSH_MILLIS: Final = 5000
+#: The variables that set the OTLP exporter's own timeout.
+OTLP_TIMEOUTS: Final = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
 
 
 class Tracing(Watcher):
@@ -187,10 +189,15 @@ def tracing_from_environment(environ: Mapping[str, str] | None = None) -> Tracin
         exporter = ConsoleSpanExporter()
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter()
+
+        # The SDK's default is 10 s per export, retries included: at the end of a
+        # run with the collector gone, that is what the command waits. Ours is the
+        # flush bound, unless the environment says otherwise.
+        timeout = None if any(key in env for key in OTLP_TIMEOUTS) else FLUSH_MILLIS / 1000
+        exporter = OTLPSpanExporter(timeout=timeout)
     attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or "asyncovf",
                   "service.version": __version__}
     return Tracing(BatchSpanProcessor(exporter), resource=Resource.create(attributes))
 
 
-__all__ = ["FLUSH_MILLIS", "Tracing", "tracing_from_environment"]
+__all__ = ["FLUSH_MILLIS", "OTLP_TIMEOUTS", "Tracing", "tracing_from_environment"]

@@ -64,3 +64,21 @@ async def test_sigint_mid_run_exits_at_once_instead_of_lingering_for_the_last_sc
     document = json.loads(await anyio.Path(report).read_text())
     imported = {job["name"] for job in document["jobs"] if job["status"] == "imported"}
     await fault_run.check_invariants(imported=imported)
+
+
+async def test_a_collector_that_is_down_costs_the_run_one_line_not_its_imports(
+        fault_run: FaultRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = await write_batch(fault_run, tmp_path, f'  - name: "{fault_run.prefix}-{{index}}"\n'
+                                                   "    count: 3\n")
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    status, _, stderr = await run_cli(fault_run, batch, "--report", str(tmp_path / "r.json"))
+    assert status == 0, stderr
+    # The exporter's retries are not shown; the SDK's giving up is, once.
+    told = [line for line in stderr.splitlines() if line.startswith("asyncovf:")]
+    assert told == [
+        "asyncovf: ERROR: Failed to export spans batch due to timeout, max retries or shutdown."]
+    await fault_run.check_invariants(
+        imported={f"{fault_run.prefix}-{index}" for index in range(1, 4)})
