@@ -316,3 +316,20 @@ def test_the_readme_section_says_what_the_manifests_hold() -> None:
     assert f"`terminationGracePeriodSeconds: {grace}`" in section
     assert f"within {INTERRUPT_BUDGET:g} s" in section
     assert f"gives it {grace - INTERRUPT_BUDGET:g} s beyond that bound" in section
+
+
+def test_the_pods_metrics_port_is_the_one_the_run_serves_and_the_image_can_serve_it() -> None:
+    args = build_parser().parse_args(
+        substituted(container()["args"], {COMPLETION_INDEX: "0", SHARD_COUNT: "3"}))
+    assert args.metrics_port is not None, "the Job's pods serve their metrics"
+    _, port = args.metrics_port
+    (declared,) = [p for p in container()["ports"] if p["name"] == "metrics"]
+    assert declared["containerPort"] == port
+    annotations = job()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    # The linger outlasts a scrape, within the pod's grace period for a SIGTERM's cleanup.
+    assert 0 < args.metrics_linger < pod_spec()["terminationGracePeriodSeconds"]
+    stage = final_stage()
+    installs = " ".join(arguments for keyword, arguments in stage if keyword == "RUN")
+    assert re.search(r"\[[^]]*\bmetrics\b[^]]*\]", installs), "the image lacks asyncovf[metrics]"
+    assert str(port) in [arguments for keyword, arguments in stage if keyword == "EXPOSE"]
