@@ -89,12 +89,12 @@ def main() -> int:
         report = json.loads((out / "report.json").read_text())
         imported = prometheus.value(
             'max_over_time(asyncovf_imports_total{status="imported"}[1h])')
-        calls = prometheus.value("sum(max_over_time(asyncovf_soap_calls_total[1h]))")
-        print(f"metrics-demo: Prometheus has {imported:g} imported and {calls:g} SOAP calls; "
-              f"the report {report['totals']['imported']} and "
-              f"{sum(report['totals']['soap_calls'].values())}")
+        uploaded = prometheus.value("max_over_time(asyncovf_uploaded_bytes_total[1h])")
+        print(f"metrics-demo: Prometheus has {imported:g} imported and {uploaded:g} bytes "
+              f"uploaded; the report {report['totals']['imported']} and "
+              f"{report['totals']['bytes']}")
         agree = (imported == report["totals"]["imported"]
-                 and calls == sum(report["totals"]["soap_calls"].values()))
+                 and uploaded == report["totals"]["bytes"])
         browser = (os.environ.get("CHROMIUM") or shutil.which("chromium")
                    or shutil.which("chromium-browser"))
         if browser is None:

@@ -135,11 +135,13 @@ class _InventoryLoad:
 
 
 async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
-                         inventory: InventoryCache) -> InventorySnapshot:
+                         inventory: InventoryCache, *,
+                         watcher: Watcher | None = None) -> InventorySnapshot:
     """Load ``inventory`` in a session of its own: one shielded login, one logout.
 
     Raises the login error when it cannot log in, the load's error when the
-    inventory cannot be read, and the cancellation when interrupted.
+    inventory cannot be read, and the cancellation when interrupted. ``watcher``
+    hears of the session's calls, as of the workers'.
     """
     load = _InventoryLoad()
 
@@ -152,9 +154,15 @@ async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
     def settle(item: _InventoryLoad, why: Unfinished) -> None:
         pass  # not loaded: the pool says why (no session), or the interrupt is raised
 
+    def new_session() -> VCenterSession:
+        session = VCenterSession(connection, retry=settings.soap_retry)
+        observe = watcher.session() if watcher is not None else None
+        if observe is not None:
+            session.client.observers.append(observe)
+        return session
+
     pool = WorkerPool([load], steps=(1,), handle=handle, settle=settle,
-                      new_session=lambda: VCenterSession(connection, retry=settings.soap_retry),
-                      name="placement check")
+                      new_session=new_session, name="placement check")
     await pool.run()
     if pool.no_session:
         raise pool.login_errors[0].error
@@ -165,7 +173,8 @@ async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
 
 
 async def check_placements(connection: ConnectionSettings, jobs: Sequence[JobSpec],
-                           settings: RunSettings, inventory: InventoryCache) -> dict[int, Refusal]:
+                           settings: RunSettings, inventory: InventoryCache, *,
+                           watcher: Watcher | None = None) -> dict[int, Refusal]:
     """The jobs whose placement does not resolve, by job index, and why.
 
     The inventory is loaded once (into ``inventory``, which the run then starts
@@ -179,7 +188,7 @@ async def check_placements(connection: ConnectionSettings, jobs: Sequence[JobSpe
                             []).append(job.index)
     if not requests:
         return {}
-    snapshot = await load_inventory(connection, settings, inventory)
+    snapshot = await load_inventory(connection, settings, inventory, watcher=watcher)
     refusals: dict[int, Refusal] = {}
     for (request, create_folders), indices in requests.items():
         try:
@@ -238,7 +247,7 @@ class BatchRun:
         """Resolve the placement of every job whose source opened; each cause once."""
         pending = [job for job in self.jobs if job.index not in self.refusals]
         self.refusals.update(await check_placements(self.connection, pending, self.settings,
-                                                    self.inventory))
+                                                    self.inventory, watcher=self.runner.watcher))
         self.checked = True
         return causes(self.jobs, self.refusals)
 
