@@ -130,7 +130,8 @@ async def clone_vm(
         await seeds.ready(seed, partial(make_seed, session, package=package,
                                         placement=placement, options=options,
                                         networks=dict(networks), on_conflict=on_conflict,
-                                        attempts=seed_attempts))
+                                        attempts=seed_attempts,
+                                        watch=state.watch and state.watch.part()))
         state.advance(Phase.CLONE)
         notify()
         vm = await _clone(session, seed, placement, state, options)

@@ -35,7 +35,7 @@ from asyncovf.engine.seeds import SeedRegistry, clones
 from asyncovf.engine.uploads import JobHooks
 from asyncovf.engine.workers import OnWorkerPool, Unfinished, WorkerPool
 from asyncovf.ovf.package import Package
-from asyncovf.telemetry.watch import Watcher
+from asyncovf.telemetry.watch import Watcher, watched
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.inventory import InventoryCache, Placement
 from asyncovf.vsphere.nfc import UploadTarget
@@ -167,10 +167,7 @@ class BatchRunner(OnWorkerPool):
         session = VCenterSession(self.connection, retry=self.settings.soap_retry)
         if self.limiter is not None:
             session.client.observers.append(self.limiter.observe)
-        observe = self.watcher.session() if self.watcher is not None else None
-        if observe is not None:
-            session.client.observers.append(observe)
-        return session
+        return watched(session, self.watcher)
 
     def _settle(self, result: JobResult, why: Unfinished) -> None:
         """A job the run ended without: failed if no worker could log in, else aborted."""

@@ -27,7 +27,7 @@ from asyncovf.ovf.package import Package, check_files
 from asyncovf.ovf.source import open_package, unreadable_source
 from asyncovf.ovf.xml import DEFAULT_MAX_DESCRIPTOR_BYTES
 from asyncovf.printable import counted
-from asyncovf.telemetry.watch import Watcher
+from asyncovf.telemetry.watch import Watcher, watched
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.folders import folder_components
 from asyncovf.vsphere.inventory import (
@@ -154,15 +154,10 @@ async def load_inventory(connection: ConnectionSettings, settings: RunSettings,
     def settle(item: _InventoryLoad, why: Unfinished) -> None:
         pass  # not loaded: the pool says why (no session), or the interrupt is raised
 
-    def new_session() -> VCenterSession:
-        session = VCenterSession(connection, retry=settings.soap_retry)
-        observe = watcher.session() if watcher is not None else None
-        if observe is not None:
-            session.client.observers.append(observe)
-        return session
-
     pool = WorkerPool([load], steps=(1,), handle=handle, settle=settle,
-                      new_session=new_session, name="placement check")
+                      new_session=lambda: watched(VCenterSession(
+                          connection, retry=settings.soap_retry), watcher),
+                      name="placement check")
     await pool.run()
     if pool.no_session:
         raise pool.login_errors[0].error

@@ -44,6 +44,7 @@ from asyncovf.engine.phases import JobState
 from asyncovf.engine.plan import MAX_VM_NAME, JobSpec
 from asyncovf.errors import InputError, RetryScope, SeedError, error_text, retryable
 from asyncovf.ovf.package import Package
+from asyncovf.telemetry.watch import JobWatch
 from asyncovf.vsphere.inventory import Placement
 from asyncovf.vsphere.removal import remove_vm_bounded
 from asyncovf.vsphere.session import VCenterSession
@@ -225,13 +226,15 @@ class SeedRegistry:
 
 async def make_seed(session: VCenterSession, seed: Seed, package: Package,
                     placement: Placement, options: ImportOptions, networks: dict[str, Any],
-                    *, on_conflict: OnConflict, attempts: int) -> None:
+                    *, on_conflict: OnConflict, attempts: int,
+                    watch: JobWatch | None = None) -> None:
     """Import ``seed`` as ``options`` (a job's, applied) say, then make it a seed.
 
     Up to ``attempts`` imports while the error is one a new import may cure. A
     VM of its name already there follows ``on_conflict``: ``skip`` uses it (found,
     never removed by this run). Anything that fails once the seed exists removes
-    it, as a cancellation does.
+    it, as a cancellation does. ``watch`` hears of its bytes and files: the
+    job's that imports it (:meth:`~asyncovf.telemetry.watch.JobWatch.part`).
     """
     if str(getattr(session.content.about, "apiType", "")) == "HostAgent":
         # Checked before the seed's upload, which would be for nothing.
@@ -239,7 +242,7 @@ async def make_seed(session: VCenterSession, seed: Seed, package: Package,
                          "CloneVM_Task; use strategy: import")
     options = seed_options(options)
     for attempt in range(1, attempts + 1):
-        state = JobState(name=seed.name)
+        state = JobState(name=seed.name, watch=watch)
         try:
             imported = await import_vm(session, package, placement, state, options,
                                        networks=networks, on_conflict=on_conflict)

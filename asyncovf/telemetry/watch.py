@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from contextvars import ContextVar
 from typing import Final
 
+from asyncovf.vsphere.session import VCenterSession
 from asyncovf.vsphere.soap import CallRecord
 
 #: The trace id (32 hex digits) of the job the current task runs, while tracing.
@@ -55,6 +56,24 @@ class JobWatch:
     def end(self, status: str, *, error: str | None, error_kind: str | None,
             attempts: int) -> None:
         """The job ended: ``imported``, ``skipped``, ``failed`` or ``aborted``."""
+
+    def part(self) -> JobWatch:
+        """A watch for an import this job makes on the side (its group's seed VM, for
+        ``strategy: clone``): its bytes and files are this job's; its phases, the
+        seed's own, are not (the job is in its ``seed`` phase meanwhile)."""
+        return _Part(self)
+
+
+class _Part(JobWatch):
+    def __init__(self, whole: JobWatch) -> None:
+        self._whole = whole
+        self.trace_id = whole.trace_id
+
+    def bytes(self, count: int) -> None:
+        self._whole.bytes(count)
+
+    def file(self, path: str) -> AbstractContextManager[None]:
+        return self._whole.file(path)
 
 
 class Watcher:
@@ -129,6 +148,14 @@ class Watchers(Watcher):
             watcher.close()
 
 
+def watched(session: VCenterSession, watcher: Watcher | None) -> VCenterSession:
+    """``session``, its calls told to ``watcher`` (if anyone watches)."""
+    observe = watcher.session() if watcher is not None else None
+    if observe is not None:
+        session.client.observers.append(observe)
+    return session
+
+
 def combined(watchers: Sequence[Watcher | None]) -> Watcher | None:
     """None when nobody watches, the one watcher, or :class:`Watchers` of them."""
     present = [watcher for watcher in watchers if watcher is not None]
@@ -148,4 +175,4 @@ class TraceIdFilter(logging.Filter):
 
 
 __all__ = ["LEASE_PHASES", "TERMINAL_PHASES", "TRACE_ID", "JobWatch", "TraceIdFilter",
-           "Watcher", "Watchers", "combined"]
+           "Watcher", "Watchers", "combined", "watched"]

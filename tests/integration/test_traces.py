@@ -1,4 +1,4 @@
-"""OpenTelemetry traces of real runs against the simulator.
+"""OpenTelemetry traces (and metrics) of real runs against the simulator.
 
 In process, through the SDK's in-memory exporter: a trace per job with its
 phases, files and SOAP calls under it, and as many call spans of each method as
@@ -22,9 +22,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.pool import BatchRunner
+from asyncovf.telemetry.metrics import Metrics
 from asyncovf.telemetry.tracing import Tracing
+from asyncovf.telemetry.watch import Watchers
 from tests.faults.support import (
     FaultRun,
     cli_environment,
@@ -185,3 +188,35 @@ async def test_without_otel_variables_nothing_is_traced(fault_run: FaultRun,
     assert status == 0, stderr
     assert [job["trace_id"] for job in report["jobs"]] == [None]
     await fault_run.check_invariants(imported={f"{fault_run.prefix}-1"})
+
+
+async def test_a_clone_run_counts_its_seeds_upload_under_the_job_that_made_it(
+        fault_run: FaultRun) -> None:
+    exporter = InMemorySpanExporter()
+    tracing = await anyio.to_thread.run_sync(lambda: Tracing(SimpleSpanProcessor(exporter)))
+    metrics = Metrics()
+    package = await fault_run.package()
+    runner = BatchRunner(fault_run.connection, plan_of(fault_run, 6).jobs,
+                         {str(fault_run.package_path): package},
+                         RunSettings(concurrency=3, strategy="clone"),
+                         watcher=Watchers([metrics, tracing]))
+    await runner.run()
+    await anyio.to_thread.run_sync(tracing.close)
+    counters = await fault_run.settled()
+    assert {r.status for r in runner.results} == {JobStatus.IMPORTED}
+    # The one upload, the seed's, counted once: as many bytes as the simulator took in.
+    assert counters.ok("ImportVApp") == 1
+    assert metrics.registry.get_sample_value("asyncovf_uploaded_bytes_total") == \
+        counters.nfc_bytes > 0
+    assert metrics.registry.get_sample_value(
+        "asyncovf_imports_total", {"status": "imported"}) == 6  # the seed is no job
+    spans = exporter.get_finished_spans()
+    # Its file spans are in the trace of the job that made it, under that job's seed phase.
+    files = [s for s in spans if s.name == "file"]
+    assert len(files) == len(package.descriptor.disks)
+    (maker,) = {s.context.trace_id for s in files}
+    (seed_phase,) = (s for s in spans if s.name == "seed" and s.context.trace_id == maker)
+    assert all(f.parent is not None and f.parent.span_id == seed_phase.context.span_id
+               for f in files)
+    assert sum(s.name == "job" for s in spans) == 6
+    await fault_run.check_invariants(runner)

@@ -312,3 +312,32 @@ def test_metrics_without_their_extra_say_which_to_install(
     monkeypatch.setitem(sys.modules, "asyncovf.telemetry.metrics", None)
     with pytest.raises(UsageError, match=r"pip install 'asyncovf\[metrics\]'"):
         watching._open_metrics("127.0.0.1", 0)
+
+
+@pytest.mark.anyio
+async def test_a_part_of_a_job_adds_its_bytes_and_files_not_its_phases_or_end(
+        spans: InMemorySpanExporter, traces: Tracing) -> None:
+    metrics = Metrics()
+    whole = Watchers([metrics, traces]).job("web-07")
+    job = JobState(name="web-07", watch=whole)
+    job.advance(Phase.SEED)
+    part = whole.part()
+    assert part.trace_id == whole.trace_id
+    seed = JobState(name="seed-web", watch=part)
+    imported(seed)  # the seed's own phases: none of them the job's
+    with part.file("disk1.vmdk"):
+        part.bytes(300)
+    part.end("imported", error=None, error_kind=None, attempts=1)
+    assert value(metrics, "asyncovf_uploaded_bytes_total") == 300
+    assert value(metrics, "asyncovf_imports_total", status="imported") == 0
+    assert value(metrics, "asyncovf_imports_in_flight") == 1
+    assert value(metrics, "asyncovf_leases_open") == 0
+    job.advance(Phase.CLONE)
+    job.advance(Phase.IMPORTED)
+    whole.end("imported", error=None, error_kind=None, attempts=1)
+    traces.close()
+    finished = spans.get_finished_spans()
+    assert sorted(s.name for s in finished) == ["clone", "file", "job", "seed"]
+    (file,) = by_name(finished, "file")
+    (seed_phase,) = by_name(finished, "seed")
+    assert file.parent is not None and file.parent.span_id == seed_phase.context.span_id
