@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +142,24 @@ async def run_cli(run: FaultRun, batch: Path, *args: str) -> tuple[int, str, str
          str(run.vcsim.ca_file), "--progress", "plain", *args],
         env=cli_environment(run), cwd=ROOT, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def signal_run(run: FaultRun, batch: Path, report: Path,
+                     reached: Callable[[Counters], bool], *args: str) -> tuple[int, str]:
+    """``asyncovf run ARGS`` with SIGINT once ``reached(counters)``; (status, stderr)."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
+         str(run.vcsim.ca_file), "--progress", "plain", "--concurrency", "3",
+         "--report", str(report), *args],
+        env=cli_environment(run), cwd=ROOT, stdout=subprocess.DEVNULL)
+    async with process:
+        await run.wait_until(reached)
+        assert process.returncode is None, "the run ended before its signal"
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        stderr = b"".join([chunk async for chunk in process.stderr])
+        status = await process.wait()
+    return status, stderr.decode()
 
 
 async def write_batch(run: FaultRun, directory: Path, vms: str, defaults: str = "") -> Path:

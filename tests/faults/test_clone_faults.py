@@ -11,9 +11,6 @@ VMs in its inventory, sessions and leases.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import pytest
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import RunSettings
 from asyncovf.engine.seeds import SeedStatus
-from tests.faults.support import ROOT, FaultRun, cli_environment, run_batch, write_batch
+from tests.faults.support import FaultRun, run_batch, signal_run, write_batch
 from tests.vcsim.harness import Counters
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
@@ -102,24 +99,6 @@ REACHED: dict[str, Callable[[Counters], bool]] = {
     "seed": lambda counters: counters.nfc_bytes >= 50_000,
     "clone": lambda counters: counters.clones_running == 3,
 }
-
-
-async def signal_run(run: FaultRun, batch: Path, report: Path,
-                     reached: Callable[[Counters], bool], *args: str) -> tuple[int, str]:
-    """``asyncovf run ARGS`` with SIGINT once ``reached(counters)``; (status, stderr)."""
-    process = await anyio.open_process(
-        [sys.executable, "-m", "asyncovf", "run", str(batch), "--ca-file",
-         str(run.vcsim.ca_file), "--progress", "plain", "--concurrency", "3",
-         "--report", str(report), *args],
-        env=cli_environment(run), cwd=ROOT, stdout=subprocess.DEVNULL)
-    async with process:
-        await run.wait_until(reached)
-        assert process.returncode is None, "the run ended before its signal"
-        process.send_signal(signal.SIGINT)
-        assert process.stderr is not None
-        stderr = b"".join([chunk async for chunk in process.stderr])
-        status = await process.wait()
-    return status, stderr.decode()
 
 
 @pytest.mark.parametrize("moment", ["seed", "clone"])

@@ -23,8 +23,14 @@ import trustme
 
 from asyncovf.engine.pull import PULL_DIGESTS
 from tests.factory import BuiltPackage, DiskSpec, build_package
-from tests.faults.support import ROOT, FaultRun, cli_environment, run_cli, run_cli_report
-from tests.faults.test_clone_faults import signal_run
+from tests.faults.support import (
+    ROOT,
+    FaultRun,
+    cli_environment,
+    run_cli,
+    run_cli_report,
+    signal_run,
+)
 from tests.httpserver import ServedDirectory, serve_directory
 from tests.integration.inspect import list_vms
 

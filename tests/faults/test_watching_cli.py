@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.faults.support import FaultRun, run_cli, write_batch
-from tests.faults.test_clone_faults import signal_run
+from tests.faults.support import FaultRun, run_cli, signal_run, write_batch
 
 pytestmark = [pytest.mark.faults, pytest.mark.anyio]
 

@@ -40,18 +40,24 @@ REPORTS_IN_POD = "/reports/"
 
 
 def pod_argv(batch: Path, reports: Path, index: int) -> list[str]:
-    """The Job's container args for the pod of ``index``, paths moved to the test's."""
+    """The Job's container args for the pod of ``index``, paths moved to the test's.
+
+    Each pod has a network of its own; here they share one, so each serves its
+    metrics on a free loopback port, and none waits out the linger after its run.
+    """
     words = substituted(container()["args"], {COMPLETION_INDEX: str(index)})
     assert words.count(BATCH_IN_POD) == 1, "the Job reads its batch from the ConfigMap"
     argv = []
-    for word in words:
+    for previous, word in zip(["", *words], words, strict=False):
         if word == BATCH_IN_POD:
             word = str(batch)
         elif word.startswith(REPORTS_IN_POD):
             word = str(reports / word.removeprefix(REPORTS_IN_POD))
+        elif previous == "--metrics-port":
+            word = "127.0.0.1:0"
         argv.append(word)
     assert argv.count("auto") == 1 and "--shard" in argv
-    return [sys.executable, "-m", "asyncovf", *argv]
+    return [sys.executable, "-m", "asyncovf", *argv, "--metrics-linger", "0"]
 
 
 def pod_environment(run: FaultRun, index: int, count: int) -> dict[str, str]:
