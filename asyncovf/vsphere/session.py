@@ -61,6 +61,12 @@ LOGOUT_TIMEOUT: Final = 10.0
 #: the end of the session, so a resent call would leak one; and anything that
 #: creates, destroys or changes (Login, ImportVApp, CreateFolder, Destroy,
 #: DestroyView, PowerOff, Complete, ...).
+IDEMPOTENT_METHODS: Final = frozenset({
+    "RetrieveContent", "RetrievePropertiesEx", "FindChild", "FindByInventoryPath",
+    "CreateImportSpec", "Progress", "Abort",
+})
+
+
 def refused(error: BaseException) -> bool:
     """vCenter, or what stands in front of it, turned the call away unserved (HTTP 503:
     overloaded, or at its session limit): it happened nowhere, so any call, even
@@ -71,11 +77,6 @@ def refused(error: BaseException) -> bool:
 def _call_retryable(error: BaseException) -> bool:
     return retryable(error, RetryScope.CALL)
 
-
-IDEMPOTENT_METHODS: Final = frozenset({
-    "RetrieveContent", "RetrievePropertiesEx", "FindChild", "FindByInventoryPath",
-    "CreateImportSpec", "Progress", "Abort",
-})
 
 #: Objects per property-collector page (RetrieveOptions.maxObjects). pyVmomi
 #: parses a whole answer in one synchronous call on the event loop, so a page
@@ -206,17 +207,16 @@ class VCenterSession:
         # A failed goodbye must not mask the real error: recorded and logged only.
         with bounded_cleanup(f"logout from {self.endpoint.host}", timeout=LOGOUT_TIMEOUT,
                              stage=Stage.LOGOUT):
-            delay = self.retry.initial_wait
-            while True:
-                try:
+            # Until it goes through: the cleanup's bound, not the policy, ends it.
+            retrying = AsyncRetrying(
+                wait=backoff(self.retry.initial_wait, self.retry.max_wait),
+                retry=retry_if_exception(refused),
+                before_sleep=lambda state: self._note_retry("Logout", state),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
                     await self.client.invoke(self._content.sessionManager, "Logout")
-                    return
-                except Exception as exc:
-                    if not refused(exc):
-                        raise
-                    self._note_refused("Logout", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.retry.max_wait)
 
     # -- accessors ---------------------------------------------------------------
 
