@@ -172,13 +172,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="import every VM (default), or import one seed VM per group "
                                 "of identical VMs and clone the others from it (a batch "
                                 "entry's strategy: key wins)")
-    behaviour.add_argument("--max-error-rate", type=_error_rate_limit, default=0.5,
+    rate, window = RunSettings.max_error_rate, RunSettings.error_window
+    assert rate is not None  # by default the breaker can trip
+    behaviour.add_argument("--max-error-rate", type=_error_rate_limit, default=rate,
                            metavar="RATE",
                            help="stop taking new jobs once more than RATE of the last "
                                 "--error-window finished jobs failed, and exit 4 (default "
-                                "0.5, i.e. 50%%; off: never)")
-    behaviour.add_argument("--error-window", type=_positive_int, default=20, metavar="N",
-                           help="the finished jobs the circuit breaker looks at (default 20)")
+                                f"{rate:g}, i.e. {rate * 100:g}%%; off: never)")
+    behaviour.add_argument("--error-window", type=_positive_int, default=window, metavar="N",
+                           help="the finished jobs the circuit breaker looks at "
+                                f"(default {window})")
     behaviour.add_argument("--dry-run", action="store_true",
                            help="resolve placement, check names and run CreateImportSpec; "
                                 "create nothing")

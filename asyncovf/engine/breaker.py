@@ -15,9 +15,13 @@ not started, and ``asyncovf run`` exits 4 saying why.
 A burst of transient failures is not that: when the last :data:`BURST`
 finished jobs all failed on the connection, a timeout or vCenter refusing new
 work (HTTP 503), the run pauses new work for a backoff (doubling from
-:data:`PAUSE_FIRST` up to :data:`PAUSE_MAX`, back to the start after a job
+``RunSettings.burst_pause`` up to :data:`PAUSE_MAX`, back to the start after a job
 succeeds), as a vCenter restarting or a network blip asks, instead of failing
 every remaining job in a few seconds.
+
+The defaults are :class:`~asyncovf.engine.options.RunSettings`' (20 jobs, 50 %,
+a first pause of 2 s): the run's settings, the command line and the breaker
+read them there.
 """
 
 from __future__ import annotations
@@ -30,15 +34,12 @@ import anyio
 
 from asyncovf.engine.batch import JobResult, JobStatus
 from asyncovf.engine.error_rate import counts_toward_error_rate, error_rate
+from asyncovf.engine.options import RunSettings
 
 log = logging.getLogger(__name__)
 
-#: The documented defaults: the last 20 finished jobs, tripped past 50 % failed.
-DEFAULT_WINDOW: Final = 20
-DEFAULT_MAX_ERROR_RATE: Final = 0.5
 #: Finished jobs failed in a row on transient errors that pause new work.
 BURST: Final = 3
-PAUSE_FIRST: Final = 2.0
 PAUSE_MAX: Final = 60.0
 #: The error kinds of a failure that may pass by itself (errors.error_kind).
 TRANSIENT_KINDS: Final = frozenset({"connection", "timeout"})
@@ -47,9 +48,9 @@ TRANSIENT_KINDS: Final = frozenset({"connection", "timeout"})
 class CircuitBreaker:
     """The run's breaker: :meth:`record` each finished job, :meth:`admit` before each new one."""
 
-    def __init__(self, *, window: int = DEFAULT_WINDOW,
-                 max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE,
-                 pause_first: float = PAUSE_FIRST) -> None:
+    def __init__(self, *, window: int = RunSettings.error_window,
+                 max_error_rate: float | None = RunSettings.max_error_rate,
+                 pause_first: float = RunSettings.burst_pause) -> None:
         """``max_error_rate`` None: the breaker never trips (bursts still pause)."""
         self.window = window
         self.max_error_rate = max_error_rate
@@ -98,5 +99,4 @@ class CircuitBreaker:
         return self.tripped is None
 
 
-__all__ = ["BURST", "DEFAULT_MAX_ERROR_RATE", "DEFAULT_WINDOW", "PAUSE_FIRST", "PAUSE_MAX",
-           "CircuitBreaker"]
+__all__ = ["BURST", "PAUSE_MAX", "CircuitBreaker"]
