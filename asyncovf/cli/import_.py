@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ from asyncovf.cli.groups import (
     source_settings,
 )
 from asyncovf.cli.output import announce_interrupt, report_error
-from asyncovf.cli.watching import Watching, add_watch_options, watching
+from asyncovf.cli.watching import Watching, add_watch_options, run_watched
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.options import (
     OPTIONS,
@@ -161,12 +162,7 @@ async def command(args: argparse.Namespace) -> int:
         report_error(exc, args.debug)
         return exit_code_for(exc)
     settings = run_settings(args, concurrency=1)
-    try:
-        async with watching(args) as watch:
-            return await _import(args, connection, job, package, settings, watch)
-    except UsageError as exc:  # what watches the import could not be opened
-        report_error(exc, args.debug)
-        return EXIT_USAGE
+    return await run_watched(args, partial(_import, args, connection, job, package, settings))
 
 
 async def _import(args: argparse.Namespace, connection: ConnectionSettings, job: JobSpec,

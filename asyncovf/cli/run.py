@@ -44,7 +44,7 @@ from asyncovf.cli.output import (
     report_missed_thresholds,
     unless_unread,
 )
-from asyncovf.cli.watching import Watching, add_watch_options, watching
+from asyncovf.cli.watching import Watching, add_watch_options, run_watched
 from asyncovf.engine.batch import JobStatus
 from asyncovf.engine.dryrun import dry_run
 from asyncovf.engine.options import STRATEGIES, RunSettings
@@ -241,13 +241,8 @@ async def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _dry_run(args, connection, plan, packages, source_errors, settings)
 
-    try:
-        async with watching(args) as watch:
-            return await _run(args, connection, plan, packages, source_errors, settings,
-                              shard, watch)
-    except UsageError as exc:  # what watches the run could not be opened
-        report_error(exc, args.debug)
-        return EXIT_USAGE
+    return await run_watched(args, partial(_run, args, connection, plan, packages,
+                                           source_errors, settings, shard))
 
 
 async def _run(args: argparse.Namespace, connection: ConnectionSettings, plan: BatchPlan,

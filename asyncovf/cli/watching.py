@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
 import anyio
 
+from asyncovf.cli.exits import EXIT_USAGE
+from asyncovf.cli.output import report_error
 from asyncovf.errors import UsageError
 from asyncovf.interrupt import run_until_signal
 from asyncovf.telemetry.environment import traces_exporter
@@ -99,6 +101,18 @@ async def watching(args: argparse.Namespace) -> AsyncIterator[Watching]:
                 await anyio.to_thread.run_sync(tracing.close)
 
 
+async def run_watched(args: argparse.Namespace,
+                      command: Callable[[Watching], Awaitable[int]]) -> int:
+    """``command`` with what the operator asked to watch it with, open around it; the
+    command's status, or 2 with one line when that cannot be opened."""
+    try:
+        async with watching(args) as watch:
+            return await command(watch)
+    except UsageError as exc:  # a port taken, an extra missing, an exporter unknown
+        report_error(exc, args.debug)
+        return EXIT_USAGE
+
+
 def _open_metrics(host: str, port: int) -> tuple[Watcher, Callable[[], None]]:
     try:
         from asyncovf.telemetry.metrics import Metrics, serve_metrics
@@ -156,4 +170,4 @@ def quiet_exporter_logs() -> None:
 
 
 __all__ = ["DEFAULT_LINGER", "Watching", "add_watch_options", "metrics_address",
-           "quiet_exporter_logs", "watching"]
+           "quiet_exporter_logs", "run_watched", "watching"]

@@ -139,7 +139,7 @@ class _JobTrace(JobWatch):
         try:
             yield
         except BaseException as exc:
-            _failed(span, printable(str(exc) or type(exc).__name__), type(exc).__name__)
+            _failed(span, str(exc) or type(exc).__name__, type(exc).__name__)
             raise
         finally:
             _FILE.reset(token)
