@@ -95,6 +95,16 @@ async def serve_directory(root: Path, *, ranges: bool = True, head: bool = True,
     app = web.Application()
     app.router.add_route("GET", "/{name:.+}", served.handle)
     app.router.add_route("HEAD", "/{name:.+}", served.handle)
+    async with serve_app(app, ssl_context=ssl_context) as base_url:
+        served.base_url = base_url
+        yield served
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application, *, ssl_context: ssl.SSLContext | None = None
+                    ) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port until the block ends; yields its base URL
+    (``http://127.0.0.1:PORT``, or https with ``ssl_context``)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -102,11 +112,10 @@ async def serve_directory(root: Path, *, ranges: bool = True, head: bool = True,
     server = site._server
     assert server is not None
     port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    served.base_url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     try:
-        yield served
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
 
-__all__ = ["ServedDirectory", "serve_directory"]
+__all__ = ["ServedDirectory", "serve_app", "serve_directory"]

@@ -29,7 +29,7 @@ from asyncovf.errors import TaskError, VCenterError
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.session import VCenterSession
 from tests.factory import BuiltPackage, DiskSpec, build_package
-from tests.httpserver import serve_directory
+from tests.httpserver import serve_app, serve_directory
 from tests.integration.inspect import list_vms
 from tests.integration.test_batch import check_invariants
 from tests.integration.test_launcher_clones import counters, in_thread
@@ -160,15 +160,8 @@ async def serve(path: str, handler: Callable[[web.Request], Any]) -> AsyncIterat
     """An http server of one GET route; yields its URL."""
     app = web.Application()
     app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}{path}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield base + path
 
 
 async def progress_at_least(where: Place, task: Any, percent: int) -> Any:

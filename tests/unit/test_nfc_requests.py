@@ -27,6 +27,7 @@ from asyncovf.vsphere.nfc import (
     device_url,
     upload,
 )
+from tests.httpserver import serve_app
 
 
 async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
@@ -47,15 +48,8 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str],
 
     app = web.Application()
     app.router.add_route("*", "/nfc/{lease}/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/nfc/lease-1", seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield f"{base}/nfc/lease-1", seen
 
 
 @pytest.mark.parametrize(

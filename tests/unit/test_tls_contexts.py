@@ -27,6 +27,7 @@ from asyncovf.vsphere import nfc, soap
 from asyncovf.vsphere.connection import ConnectionSettings
 from asyncovf.vsphere.nfc import pin_certificate
 from asyncovf.vsphere.soap import Endpoint, SoapClient
+from tests.httpserver import serve_app
 
 CLIENTS = 5
 
@@ -67,16 +68,9 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[TLSServer]:
 
     app = web.Application()
     app.router.add_get("/sdk", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield TLSServer(f"https://127.0.0.1:{port}/sdk", ca_file,
+    async with serve_app(app, ssl_context=server_context) as base:
+        yield TLSServer(f"{base}/sdk", ca_file,
                         ":".join(sha1[i:i + 2] for i in range(0, len(sha1), 2)))
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
