@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.faults.support import FaultRun, run_cli, write_batch
+from tests.faults.support import FaultRun, run_cli, run_cli_report, write_batch
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.anyio]
 
@@ -21,15 +21,12 @@ async def test_a_vcenter_failing_every_import_trips_the_breaker_and_the_run_exit
                                       "fault": "InsufficientResourcesFault"}])
     batch = await write_batch(fault_run, tmp_path,
                               f'  - name: "{fault_run.prefix}-{{index}}"\n    count: 40\n')
-    report = tmp_path / "report.json"
-    status, _, stderr = await run_cli(fault_run, batch, "--concurrency", "2",
-                                      "--job-retries", "0", "--error-window", "5",
-                                      "--report", str(report))
+    status, _, stderr, data = await run_cli_report(fault_run, batch, "--concurrency", "2",
+                                                   "--job-retries", "0", "--error-window", "5")
     assert status == 4, stderr
     (line,) = [line for line in stderr.splitlines() if "circuit breaker" in line]
     assert line.startswith("asyncovf: circuit breaker: 5 of the last 5 finished jobs failed "
                            "(error rate 100%, over --max-error-rate 50%); took no new job (")
-    data = json.loads(await anyio.Path(report).read_text())
     assert data["run"]["breaker"].startswith("5 of the last 5 finished jobs failed")
     failed = [job for job in data["jobs"] if job["status"] == "failed"]
     untried = [job for job in data["jobs"] if job["error_kind"] == "not started"]
