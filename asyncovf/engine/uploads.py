@@ -15,7 +15,6 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -154,35 +153,28 @@ async def upload_verified(
         before_sleep=lambda rs: _note_upload_retry(target, rs, state),
         reraise=True,
     )
-    watch = state.watch.file(target.file_name) if state and state.watch else nullcontext()
-    with watch:
-        await _attempts(session, package, target, options, on_bytes, hooks, retrying, pin)
-
-
-async def _attempts(session: VCenterSession, package: Package, target: UploadTarget,
-                    options: ImportOptions, on_bytes: Callable[[int], None], hooks: JobHooks,
-                    retrying: AsyncRetrying, pin: aiohttp.Fingerprint | None) -> None:
     cookie = session.client.session_cookie
     sent = 0
-    async for attempt in retrying:
-        with attempt:
-            if sent:
-                on_bytes(-sent)  # a retry starts from zero: take back the failed attempt's
-            sent = 0
+    with state.watch.file(target.file_name) if state and state.watch else nullcontext():
+        async for attempt in retrying:
+            with attempt:
+                if sent:
+                    on_bytes(-sent)  # a retry starts from zero: take back the failed attempt's
+                sent = 0
 
-            def count(n: int) -> None:
-                nonlocal sent
-                sent += n
-                on_bytes(n)
+                def count(n: int) -> None:
+                    nonlocal sent
+                    sent += n
+                    on_bytes(n)
 
-            slot = hooks.upload_slot(target) if hooks.upload_slot else nullcontext()
-            async with slot, open_content(package, target.file_name,
-                                          verify=options.verify_manifest,
-                                          chunk_size=options.chunk_size) as content:
-                await upload(session.client.uploads, target, content.chunks(),
-                             on_bytes=count, throttle=hooks.throttle,
-                             stall_timeout=options.stall_timeout, pin=pin,
-                             cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
+                slot = hooks.upload_slot(target) if hooks.upload_slot else nullcontext()
+                async with slot, open_content(package, target.file_name,
+                                              verify=options.verify_manifest,
+                                              chunk_size=options.chunk_size) as content:
+                    await upload(session.client.uploads, target, content.chunks(),
+                                 on_bytes=count, throttle=hooks.throttle,
+                                 stall_timeout=options.stall_timeout, pin=pin,
+                                 cookie=f"{SESSION_COOKIE}={cookie}" if cookie else None)
 
 
 __all__ = [
