@@ -7,7 +7,7 @@ Netflix's concurrency-limits and Envoy's adaptive concurrency):
 
 * every SOAP call reports how long its answer took and whether it was an
   overload signal: HTTP 503 (a session or a call refused), a SOAP timeout, or
-  NotAllowedInCurrentState / TaskInProgress (``vsphere.soap.OVERLOAD_FAULTS``);
+  NotAllowedInCurrentState / TaskInProgress (``vsphere.calls.OVERLOAD_FAULTS``);
 * every :data:`TICK` the limiter looks at what came in: any overload signal
   halves the limit (:data:`DECREASE`); answers whose slow tail (the 90th
   percentile) is past :data:`LATENCY_BOUND` times the baseline (the best tail
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-from asyncovf.vsphere.soap import CallRecord
+from asyncovf.vsphere.calls import CallRecord
 
 log = logging.getLogger(__name__)
 

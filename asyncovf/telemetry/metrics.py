@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
 from asyncovf.telemetry.watch import LEASE_PHASES, TERMINAL_PHASES, JobWatch, Watcher
-from asyncovf.vsphere.soap import CallRecord
+from asyncovf.vsphere.calls import CallRecord
 
 #: vCenter's answers: from a millisecond (an idle simulator) to its 120 s call timeout.
 SOAP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

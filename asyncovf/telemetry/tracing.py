@@ -38,7 +38,7 @@ from asyncovf.printable import printable
 from asyncovf.telemetry.environment import traces_exporter
 from asyncovf.telemetry.watch import TERMINAL_PHASES, TRACE_ID, JobWatch, Watcher
 from asyncovf.version import __version__
-from asyncovf.vsphere.soap import CallRecord
+from asyncovf.vsphere.calls import CallRecord
 
 #: The job the current task works for: a SOAP call's span goes under its phase.
 _JOB: Final[ContextVar[_JobTrace | None]] = ContextVar("asyncovf_job", default=None)

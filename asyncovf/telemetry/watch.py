@@ -24,8 +24,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from contextvars import ContextVar
 from typing import Final
 
+from asyncovf.vsphere.calls import CallRecord
 from asyncovf.vsphere.session import VCenterSession
-from asyncovf.vsphere.soap import CallRecord
 
 #: The trace id (32 hex digits) of the job the current task runs, while tracing.
 TRACE_ID: Final[ContextVar[str | None]] = ContextVar("asyncovf_trace_id", default=None)

@@ -52,6 +52,7 @@ from asyncovf.errors import (
 )
 from asyncovf.printable import printable
 from asyncovf.tls import ContextCache
+from asyncovf.vsphere.calls import CallRecord
 from asyncovf.vsphere.cleanup import Stage, bounded_cleanup
 from asyncovf.vsphere.wirelog import WireLog
 
@@ -424,7 +425,7 @@ class SoapClient:
                                      status=status, answer_headers=answer_headers,
                                      answer=payload, seconds=time.monotonic() - started,
                                      error=error)
-            if fault is not None and self.observers:
+            if fault is not None:
                 self._tell(info.wsdlName, started, fault)
         assert status is not None and payload is not None
 
@@ -465,32 +466,6 @@ class SoapClient:
             if morsel is not None:
                 self._session_cookie = morsel.value
 
-
-#: vCenter's faults that say "too busy for this now": overload signals, like HTTP 503.
-OVERLOAD_FAULTS: Final = frozenset({"NotAllowedInCurrentState", "TaskInProgress"})
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One SOAP call, as :attr:`SoapClient.observers` hear of it when it ends.
-
-    ``started`` is on the monotonic clock; ``fault`` is None for an answer,
-    else the fault's type (``DuplicateName``), ``HTTP 503``, ``no answer in N s``,
-    ``connection``, ``cancelled`` or ``unreadable answer``.
-    """
-
-    method: str
-    started: float
-    seconds: float
-    fault: str | None
-
-    @property
-    def overloaded(self) -> bool:
-        """An overload signal: HTTP 503, no answer in time, or one of
-        :data:`OVERLOAD_FAULTS` (vCenter too busy for it now)."""
-        fault = self.fault
-        return fault is not None and (fault == "HTTP 503" or fault.startswith("no answer")
-                                      or fault in OVERLOAD_FAULTS)
 
 #: What an HTTP status that is not SOAP's usually means, said in the error.
 _STATUS_MEANING: Final = {
@@ -557,7 +532,6 @@ def describe_fault(fault: Any) -> str:
 __all__ = [
     "BOOTSTRAP_VERSION",
     "CLOSE_TIMEOUT",
-    "CallRecord",
     "Endpoint",
     "SESSION_COOKIE",
     "SoapClient",

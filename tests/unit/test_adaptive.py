@@ -14,7 +14,7 @@ from asyncovf.engine.adaptive import (
     AdaptiveLimit,
     parse_concurrency,
 )
-from asyncovf.vsphere.soap import CallRecord
+from asyncovf.vsphere.calls import CallRecord
 
 BASE = 0.010  # 10 ms: the answers of an idle vCenter
 

@@ -25,7 +25,7 @@ from asyncovf.telemetry.environment import traces_exporter
 from asyncovf.telemetry.metrics import Metrics
 from asyncovf.telemetry.tracing import Tracing
 from asyncovf.telemetry.watch import TRACE_ID, TraceIdFilter, Watcher, Watchers, combined
-from asyncovf.vsphere.soap import CallRecord
+from asyncovf.vsphere.calls import CallRecord
 
 LEASE_FAULT = VCenterError("HttpNfcLeaseProgress: the lease is gone",
                            fault=vim.fault.InvalidState())
